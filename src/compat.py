@@ -1,0 +1,44 @@
+"""Every workaround for today's package versions, in one place.
+
+Import this module before TensorFlow (training.py does it on its first line). Each fix names the
+upstream version it is for; delete it when upstream is fixed and the pin in requirements.txt moves.
+One more is handled by a pin alone, in requirements.txt: transformers 5 has no TensorFlow
+models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF model
+("'builtins.safe_open' object is not iterable"), so transformers stays at 4.54.1.
+"""
+
+import os
+import sys
+
+# TensorFlow >= 2.16 ships Keras 3, but the Hugging Face TF models (and ktrain) need Keras 2,
+# which the `tf_keras` package provides when this is set before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Hide TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes); errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# ktrain 0.41.4 (lroptimize/triangular.py, used by fit_onecycle) uses `np.Inf`, removed in NumPy 2.0.
+if not hasattr(np, "Inf"):
+    np.Inf = np.inf
+
+
+def check_keras2():
+    """Stop with one clear sentence if TensorFlow was imported (with Keras 3) before this module."""
+    import tensorflow as tf
+
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise RuntimeError(
+            "TensorFlow is using Keras 3, but ktrain needs Keras 2 (the tf_keras package): "
+            "TensorFlow was imported before src/compat.py; restart Python and import the src modules first."
+        )
+
+
+def plain_strings(column):
+    """Return a text column as a NumPy object array of `str`, the only form ktrain accepts.
+
+    pandas 3 stores text as a string extension array, and ktrain 0.41.4's `texts_from_df`
+    rejects it ("texts must be a list or NumPy array of strings"). requirements.txt pins
+    pandas 2.3.3, and this keeps our data correct under pandas 3 as well.
+    """
+    return column.astype(object)

@@ -1,0 +1,144 @@
+"""The IMDB splits: read, check, sample, and download them when they are missing.
+
+A split is an Excel (or CSV) file with a `Reviews` column (the text) and a `Sentiment` column
+(`pos`/`neg`). Everything here is pandas only, so bad input is reported before TensorFlow loads.
+"""
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from compat import plain_strings
+from errors import UserError
+
+TEXT, LABEL = "Reviews", "Sentiment"
+SPLITS = ("train.xlsx", "test.xlsx")
+ROWS_PER_SPLIT = 25_000  # what a complete download of each split holds
+# The tutorials' copy of the splits on GitHub; IMDB_DATA_URL points elsewhere (a mirror, or the tests' server).
+DATA_URL = os.environ.get(
+    "IMDB_DATA_URL", "https://raw.githubusercontent.com/laxmimerit/IMDB-Movie-Reviews-Large-Dataset-50k/master/"
+)
+WHERE_TO_POINT = "pass --data-dir DIR (a folder with train.xlsx and test.xlsx) or --train PATH --test PATH"
+
+
+def read_split(path):
+    """Read one split, check its columns and labels, and drop empty reviews (reported)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path, dtype=str)
+        else:
+            df = pd.read_excel(path, dtype=str)
+    except Exception as error:  # openpyxl, zipfile and pandas each raise their own kinds
+        raise UserError(f"could not read {path} as a spreadsheet ({error}); "
+                        "give an .xlsx or .csv file with Reviews and Sentiment columns.") from None
+
+    missing = [c for c in (TEXT, LABEL) if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} has no {' or '.join(missing)} column (it has: {', '.join(map(str, df.columns))}); "
+                        f"the review text must be in '{TEXT}' and the pos/neg label in '{LABEL}'.")
+    df = df[[TEXT, LABEL]].copy()
+    df[LABEL] = df[LABEL].str.strip()
+    if df[LABEL].isna().any() or (df[LABEL] == "").any():
+        rows = df.index[df[LABEL].isna() | (df[LABEL] == "")]
+        raise UserError(f"{path} has {len(rows)} rows with no {LABEL} label (first at spreadsheet row {rows[0] + 2}); "
+                        "label them or delete them.")
+
+    empty = df[TEXT].isna() | (df[TEXT].str.strip() == "")
+    df = df[~empty].reset_index(drop=True)
+    df[TEXT] = plain_strings(df[TEXT])
+    df.attrs = {"path": str(path), "dropped_empty": int(empty.sum())}
+    if df.empty:
+        raise UserError(f"{path} has no non-empty reviews in its {TEXT} column.")
+    return df
+
+
+def check_labels(train, test):
+    """Exactly two classes in train, and no class in test that train lacks."""
+    classes = sorted(train[LABEL].unique())
+    if len(classes) != 2:
+        raise UserError(f"{train.attrs['path']} has {len(classes)} label values ({', '.join(classes[:10])}); "
+                        f"{LABEL} must hold exactly two classes, such as pos and neg.")
+    unknown = sorted(set(test[LABEL]) - set(classes))
+    if unknown:
+        raise UserError(f"{test.attrs['path']} has labels the training data does not ({', '.join(unknown[:10])}); "
+                        f"use the same two {LABEL} values ({', '.join(classes)}) in both splits.")
+    return classes
+
+
+def sample(df, n, seed):
+    """A stratified random `n` rows of `df` (all rows, shuffled, when `n` is None)."""
+    if n is None or n == len(df):
+        return df.sample(frac=1, random_state=seed).reset_index(drop=True)
+    if n > len(df):
+        raise UserError(f"--sample {n} is larger than {df.attrs['path']}, which has {len(df)} usable reviews; "
+                        f"use --sample {len(df)} or less.")
+    picked, _ = train_test_split(df, train_size=n, stratify=df[LABEL], random_state=seed)
+    return picked.reset_index(drop=True)
+
+
+def load_splits(train_path, test_path, n_sample=None, seed=42):
+    """Read and check both splits; optionally sample each. Returns (train_df, test_df)."""
+    train, test = read_split(train_path), read_split(test_path)
+    check_labels(train, test)
+    for df in (train, test):
+        if df.attrs["dropped_empty"]:
+            print(f"dropped {df.attrs['dropped_empty']} empty reviews from {df.attrs['path']}")
+    attrs = train.attrs, test.attrs
+    train, test = sample(train, n_sample, seed), sample(test, n_sample, seed)
+    train.attrs, test.attrs = attrs
+    return train, test
+
+
+def download_splits(data_dir, url=DATA_URL):
+    """Download whichever of train.xlsx/test.xlsx is missing from `data_dir`.
+
+    Each file goes to a `.part` file first and is checked (readable, both columns, two labels,
+    25,000 rows); only then does it take its final name, so an interrupted or broken download
+    never leaves a file that looks complete.
+    """
+    from tqdm.auto import tqdm
+
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        target = data_dir / name
+        if target.exists():
+            continue
+        part = data_dir / (name + ".part")
+        source = url.rstrip("/") + "/" + name
+        try:
+            with urllib.request.urlopen(source, timeout=30) as response, open(part, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}") as bar:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            if total is not None and part.stat().st_size != total:
+                raise UserError(f"the download of {source} stopped early ({part.stat().st_size} of {total} bytes); "
+                                f"run again, or {WHERE_TO_POINT}.")
+            check_download(part)
+            os.replace(part, target)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise UserError(f"could not download {source} ({reason}); connect to the internet, "
+                            f"or {WHERE_TO_POINT}.") from None
+        finally:
+            part.unlink(missing_ok=True)
+
+
+def check_download(part):
+    """A downloaded split must read as a complete IMDB split."""
+    try:
+        df = read_split(part)
+    except UserError as error:
+        raise UserError(f"the downloaded file is not a usable IMDB split: {error}") from None
+    if len(df) != ROWS_PER_SPLIT or df[LABEL].nunique() != 2:
+        raise UserError(f"the downloaded file has {len(df)} reviews and {df[LABEL].nunique()} labels, "
+                        f"not {ROWS_PER_SPLIT} and 2; run again later, or {WHERE_TO_POINT}.")

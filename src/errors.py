@@ -1,0 +1,19 @@
+"""Errors a user can cause, and how the command-line tools report them."""
+
+import sys
+
+
+class UserError(Exception):
+    """Something the user can fix (a path, a column, a flag). The message says what and how."""
+
+
+def run_cli(main):
+    """Run `main()`; report a UserError or Ctrl-C in one line and exit non-zero, no traceback."""
+    try:
+        main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved for this run.", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,58 @@
+"""Shared set-up: an offline Hugging Face cache holding a tiny DistilBERT, and a way to run the CLI.
+
+The cache location must be chosen before huggingface_hub is imported (it reads HF_HOME once),
+so it is set here, at import time, for this process and every subprocess the tests start.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+HF_HOME = Path(tempfile.mkdtemp(prefix="imdb-distilbert-hf-"))
+os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+os.environ.pop("IMDB_DATA_URL", None)
+
+import compat  # noqa: E402,F401  (before TensorFlow)
+import pytest  # noqa: E402
+
+import synthetic  # noqa: E402
+import tiny_distilbert  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    tiny_distilbert.install(HF_HOME, extra_words=synthetic.WORDS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(HF_HOME, ignore_errors=True)
+
+
+def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600):
+    """Run src/train.py as a user would; returns the CompletedProcess (text output)."""
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+
+
+def assert_user_error(result, *fragments):
+    """The CLI failed the way a user should see it: non-zero exit, one 'error:' line, no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits(tmp_path_factory):
+    """400 training and 200 test reviews that a tiny model can learn."""
+    return synthetic.write_splits(tmp_path_factory.mktemp("synthetic"), 400, 200)

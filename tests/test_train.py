@@ -1,0 +1,72 @@
+"""End to end: src/train.py as a user runs it, on a tiny offline DistilBERT, then the saved predictor."""
+
+import json
+
+import numpy as np
+import pytest
+
+import synthetic
+from conftest import run_train
+
+# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds.
+TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", 7]
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_splits, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run") / "predictor"
+    result = run_train("--data-dir", synthetic_splits, "--output", output, *TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output, result
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    import ktrain
+
+    return ktrain.load_predictor(str(trained[0]))
+
+
+def test_output_folder_holds_a_predictor_and_metrics(trained):
+    output, result = trained
+    names = {p.name for p in output.iterdir()}
+    assert {"tf_model.h5", "tf_model.preproc", "config.json", "vocab.txt", "metrics.json"} <= names
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    assert "saved the predictor" in result.stdout
+
+
+def test_metrics_json(trained):
+    metrics = json.loads((trained[0] / "metrics.json").read_text())
+    assert metrics["n_train"] == 400 and metrics["n_test"] == 200
+    assert 0 <= metrics["f1"] <= 1 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["classes"] == ["neg", "pos"]
+    assert metrics["args"]["epochs"] == 3 and metrics["args"]["lr"] == 3e-3 and metrics["args"]["sample"] is None
+    assert metrics["versions"]["ktrain"] == "0.41.4" and metrics["versions"]["transformers"] == "4.54.1"
+
+
+def test_loaded_predictor_gives_classes_and_probabilities(predictor):
+    assert predictor.get_classes() == ["neg", "pos"]
+    texts = ["the movie was wonderful and the cast was superb", "a boring film with awful acting", "it"]
+    proba = predictor.predict(texts, return_proba=True)
+    assert proba.shape == (3, 2)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert predictor.predict(texts[:2]) == ["pos", "neg"]
+
+
+def test_training_learns(trained, predictor):
+    """Held-out reviews: the test split seen by train.py, and fresh ones it never saw."""
+    assert json.loads((trained[0] / "metrics.json").read_text())["accuracy"] >= 0.9
+    fresh = synthetic.reviews(200, seed=99)
+    predicted = predictor.predict(list(fresh["Reviews"]))
+    assert np.mean(np.array(predicted) == fresh["Sentiment"].to_numpy()) >= 0.9
+
+
+def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthetic_splits):
+    output = trained[0].parent / "sampled"
+    for _ in range(2):  # the second run replaces the first run's predictor
+        result = run_train("--data-dir", synthetic_splits, "--output", output,
+                           "--sample", 60, "--epochs", 1, "--maxlen", 16, "--batch-size", 16)
+        assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["n_train"] == 60 and metrics["n_test"] == 60 and metrics["args"]["sample"] == 60
+    assert "train: 60 reviews, test: 60 reviews (neg 30, pos 30 in train)" in result.stdout
