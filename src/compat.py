@@ -27,7 +27,7 @@ def check_keras2():
     """Stop with one clear sentence if TensorFlow was imported (with Keras 3) before this module."""
     import tensorflow as tf
 
-    if not tf.keras.__name__.startswith("tf_keras"):
+    if not tf.keras.Model.__module__.startswith("tf_keras"):
         raise RuntimeError(
             "TensorFlow is using Keras 3, but ktrain needs Keras 2 (the tf_keras package): "
             "TensorFlow was imported before src/compat.py; restart Python and import the src modules first."

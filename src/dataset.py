@@ -126,7 +126,8 @@ def download_splits(data_dir, url=DATA_URL):
             check_download(part)
             os.replace(part, target)
         except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
+            reason = f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError) \
+                else getattr(error, "reason", error)
             raise UserError(f"could not download {source} ({reason}); connect to the internet, "
                             f"or {WHERE_TO_POINT}.") from None
         finally:

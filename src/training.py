@@ -73,6 +73,9 @@ def save_predictor(learner, preproc, output, extra_files=None):
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the predictor is an ordinary folder
         ktrain.get_predictor(learner.model, preproc).save(str(staging))
         for name, content in (extra_files or {}).items():
             (staging / name).write_text(content)

@@ -1,0 +1,80 @@
+"""Regression tests for the four incompatibilities of today's packages (see src/compat.py)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+import dataset
+import synthetic
+import training
+from conftest import HF_HOME, ROOT
+
+
+def test_keras2_is_selected():
+    import tensorflow as tf
+
+    assert tf.keras.Model.__module__.startswith("tf_keras")
+
+
+def test_keras3_loaded_first_is_reported_in_one_sentence():
+    code = ("import tensorflow as tf; tf.keras.Model\n"
+            f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+            "import training")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}  # a fresh Python, as a user has
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode != 0
+    assert "RuntimeError: TensorFlow is using Keras 3, but ktrain needs Keras 2" in result.stderr
+
+
+def test_ktrain_np_inf_under_numpy2():
+    from ktrain.lroptimize.triangular import CyclicLR
+
+    assert int(np.__version__.split(".")[0]) >= 2
+    assert CyclicLR(base_lr=1e-5, max_lr=1e-3, step_size=10).best == np.inf  # uses np.Inf
+
+
+def test_hub_pytorch_safetensors_loads_into_tensorflow():
+    """The Hub's distilbert-base-uncased is a PyTorch model.safetensors; transformers 4.55+ fails here."""
+    from transformers import TFAutoModelForSequenceClassification
+
+    model = TFAutoModelForSequenceClassification.from_pretrained(training.MODEL_NAME)
+    stored = load_file(str(next(HF_HOME.glob("hub/models--*/snapshots/*/model.safetensors"))))
+    loaded = {w.name: w.numpy() for w in model.weights}
+    embeddings = next(v for k, v in loaded.items() if "word_embeddings" in k)
+    np.testing.assert_array_equal(embeddings, stored["distilbert.embeddings.word_embeddings.weight"])
+
+
+def test_pandas3_string_columns_reach_ktrain_as_plain_strings(tmp_path):
+    path = synthetic.write_splits(tmp_path, 40, 20) / "train.xlsx"
+    with pd.option_context("future.infer_string", True):  # pandas 3's default
+        raw = pd.read_excel(path, dtype=str)
+        assert not isinstance(raw["Reviews"].values, np.ndarray)  # what ktrain would refuse
+        train = dataset.read_split(path)
+        assert isinstance(train["Reviews"].values, np.ndarray) and train["Reviews"].dtype == object
+        _, _, preproc = training.preprocess(train, train, maxlen=16)
+    assert preproc.get_classes() == ["neg", "pos"]
+
+
+def test_english_model_even_when_language_guess_is_wrong():
+    """langdetect calls these short reviews Catalan; ktrain would then pick the multilingual model."""
+    from ktrain.text import textutils
+
+    texts = ["Superb plot, brilliant cast.", "Dull plot, awful cast."] * 10
+    frame = pd.DataFrame({"Reviews": texts, "Sentiment": ["pos", "neg"] * 10})
+    assert textutils.detect_lang(texts) != "en"
+    _, _, preproc = training.preprocess(frame, frame, maxlen=16)
+    assert preproc.model_name == "distilbert-base-uncased"
+    assert preproc.lang == "en"
+
+
+@pytest.mark.parametrize("package, version", [("transformers", "4.54.1"), ("pandas", "2.3.3")])
+def test_pinned_versions_are_the_ones_installed(package, version):
+    from importlib.metadata import version as installed
+
+    assert installed(package) == version
+    assert f"{package}=={version}" in (ROOT / "requirements.txt").read_text()

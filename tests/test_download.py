@@ -1,0 +1,93 @@
+"""Downloading the splits, against a real HTTP server on loopback (no mocks)."""
+
+import shutil
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import dataset
+import synthetic
+from conftest import ROOT, assert_user_error, run_train
+from errors import UserError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Complete 25,000-row splits, and a valid spreadsheet that is too short to be one."""
+    folder = synthetic.write_splits(tmp_path_factory.mktemp("served"), dataset.ROWS_PER_SPLIT, dataset.ROWS_PER_SPLIT)
+    synthetic.reviews(100).to_excel(folder / "short.xlsx", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    """/full/NAME serves the file; /short/NAME a 100-row split; /cut/NAME stops halfway; others 404."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            _, mode, name = self.path.split("/", 2)
+            if mode not in ("full", "short", "cut") or name not in dataset.SPLITS:
+                self.send_error(404)
+                return
+            body = (files / ("short.xlsx" if mode == "short" else name)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_writes_checked_splits(server, files, tmp_path, capsys):
+    dataset.download_splits(tmp_path / "data", url=server + "/full/")
+    for name in dataset.SPLITS:
+        assert (tmp_path / "data" / name).read_bytes() == (files / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["test.xlsx", "train.xlsx"]
+    assert "downloading train.xlsx" in capsys.readouterr().err  # the progress bar
+
+
+def test_train_py_downloads_when_default_data_is_missing(server, tmp_path):
+    """A copy of the project with an empty data/: train.py fetches the splits, then trains."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_train("--sample", 40, "--maxlen", 16, "--epochs", 1, "--batch-size", 16,
+                       "--output", tmp_path / "out", script=project / "src" / "train.py",
+                       env={"IMDB_DATA_URL": server + "/full"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "downloading them" in result.stdout and "downloading test.xlsx" in result.stderr
+    assert {p.name for p in (project / "data").iterdir()} == {"train.xlsx", "test.xlsx"}
+    assert (tmp_path / "out" / "tf_model.preproc").exists()
+
+
+def test_offline_names_the_flags_and_leaves_nothing(tmp_path):
+    with socket.socket() as s:  # a loopback port with nobody listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_train(script=project / "src" / "train.py", env={"IMDB_DATA_URL": f"http://127.0.0.1:{port}/"})
+    assert_user_error(result, "could not download", "--data-dir", "--train", "--test")
+    assert list((project / "data").iterdir()) == []
+
+
+@pytest.mark.parametrize("mode, fragment", [
+    ("cut", "stopped early"),
+    ("short", "has 100 reviews and 2 labels, not 25000"),
+    ("missing", "HTTP 404 Not Found"),
+])
+def test_broken_downloads_replace_nothing(server, tmp_path, mode, fragment):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.xlsx").write_bytes(b"an earlier, complete download")  # present: must stay untouched
+    with pytest.raises(UserError, match=fragment):
+        dataset.download_splits(data, url=f"{server}/{mode}/")
+    assert [p.name for p in data.iterdir()] == ["train.xlsx"]
+    assert (data / "train.xlsx").read_bytes() == b"an earlier, complete download"

@@ -1,0 +1,63 @@
+"""A predictor folder is written completely or not at all."""
+
+import json
+
+import pytest
+
+import synthetic
+import training
+
+
+@pytest.fixture(scope="module")
+def learner_and_preproc():
+    frame = synthetic.reviews(32)
+    train, val, preproc = training.preprocess(frame, frame, maxlen=16)
+    return training.build_learner(train, val, preproc, batch_size=16), preproc
+
+
+def hidden(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt  # as if Ctrl-C arrived between saving the model and the preprocessor
+
+
+def test_save_writes_a_loadable_predictor(learner_and_preproc, tmp_path):
+    import ktrain
+
+    learner, preproc = learner_and_preproc
+    out = training.save_predictor(learner, preproc, tmp_path / "p", {"metrics.json": "{}"})
+    assert ktrain.load_predictor(str(out)).get_classes() == ["neg", "pos"]
+    assert (out / "metrics.json").read_text() == "{}" and hidden(tmp_path) == []
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~current_umask())
+
+
+def test_interrupted_save_leaves_no_folder(learner_and_preproc, tmp_path, monkeypatch):
+    from ktrain.predictor import Predictor
+
+    monkeypatch.setattr(Predictor, "_save_preproc", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        training.save_predictor(*learner_and_preproc, tmp_path / "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_save_keeps_the_previous_predictor(learner_and_preproc, tmp_path, monkeypatch):
+    from ktrain.predictor import Predictor
+
+    out = training.save_predictor(*learner_and_preproc, tmp_path / "p", {"metrics.json": json.dumps({"run": 1})})
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(Predictor, "_save_preproc", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        training.save_predictor(*learner_and_preproc, out, {"metrics.json": json.dumps({"run": 2})})
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert json.loads((out / "metrics.json").read_text()) == {"run": 1}
+    assert hidden(tmp_path) == []
+
+
+def current_umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
