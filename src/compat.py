@@ -23,6 +23,29 @@ if not hasattr(np, "Inf"):
     np.Inf = np.inf
 
 
+def offline_if_cached(model_name):
+    """Load `model_name` from the local Hugging Face cache without asking the Hub, when it is there.
+
+    huggingface_hub 0.36 / transformers 4.54 check the Hub on every load; without a network each check
+    retries for about 20 seconds, and the tokenizer then fails to load even though it is cached. So
+    once the model is fully cached, we go offline (HF_HUB_OFFLINE=1) before huggingface_hub is
+    imported. An explicit HF_HUB_OFFLINE setting is left alone.
+    """
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    hub = os.path.expanduser(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+    repo = os.path.join(hub, "models--" + model_name.replace("/", "--"))
+    try:
+        with open(os.path.join(repo, "refs", "main")) as ref:
+            snapshot = os.path.join(repo, "snapshots", ref.read().strip())
+    except OSError:
+        return False
+    has = lambda *names: any(os.path.isfile(os.path.join(snapshot, n)) for n in names)  # noqa: E731
+    cached = has("config.json") and has("vocab.txt", "tokenizer.json") and has("model.safetensors", "tf_model.h5")
+    if cached:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return cached
+
+
 def check_keras2():
     """Stop with one clear sentence if TensorFlow was imported (with Keras 3) before this module."""
     import tensorflow as tf

@@ -18,4 +18,4 @@ def predict_proba(learner, preproc, texts):
     """Class probabilities for `texts` from the model being trained, as the saved predictor gives them."""
     import ktrain
 
-    return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True)
+    return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)

@@ -6,13 +6,14 @@ Imported by src/train.py and by the notebook, so the two run exactly the same co
 import compat  # noqa: F401  (must come before TensorFlow: selects Keras 2, patches NumPy)
 
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
+MODEL_NAME = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English
+
+compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()
 import ktrain  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -21,14 +22,10 @@ from ktrain import text  # noqa: E402
 from dataset import LABEL, TEXT  # noqa: E402
 from errors import UserError  # noqa: E402
 
-MODEL_NAME = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English
-
 
 def set_seed(seed):
     """Seed Python, NumPy and TensorFlow, so a run can be repeated."""
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+    tf.keras.utils.set_random_seed(seed)
 
 
 def preprocess(train_df, test_df, maxlen):

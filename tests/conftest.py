@@ -34,11 +34,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600):
-    """Run src/train.py as a user would; returns the CompletedProcess (text output)."""
-    return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
-    )
+    """Run src/train.py as a user would; returns the CompletedProcess (text output).
+
+    `env` adds to this process's environment; a value of None removes that variable.
+    """
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([sys.executable, str(script), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def assert_user_error(result, *fragments):

@@ -11,8 +11,10 @@ from safetensors.numpy import load_file
 
 import dataset
 import synthetic
+import tiny_distilbert
 import training
-from conftest import HF_HOME, ROOT
+import compat
+from conftest import HF_HOME, ROOT, run_train
 
 
 def test_keras2_is_selected():
@@ -78,3 +80,22 @@ def test_pinned_versions_are_the_ones_installed(package, version):
 
     assert installed(package) == version
     assert f"{package}=={version}" in (ROOT / "requirements.txt").read_text()
+
+
+def test_cached_model_loads_without_network_and_without_offline_flag(synthetic_splits, tmp_path):
+    """Without HF_HUB_OFFLINE, huggingface_hub retries the Hub for minutes and then fails; we go offline."""
+    result = run_train("--data-dir", synthetic_splits, "--sample", 20, "--maxlen", 16, "--epochs", 1,
+                       "--output", tmp_path / "out", env={"HF_HUB_OFFLINE": None}, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Retrying" not in result.stderr
+
+
+def test_offline_only_when_the_whole_model_is_cached(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert not compat.offline_if_cached(training.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
+    snapshot = tiny_distilbert.install(tmp_path)
+    (snapshot / "model.safetensors").unlink()  # an interrupted first download
+    assert not compat.offline_if_cached(training.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_HOME", str(HF_HOME))
+    assert compat.offline_if_cached(training.MODEL_NAME) and os.environ["HF_HUB_OFFLINE"] == "1"

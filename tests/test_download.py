@@ -15,8 +15,12 @@ from errors import UserError
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Complete 25,000-row splits, and a valid spreadsheet that is too short to be one."""
-    folder = synthetic.write_splits(tmp_path_factory.mktemp("served"), dataset.ROWS_PER_SPLIT, dataset.ROWS_PER_SPLIT)
+    """Complete 25,000-row splits (one review empty, as in the real ones), and a too-short spreadsheet."""
+    folder = tmp_path_factory.mktemp("served")
+    for seed, name in enumerate(dataset.SPLITS):
+        frame = synthetic.reviews(dataset.ROWS_PER_SPLIT, seed)
+        frame.loc[1234, "Reviews"] = None
+        frame.to_excel(folder / name, index=False)
     synthetic.reviews(100).to_excel(folder / "short.xlsx", index=False)
     return folder
 
@@ -80,7 +84,7 @@ def test_offline_names_the_flags_and_leaves_nothing(tmp_path):
 
 @pytest.mark.parametrize("mode, fragment", [
     ("cut", "stopped early"),
-    ("short", "has 100 reviews and 2 labels, not 25000"),
+    ("short", "has 100 rows and 2 labels, not 25000"),
     ("missing", "HTTP 404 Not Found"),
 ])
 def test_broken_downloads_replace_nothing(server, tmp_path, mode, fragment):

@@ -8,12 +8,11 @@ download would be. With `HF_HOME` pointing there and `HF_HUB_OFFLINE=1`,
 
 Run as a script to install one by hand for a smoke run:
 
-    python tests/tiny_distilbert.py /tmp/hf      # then: export HF_HOME=/tmp/hf HF_HUB_OFFLINE=1
+    python tests/tiny_distilbert.py /tmp/hf [--full-size]   # then: export HF_HOME=/tmp/hf HF_HUB_OFFLINE=1
 """
 
 import json
 import os
-import sys
 from pathlib import Path
 
 MODEL_ID = "distilbert-base-uncased"
@@ -94,7 +93,12 @@ def install(hf_home, extra_words=(), dim=32, n_layers=2, n_heads=2, hidden_dim=6
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/tiny_distilbert.py HF_HOME")
-    path = install(sys.argv[1])
-    print(json.dumps({"installed": str(path)}))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Install a random-weight DistilBERT as distilbert-base-uncased.")
+    parser.add_argument("hf_home", help="the folder to use as HF_HOME")
+    parser.add_argument("--full-size", action="store_true",
+                        help="DistilBERT's real shape (768 wide, 6 layers, 12 heads), for timing and memory")
+    args = parser.parse_args()
+    size = dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072) if args.full_size else {}
+    print(json.dumps({"installed": str(install(args.hf_home, **size))}))
