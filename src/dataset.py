@@ -96,6 +96,12 @@ def load_splits(train_path, test_path, n_sample=None, seed=42):
     return train, test
 
 
+def describe(train, test):
+    """One line on the data a run uses."""
+    counts = ", ".join(f"{label} {n}" for label, n in train[LABEL].value_counts().sort_index().items())
+    return f"train: {len(train)} reviews, test: {len(test)} reviews ({counts} in train)"
+
+
 def download_splits(data_dir, url=DATA_URL):
     """Download whichever of train.xlsx/test.xlsx is missing from `data_dir`.
 

@@ -3,15 +3,13 @@
     python src/train.py --epochs 2                      # the tutorial's full run (needs a GPU)
     python src/train.py --sample 2000 --maxlen 128 --epochs 1 --batch-size 16 --lr 1e-4   # quick CPU run
 
-Then, from Python:  ktrain.load_predictor("models/distilbert-imdb").predict(["great film"])
+Then, from Python (import src/compat.py before ktrain, as README.md shows):
+    ktrain.load_predictor("models/distilbert-imdb").predict(["great film"])
 """
 
 import argparse
 import json
-import platform
-import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import dataset
@@ -23,19 +21,19 @@ DEFAULT_DATA_DIR = ROOT / "data"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (default: 2)")
+    p.add_argument("--epochs", type=int, metavar="N", default=2, help="training epochs (default: 2)")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the one-cycle schedule (default: 2e-5)")
-    p.add_argument("--batch-size", type=int, default=6, help="reviews per training step (default: 6)")
-    p.add_argument("--maxlen", type=int, default=400, help="tokens kept per review; longer ones are cut (default: 400)")
-    p.add_argument("--seed", type=int, default=42, help="random seed for sampling, shuffling and initialisation (default: 42)")
-    p.add_argument("--data-dir", type=Path, help="folder holding train.xlsx and test.xlsx "
+    p.add_argument("--batch-size", type=int, metavar="N", default=6, help="reviews per training step (default: 6)")
+    p.add_argument("--maxlen", type=int, metavar="N", default=400, help="tokens kept per review; longer ones are cut (default: 400)")
+    p.add_argument("--seed", type=int, metavar="N", default=42, help="random seed for sampling, shuffling and initialisation (default: 42)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder holding train.xlsx and test.xlsx "
                    "(default: data/, where the splits are downloaded if missing)")
-    p.add_argument("--train", type=Path, help="training split, .xlsx or .csv with Reviews and Sentiment columns "
+    p.add_argument("--train", type=Path, metavar="PATH", help="training split, .xlsx or .csv with Reviews and Sentiment columns "
                    "(default: DATA_DIR/train.xlsx)")
-    p.add_argument("--test", type=Path, help="test split, same format (default: DATA_DIR/test.xlsx)")
+    p.add_argument("--test", type=Path, metavar="PATH", help="test split, same format (default: DATA_DIR/test.xlsx)")
     p.add_argument("--sample", type=int, metavar="N", help="use a stratified random N reviews from each split, "
                    "for quick runs (default: all)")
-    p.add_argument("--output", type=Path, default=ROOT / "models" / "distilbert-imdb",
+    p.add_argument("--output", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
                    help="folder for the saved predictor and metrics.json (default: models/distilbert-imdb)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "maxlen"):
@@ -70,19 +68,12 @@ def check_output(output):
                         "choose a new or empty folder.")
 
 
-def versions():
-    names = ["ktrain", "tensorflow", "tf_keras", "transformers", "pandas", "numpy", "scikit-learn"]
-    return {"python": platform.python_version(), **{n: metadata.version(n) for n in names}}
-
-
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
     check_output(args.output)
-    train_path, test_path = resolve_data(args)
-    train_df, test_df = dataset.load_splits(train_path, test_path, args.sample, args.seed)
-    print(f"train: {len(train_df)} reviews, test: {len(test_df)} reviews "
-          f"({', '.join(f'{k} {v}' for k, v in train_df[dataset.LABEL].value_counts().sort_index().items())} in train)")
+    train_df, test_df = dataset.load_splits(*resolve_data(args), args.sample, args.seed)
+    print(dataset.describe(train_df, test_df))
 
     import evaluation
     import training  # TensorFlow loads here, after the inputs are known to be good
@@ -94,19 +85,16 @@ def main(argv=None):
     training.fit(learner, args.lr, args.epochs)
     train_seconds = time.time() - fit_started
 
-    print("evaluating on the test split...")
-    proba = evaluation.predict_proba(learner, preproc, test_df[dataset.TEXT])
-    metrics = evaluation.score(test_df[dataset.LABEL], proba, preproc.get_classes())
-    metrics.update({
-        "n_train": len(train_df), "n_test": len(test_df),
-        "classes": preproc.get_classes(),
-        "dropped_empty_reviews": {"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
-        "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - started, 1),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "versions": versions(),
-    })
-    output = training.save_predictor(learner, preproc, args.output,
-                                     {"metrics.json": json.dumps(metrics, indent=2) + "\n"})
+    metrics = evaluation.evaluate(learner, preproc, test_df)
+    metrics.update(
+        n_train=len(train_df),
+        dropped_empty_reviews={"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
+        train_seconds=round(train_seconds, 1),
+        total_seconds=round(time.time() - started, 1),
+        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        versions=evaluation.package_versions(),
+    )
+    output = training.save_predictor(learner, preproc, args.output, {"metrics.json": json.dumps(metrics, indent=2) + "\n"})
     print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}")
     print(f"saved the predictor and metrics.json to {output}")
 
