@@ -68,6 +68,8 @@ def save_predictor(learner, preproc, output, extra_files=None):
     """
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f".{output.name}.partial-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         umask = os.umask(0)

@@ -1,11 +1,17 @@
 """A predictor folder is written completely or not at all."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 import synthetic
 import training
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,31 @@ def test_interrupted_save_keeps_the_previous_predictor(learner_and_preproc, tmp_
     assert sorted(p.name for p in out.iterdir()) == before
     assert json.loads((out / "metrics.json").read_text()) == {"run": 1}
     assert hidden(tmp_path) == []
+
+
+def test_a_killed_runs_leftovers_are_cleaned_up(learner_and_preproc, tmp_path):
+    leftover = tmp_path / ".p.partial-abc123"
+    leftover.mkdir()
+    (leftover / "tf_model.h5").write_text("half a model")
+    training.save_predictor(*learner_and_preproc, tmp_path / "p")
+    assert hidden(tmp_path) == []
+
+
+def test_ctrl_c_during_training_saves_nothing(synthetic_splits, tmp_path):
+    """A user presses Ctrl-C while train.py is training: one line, exit 130, no output folder."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(ROOT / "src" / "train.py"), "--data-dir", str(synthetic_splits),
+               "--maxlen", "16", "--epochs", "200", "--output", str(tmp_path / "out")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in process.stdout:
+        if "begin training" in line:
+            break
+    time.sleep(2)  # well into the first epochs
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output[-2000:]
+    assert "interrupted: nothing was saved" in output and "Traceback" not in output
+    assert list(tmp_path.iterdir()) == []
 
 
 def current_umask():
