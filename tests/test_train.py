@@ -1,13 +1,17 @@
 """End to end: src/train.py as a user runs it, on a tiny offline DistilBERT, then the saved predictor."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import synthetic
-from conftest import run_train
+from conftest import ROOT, run_train
 
 # Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds.
 TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", 7]
@@ -75,3 +79,16 @@ def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthet
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["n_train"] == 60 and metrics["n_test"] == 60 and metrics["args"]["sample"] == 60
     assert "train: 60 reviews, test: 60 reviews (neg 30, pos 30 in train)" in result.stdout
+
+
+def test_predictor_folder_is_self_contained(trained, tmp_path):
+    """Copied to a machine with an empty Hugging Face cache and no network, it still predicts."""
+    copy = tmp_path / "copied-predictor"
+    shutil.copytree(trained[0], copy)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat, ktrain\n"
+            f"p = ktrain.load_predictor({str(copy)!r})\n"
+            "print(p.predict(['a wonderful film, superb acting', 'an awful boring mess']))")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "['pos', 'neg']"
