@@ -8,7 +8,6 @@ models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF 
 """
 
 import os
-import sys
 
 # TensorFlow >= 2.16 ships Keras 3, but the Hugging Face TF models (and ktrain) need Keras 2,
 # which the `tf_keras` package provides when this is set before TensorFlow is first imported.

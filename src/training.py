@@ -3,7 +3,7 @@
 Imported by src/train.py and by the notebook, so the two run exactly the same code.
 """
 
-import compat  # noqa: F401  (must come before TensorFlow: selects Keras 2, patches NumPy)
+import compat  # first, before TensorFlow: selects Keras 2 and patches NumPy for ktrain
 
 import os
 import shutil
