@@ -90,10 +90,7 @@ def load_splits(train_path, test_path, n_sample=None, seed=42):
     for df in (train, test):
         if df.attrs["dropped_empty"]:
             print(f"dropped {df.attrs['dropped_empty']} empty reviews from {df.attrs['path']}")
-    attrs = train.attrs, test.attrs
-    train, test = sample(train, n_sample, seed), sample(test, n_sample, seed)
-    train.attrs, test.attrs = attrs
-    return train, test
+    return sample(train, n_sample, seed), sample(test, n_sample, seed)  # pandas keeps .attrs
 
 
 def describe(train, test):

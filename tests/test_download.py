@@ -58,10 +58,15 @@ def test_download_writes_checked_splits(server, files, tmp_path, capsys):
     assert "downloading train.xlsx" in capsys.readouterr().err  # the progress bar
 
 
-def test_train_py_downloads_when_default_data_is_missing(server, tmp_path):
-    """A copy of the project with an empty data/: train.py fetches the splits, then trains."""
-    project = tmp_path / "project"
-    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's code with no data/ yet, so train.py's default data folder is empty."""
+    shutil.copytree(ROOT / "src", tmp_path / "project" / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "project"
+
+
+def test_train_py_downloads_when_default_data_is_missing(server, project, tmp_path):
+    """train.py fetches the missing splits into data/, then trains."""
     result = run_train("--sample", 40, "--maxlen", 16, "--epochs", 1, "--batch-size", 16,
                        "--output", tmp_path / "out", script=project / "src" / "train.py",
                        env={"IMDB_DATA_URL": server + "/full"})
@@ -71,12 +76,10 @@ def test_train_py_downloads_when_default_data_is_missing(server, tmp_path):
     assert (tmp_path / "out" / "tf_model.preproc").exists()
 
 
-def test_offline_names_the_flags_and_leaves_nothing(tmp_path):
+def test_offline_names_the_flags_and_leaves_nothing(project):
     with socket.socket() as s:  # a loopback port with nobody listening: connection refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    project = tmp_path / "project"
-    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
     result = run_train(script=project / "src" / "train.py", env={"IMDB_DATA_URL": f"http://127.0.0.1:{port}/"})
     assert_user_error(result, "could not download", "--data-dir", "--train", "--test")
     assert list((project / "data").iterdir()) == []
