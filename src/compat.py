@@ -64,3 +64,16 @@ def plain_strings(column):
     pandas 2.3.3, and this keeps our data correct under pandas 3 as well.
     """
     return column.astype(object)
+
+
+def lr_suggestions(finder):
+    """ktrain's three suggested learning rates from a finished lr_find, as floats (None if unknown).
+
+    ktrain 0.41.4 (lroptimize/lrfinder.py) finds the steepest descent in `losses[32:]` but reads
+    the rate at that index of the full list, 32 steps too early; this adds the offset back.
+    """
+    _, min_loss_div_10, valley = finder.estimate_lr()
+    slope = np.gradient(np.asarray(finder.losses[32:finder.ml])) if finder.ml > 33 else []
+    steepest = finder.lrs[32 + int(np.argmin(slope))] if len(slope) else None
+    return {name: None if lr is None else float(lr)
+            for name, lr in (("steepest", steepest), ("min_loss_div_10", min_loss_div_10), ("valley", valley))}

@@ -93,6 +93,16 @@ def load_splits(train_path, test_path, n_sample=None, seed=42):
     return sample(train, n_sample, seed), sample(test, n_sample, seed)  # pandas keeps .attrs
 
 
+def split_validation(train, fraction, seed):
+    """Carve a stratified `fraction` of `train` off as validation data. Returns (train, val)."""
+    n_val = round(len(train) * fraction)
+    if n_val < 2 or len(train) - n_val < 2:
+        raise UserError(f"--val-split {fraction} leaves too few reviews on one side of {len(train)} training reviews; "
+                        "use a fraction between about 0.05 and 0.5.")
+    kept, val = train_test_split(train, test_size=n_val, stratify=train[LABEL], random_state=seed)
+    return kept.reset_index(drop=True), val.reset_index(drop=True)
+
+
 def describe(train, test):
     """One line on the data a run uses."""
     counts = ", ".join(f"{label} {n}" for label, n in train[LABEL].value_counts().sort_index().items())

@@ -14,6 +14,6 @@ def run_cli(main):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was saved for this run.", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # a message, if given, says what was kept
+        print(f"interrupted: {str(interrupt) or 'nothing was saved for this run.'}", file=sys.stderr)
         sys.exit(130)

@@ -1,32 +1,109 @@
-"""Score a trained model on the test split."""
+"""Score a trained model on the test split: metrics, a text report, the worst mistakes."""
 
 import platform
+import resource
 from importlib import metadata
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
+import pandas as pd
+from sklearn import metrics as skm
 
+import plots
+import truncation
 from dataset import LABEL, TEXT
 
 
-def evaluate(learner, preproc, test_df):
-    """Predict the test split with the trained model, as the saved predictor will, and score it."""
+def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20):
+    """Score the trained model on the test split. Returns (metrics, files to save beside it).
+
+    The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
+    `history`, as training.fit returns it) and top_losses.csv (the `top_n` worst mistakes).
+    Reviews are cut to `maxlen` tokens the `cut` way, as in training.
+    """
+    texts = truncation.truncate(list(test_df[TEXT]), preproc.get_tokenizer(), maxlen, cut)
+    proba = predict(learner, preproc, texts)
+    classes = preproc.get_classes()
+    metrics = {**score(test_df[LABEL], proba, classes), "history": history}
+    files = {
+        "report.txt": report_text(metrics),
+        "confusion_matrix.png": plots.confusion_matrix(metrics),
+        "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
+        "training_curves.png": plots.training_curves(history),
+        "top_losses.csv": top_losses(test_df, proba, classes, top_n).to_csv(index=False),
+    }
+    return metrics, files
+
+
+def predict(learner, preproc, texts):
+    """Class probabilities (n, 2) for `texts`, from the predictor that will be saved."""
     import ktrain
 
-    print(f"evaluating on the {len(test_df)} test reviews...")
-    predictor = ktrain.get_predictor(learner.model, preproc)
-    proba = predictor.predict(list(test_df[TEXT]), return_proba=True, verbose=1)
-    return {**score(test_df[LABEL], proba, preproc.get_classes()), "n_test": len(test_df),
-            "classes": preproc.get_classes()}
+    print(f"evaluating on the {len(texts)} test reviews...")
+    return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)
 
 
 def score(y_true, proba, class_names):
-    """Accuracy and macro F1 from true labels (class names) and predicted probabilities (n, k)."""
-    y_pred = np.asarray(class_names)[np.asarray(proba).argmax(axis=1)]
+    """Everything we report about predictions `proba` (n, k) against true labels (class names)."""
+    classes = list(class_names)
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=float)
+    y_pred = np.asarray(classes)[proba.argmax(axis=1)]
+    report = skm.classification_report(y_true, y_pred, labels=classes, output_dict=True, zero_division=0)
+    both = len(set(y_true)) == 2
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1": float(f1_score(y_true, y_pred, average="macro")),  # mean of the per-class F1s
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "f1": report["macro avg"]["f1-score"],  # macro: the mean of the per-class F1s
+        "precision": report["macro avg"]["precision"],
+        "recall": report["macro avg"]["recall"],
+        # ROC-AUC of the second class (pos) against the first; undefined if the truth has one class
+        "roc_auc": float(skm.roc_auc_score(y_true == classes[1], proba[:, 1])) if both else None,
+        "loss": float(skm.log_loss(y_true, proba / proba.sum(axis=1, keepdims=True), labels=classes)),  # cross-entropy
+        "per_class": {c: {"precision": report[c]["precision"], "recall": report[c]["recall"],
+                          "f1": report[c]["f1-score"], "support": int(report[c]["support"])} for c in classes},
+        # rows: true class, columns: predicted class, both in `classes` order
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "n_test": len(y_true),
+        "classes": classes,
     }
+
+
+def report_text(metrics):
+    """The classification report as text, for report.txt."""
+    classes = metrics["classes"]
+    lines = [f"{'':>12}{'precision':>11}{'recall':>9}{'f1':>8}{'support':>9}"]
+    for c in classes:
+        m = metrics["per_class"][c]
+        lines.append(f"{c:>12}{m['precision']:>11.4f}{m['recall']:>9.4f}{m['f1']:>8.4f}{m['support']:>9}")
+    lines.append(f"{'macro avg':>12}{metrics['precision']:>11.4f}{metrics['recall']:>9.4f}"
+                 f"{metrics['f1']:>8.4f}{metrics['n_test']:>9}")
+    auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+    lines += ["", f"accuracy {metrics['accuracy']:.4f}   ROC-AUC {auc}   loss {metrics['loss']:.4f}   "
+              f"on {metrics['n_test']} test reviews", "",
+              "confusion matrix (rows: true, columns: predicted)", f"{'':>12}" + "".join(f"{c:>9}" for c in classes)]
+    for c, row in zip(classes, metrics["confusion_matrix"]):
+        lines.append(f"{c:>12}" + "".join(f"{n:>9}" for n in row))
+    return "\n".join(lines) + "\n"
+
+
+def top_losses(test_df, proba, class_names, n):
+    """The `n` test reviews the model got wrong most confidently, worst first (a DataFrame)."""
+    classes = np.asarray(class_names)
+    proba = np.asarray(proba, dtype=float)
+    truth = test_df[LABEL].to_numpy()
+    predicted = proba.argmax(axis=1)
+    column = {c: i for i, c in enumerate(classes)}
+    p_true = proba[np.arange(len(proba)), [column[t] for t in truth]]
+    frame = pd.DataFrame({"review": test_df[TEXT].to_numpy(), "true_label": truth,
+                          "predicted_label": classes[predicted], "probability": proba.max(axis=1),
+                          "loss": -np.log(np.clip(p_true, 1e-7, 1))})
+    wrong = frame[frame["true_label"] != frame["predicted_label"]]
+    return wrong.sort_values("loss", ascending=False, kind="stable").head(n).reset_index(drop=True)
+
+
+def peak_memory_mb():
+    """This process's peak resident memory so far, in MB (Linux reports KB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if platform.system() == "Darwin" else 1024), 1)
 
 
 def package_versions():

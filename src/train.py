@@ -2,6 +2,8 @@
 
     python src/train.py --epochs 2                      # the tutorial's full run (needs a GPU)
     python src/train.py --sample 2000 --maxlen 128 --epochs 1 --batch-size 16 --lr 1e-4   # quick CPU run
+    python src/train.py --lr-find-only --output runs/lr         # plot loss against learning rate first
+    python src/train.py --epochs 2 --resume                     # continue a run that was interrupted
 
 Then, from Python (import src/compat.py before ktrain, as README.md shows):
     ktrain.load_predictor("models/distilbert-imdb").predict(["great film"])
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 import dataset
+import truncation
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +37,22 @@ def parse_args(argv=None):
     p.add_argument("--sample", type=int, metavar="N", help="use a stratified random N reviews from each split, "
                    "for quick runs (default: all)")
     p.add_argument("--output", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="folder for the saved predictor and metrics.json (default: models/distilbert-imdb)")
+                   help="folder for the saved predictor, metrics.json, report and plots (default: models/distilbert-imdb)")
+    p.add_argument("--val-split", type=float, metavar="FRACTION", default=0.0,
+                   help="validate on a stratified FRACTION of train during training, so the test split is used "
+                   "only once, at the end (default: 0, validate on the test split, as the tutorial does)")
+    p.add_argument("--truncation", choices=truncation.MODES, default="head",
+                   help="which part of a review longer than --maxlen tokens to keep (default: head)")
+    p.add_argument("--lr-find", action="store_true", help="run the learning-rate finder before training "
+                   "and save lr_find.png with the suggested rates")
+    p.add_argument("--lr-find-only", action="store_true", help="run the learning-rate finder, save lr_find.png "
+                   "and metrics.json to --output, and stop without training")
+    p.add_argument("--top-losses", type=int, metavar="N", default=20,
+                   help="write the N most confidently wrong test reviews to top_losses.csv (default: 20)")
+    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
+                   help="where to save the model after every epoch (default: OUTPUT/checkpoints)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last finished epoch (same flags as that run)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "maxlen"):
         if getattr(args, name) < 1:
@@ -45,6 +63,13 @@ def parse_args(argv=None):
         p.error("--sample must be at least 2 (one review of each class)")
     if args.maxlen > 512:
         p.error("--maxlen must be at most 512, the longest input DistilBERT accepts")
+    if not 0 <= args.val_split < 1:
+        p.error("--val-split must be a fraction from 0 (off) to below 1, such as 0.1")
+    if args.top_losses < 0:
+        p.error("--top-losses must be 0 or more")
+    if args.lr_find_only and args.resume:
+        p.error("--lr-find-only and --resume do not go together: the finder does not train")
+    args.checkpoint_dir = args.checkpoint_dir or args.output / "checkpoints"
     return args
 
 
@@ -59,44 +84,105 @@ def resolve_data(args):
     return train, test
 
 
-def check_output(output):
-    """Refuse to replace anything but an earlier predictor folder."""
+def check_output(output, lr_find_only=False):
+    """Refuse to replace anything but an earlier run's folder (and, for --lr-find-only, a predictor)."""
     if output.is_file():
         raise UserError(f"--output {output} is a file; give a folder path for the predictor.")
-    if output.is_dir() and any(output.iterdir()) and not (output / "tf_model.preproc").exists():
+    ours = ("tf_model.preproc", "metrics.json", "checkpoints/state.json")
+    if output.is_dir() and any(output.iterdir()) and not any((output / name).exists() for name in ours):
         raise UserError(f"--output {output} is a folder that holds something other than a saved predictor; "
                         "choose a new or empty folder.")
+    if lr_find_only and (output / "tf_model.preproc").exists():
+        raise UserError(f"--output {output} holds a trained predictor that --lr-find-only would replace; "
+                        "give it a new folder, such as --output runs/lr-find.")
+
+
+def check_checkpoints(args):
+    """--resume needs a checkpoint, and an interrupted run's checkpoint is not silently overwritten."""
+    found = (args.checkpoint_dir / "state.json").exists()
+    if args.resume and not found:
+        raise UserError(f"--resume found no checkpoint in {args.checkpoint_dir}; "
+                        "run without --resume to start training, or point --checkpoint-dir at the interrupted run's.")
+    if found and not args.resume and not args.lr_find_only:
+        raise UserError(f"{args.checkpoint_dir} holds a checkpoint of an interrupted run; add --resume to continue it, "
+                        "or delete that folder to start over.")
+
+
+def run_settings(args):
+    """What must match between an interrupted run and its --resume."""
+    keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation")
+    return {**{k: getattr(args, k) for k in keys}, "train": str(args.train.resolve()), "test": str(args.test.resolve())}
 
 
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
-    check_output(args.output)
-    train_df, test_df = dataset.load_splits(*resolve_data(args), args.sample, args.seed)
-    print(dataset.describe(train_df, test_df))
+    check_output(args.output, args.lr_find_only)
+    check_checkpoints(args)
+    args.train, args.test = resolve_data(args)
+    train_df, test_df = dataset.load_splits(args.train, args.test, args.sample, args.seed)
+    val_df = test_df  # the tutorial validates on the test split
+    if args.val_split:
+        train_df, val_df = dataset.split_validation(train_df, args.val_split, args.seed)
+    print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} reviews from train" if args.val_split else ""))
 
     import evaluation
+    import plots
     import training  # TensorFlow loads here, after the inputs are known to be good
 
     training.set_seed(args.seed)
-    train, val, preproc = training.preprocess(train_df, test_df, args.maxlen)
+    train, val, preproc = training.preprocess(train_df, val_df, args.maxlen, args.truncation)
     learner = training.build_learner(train, val, preproc, args.batch_size)
-    fit_started = time.time()
-    training.fit(learner, args.lr, args.epochs)
-    train_seconds = time.time() - fit_started
+    files, run = {}, {"n_train": len(train_df), "n_val": len(val_df),
+                      "validation": f"{args.val_split:g} of train" if args.val_split else "test split",
+                      "dropped_empty_reviews": {"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
+                      "seconds": {"preprocess": round(time.time() - started, 1)}}
 
-    metrics = evaluation.evaluate(learner, preproc, test_df)
-    metrics.update(
-        n_train=len(train_df),
-        dropped_empty_reviews={"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
-        train_seconds=round(train_seconds, 1),
-        total_seconds=round(time.time() - started, 1),
-        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        versions=evaluation.package_versions(),
-    )
-    output = training.save_predictor(learner, preproc, args.output, {"metrics.json": json.dumps(metrics, indent=2) + "\n"})
-    print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}")
-    print(f"saved the predictor and metrics.json to {output}")
+    if args.lr_find or args.lr_find_only:
+        clock = time.time()
+        found = training.find_lr(learner)
+        files["lr_find.png"] = plots.lr_find(found)
+        run["lr_find"] = found["suggested"]
+        run["seconds"]["lr_find"] = round(time.time() - clock, 1)
+        print("suggested learning rates: " + ", ".join(f"{k} {v:.1e}" for k, v in found["suggested"].items() if v))
+        if args.lr_find_only:
+            files["metrics.json"] = to_json({**run, "args": args, "versions": evaluation.package_versions()})
+            print(f"saved lr_find.png and metrics.json to {training.save_files(args.output, files)}")
+            return
+
+    checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
+    if args.resume:
+        checkpoints.resume(learner)
+    clock = time.time()
+    try:
+        history = training.fit(learner, args.lr, args.epochs, checkpoints)
+    except KeyboardInterrupt:
+        if checkpoints.done:
+            raise KeyboardInterrupt(f"epoch {checkpoints.done} of {args.epochs} is saved in {checkpoints.folder}; "
+                                    "run the same command with --resume to continue from there.") from None
+        raise
+    run["seconds"]["train"] = round(time.time() - clock, 1)
+    run["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
+
+    clock = time.time()
+    metrics, report_files = evaluation.evaluate(learner, preproc, test_df, history, args.maxlen, args.truncation,
+                                                args.top_losses)
+    run["seconds"]["evaluate"] = round(time.time() - clock, 1)
+    run["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
+    run["seconds"]["total"] = round(time.time() - started, 1)
+    metrics.update(run, args=args, versions=evaluation.package_versions())
+    files.update(report_files, **{"metrics.json": to_json(metrics)})
+    output = training.save_predictor(learner, preproc, args.output, files)
+    checkpoints.clear()  # the predictor holds the final weights
+    print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}")
+    print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv to {output}")
+
+
+def to_json(record):
+    """`record` as indented JSON text; paths become strings and argparse results plain dicts."""
+    def plain(value):
+        return vars(value) if isinstance(value, argparse.Namespace) else str(value)
+    return json.dumps(record, indent=2, default=plain) + "\n"
 
 
 if __name__ == "__main__":

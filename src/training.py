@@ -5,6 +5,8 @@ Imported by src/train.py and by the notebook, so the two run exactly the same co
 
 import compat  # first, before TensorFlow: selects Keras 2 and patches NumPy for ktrain
 
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -17,8 +19,10 @@ compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()
 import ktrain  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from ktrain import text  # noqa: E402
+from ktrain import text, utils  # noqa: E402
+from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
 
+import truncation  # noqa: E402
 from dataset import LABEL, TEXT  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -28,11 +32,17 @@ def set_seed(seed):
     tf.keras.utils.set_random_seed(seed)
 
 
-def preprocess(train_df, test_df, maxlen):
-    """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc)."""
+def preprocess(train_df, val_df, maxlen, cut="head"):
+    """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
+
+    `cut` says how reviews longer than `maxlen` tokens are cut (truncation.MODES); "head" is
+    the tutorial's (and ktrain's) behaviour.
+    """
     try:
+        if cut != "head":
+            train_df, val_df = (cut_reviews(df, maxlen, cut) for df in (train_df, val_df))
         return text.texts_from_df(
-            train_df, TEXT, label_columns=[LABEL], val_df=test_df,
+            train_df, TEXT, label_columns=[LABEL], val_df=val_df,
             maxlen=maxlen, preprocess_mode="distilbert",
             # Without lang=, ktrain guesses the language from the texts, and any guess but
             # English silently switches to distilbert-base-multilingual-cased.
@@ -48,23 +58,144 @@ def preprocess(train_df, test_df, maxlen):
         raise
 
 
+def cut_reviews(df, maxlen, cut, tokenizer=None):
+    """A copy of `df` whose reviews are cut to `maxlen` tokens the `cut` way (see src/truncation.py)."""
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(MODEL_NAME)
+    df = df.copy()
+    df[TEXT] = truncation.truncate(list(df[TEXT]), tokenizer, maxlen, cut)
+    return df
+
+
 def build_learner(train, val, preproc, batch_size):
     """DistilBERT with a fresh classification head, wrapped in a ktrain Learner."""
     model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
     return ktrain.get_learner(model, train_data=train, val_data=val, batch_size=batch_size)
 
 
-def fit(learner, lr, epochs):
-    """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs."""
-    return learner.fit_onecycle(lr, epochs)
+def find_lr(learner):
+    """ktrain's learning-rate finder: train briefly with a rising rate and record the loss.
+
+    The model's weights are restored afterwards. Returns the rates, the losses and ktrain's
+    suggested rates (steepest descent, minimum loss / 10, longest valley).
+    """
+    learner.lr_find(verbose=1)
+    finder = learner.lr_finder
+    if finder is None or not finder.find_called():  # ktrain swallows Ctrl-C in lr_find
+        raise KeyboardInterrupt
+    return {"lrs": [float(x) for x in finder.lrs], "losses": [float(x) for x in finder.losses],
+            "suggested": compat.lr_suggestions(finder)}
+
+
+def fit(learner, lr, epochs, checkpoints=None):
+    """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs.
+
+    `checkpoints` (a Checkpoints) saves the model after every epoch; when it was loaded from an
+    interrupted run, training continues from its last finished epoch with the rest of the same
+    schedule. Returns the history: per-epoch loss/accuracy (train and validation) and the
+    learning rate at every step.
+    """
+    callbacks = [checkpoints] if checkpoints else []
+    done = checkpoints.done if checkpoints else 0
+    if done == 0:
+        history = learner.fit_onecycle(lr, epochs, callbacks=callbacks).history
+    else:
+        print(f"resuming from the checkpoint of epoch {done} of {epochs} in {checkpoints.folder}")
+        steps_per_epoch = math.ceil(utils.nsamples_from_data(learner.train_data) / learner.batch_size)
+        schedule = onecycle_schedule(lr, epochs, steps_per_epoch)
+        schedule.set_model(learner.model)
+        schedule.on_train_begin()
+        for _ in range(done * steps_per_epoch):  # replay the finished steps of the schedule
+            schedule.on_batch_end(0)
+        if done < epochs:
+            learner.fit(lr, epochs - done, callbacks=[*callbacks, schedule], steps_per_epoch=steps_per_epoch)
+        history = {"lr": schedule.history["lr"]}
+    if checkpoints:
+        history.update(checkpoints.history)  # all epochs, including those before a resume
+    return {k: [float(x) for x in v] for k, v in history.items() if k != "iterations" and k != "momentum"}
+
+
+def onecycle_schedule(lr, epochs, steps_per_epoch):
+    """The learning-rate callback `learner.fit_onecycle(lr, epochs)` builds (ktrain 0.41.4, core.py)."""
+    return CyclicLR(base_lr=lr / 10, max_lr=lr, step_size=math.ceil(steps_per_epoch * epochs / 2),
+                    reduce_on_plateau=0, max_momentum=0.95, min_momentum=0.85, verbose=0)
+
+
+class Checkpoints(tf.keras.callbacks.Callback):
+    """Saves the model (weights and optimizer state) at the end of every epoch, to resume from.
+
+    `folder` holds the last finished epoch only (`epoch-NN.*`, a TensorFlow checkpoint) and
+    `state.json`: how many epochs are done, their losses and accuracies, and the run's
+    settings, so a resume with different settings is refused.
+    """
+
+    def __init__(self, folder, settings, epochs):
+        super().__init__()
+        self.folder, self.settings, self.epochs = Path(folder), settings, epochs
+        self.done, self.history = 0, {}
+
+    def resume(self, learner):
+        """Load the last finished epoch into `learner`'s model."""
+        state = json.loads((self.folder / "state.json").read_text())
+        changed = [k for k, v in self.settings.items() if state["settings"].get(k) != v]
+        if changed:
+            was = ", ".join(f"{k}={state['settings'].get(k)}" for k in changed)
+            raise UserError(f"the checkpoint in {self.folder} is from a run with {was}; "
+                            "rerun with the same settings to resume it, or drop --resume to start over.")
+        # The optimizer's state (Adam's moments, the step count) is restored when the optimizer
+        # creates it, at the first training step.
+        tf.train.Checkpoint(model=learner.model, optimizer=learner.model.optimizer).read(
+            str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
+        self.done, self.history = state["epochs_done"], state["history"]
+
+    def clear(self):
+        """Delete the saved epochs (the folder too, if nothing else is in it)."""
+        for name in [*self.folder.glob("epoch-*"), self.folder / "state.json", self.folder / "state.json.tmp"]:
+            name.unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.done += 1
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self.done:02d}"
+        tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(str(self.folder / name))
+        state = {"epochs_done": self.done, "checkpoint": name, "history": self.history, "settings": self.settings}
+        (self.folder / "state.json.tmp").write_text(json.dumps(state, indent=1))
+        os.replace(self.folder / "state.json.tmp", self.folder / "state.json")
+        for old in self.folder.glob("epoch-*"):
+            if not old.name.startswith(name + "."):
+                old.unlink()
+        print(f"\nsaved a checkpoint of epoch {self.done} of {self.epochs} to {self.folder}", flush=True)
 
 
 def save_predictor(learner, preproc, output, extra_files=None):
-    """Save a ktrain predictor (plus `extra_files`, name -> text) to `output`, all or nothing.
+    """Save a ktrain predictor (plus `extra_files`, name -> text or bytes) to `output`, all or nothing."""
+    def write(folder):
+        ktrain.get_predictor(learner.model, preproc).save(str(folder))
+        write_files(folder, extra_files or {})
+    return write_atomically(output, write)
 
-    Everything is written to a hidden folder next to `output` and renamed into place only when
-    complete; an existing `output` is replaced only then. A crash or Ctrl-C mid-save leaves
-    `output` as it was (absent, or the previous run's predictor).
+
+def save_files(output, files):
+    """Write `files` (name -> text or bytes) as the folder `output`, all or nothing."""
+    return write_atomically(output, lambda folder: write_files(folder, files))
+
+
+def write_files(folder, files):
+    for name, content in files.items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def write_atomically(output, write):
+    """Call `write(folder)` on a hidden folder next to `output`, then rename it to `output`.
+
+    An existing `output` is replaced only once the new folder is complete. A crash or Ctrl-C
+    mid-write leaves `output` as it was (absent, or the previous run's folder).
     """
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +206,7 @@ def save_predictor(learner, preproc, output, extra_files=None):
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the predictor is an ordinary folder
-        ktrain.get_predictor(learner.model, preproc).save(str(staging))
-        for name, content in (extra_files or {}).items():
-            (staging / name).write_text(content)
+        write(staging)
         replace_dir(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -54,7 +54,20 @@ def assert_user_error(result, *fragments):
     return errors[0]
 
 
+# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds.
+TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", 7]
+
+
 @pytest.fixture(scope="session")
 def synthetic_splits(tmp_path_factory):
     """400 training and 200 test reviews that a tiny model can learn."""
     return synthetic.write_splits(tmp_path_factory.mktemp("synthetic"), 400, 200)
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_splits, tmp_path_factory):
+    """One src/train.py run with the TINY settings: (output folder, CompletedProcess)."""
+    output = tmp_path_factory.mktemp("run") / "predictor"
+    result = run_train("--data-dir", synthetic_splits, "--output", output, *TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output, result

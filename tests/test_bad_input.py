@@ -88,6 +88,10 @@ def test_sample_larger_than_data(good):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--maxlen", "600"], "at most 512"),
     (["--lr", "5"], "--lr must be between 0 and 1"),
+    (["--val-split", "1.5"], "--val-split must be a fraction"),
+    (["--truncation", "middle"], "invalid choice: 'middle'"),
+    (["--top-losses", "-1"], "--top-losses must be 0 or more"),
+    (["--lr-find-only", "--resume"], "do not go together"),
 ])
 def test_bad_flags(good, flags, fragment):
     result = run_train("--data-dir", good, *flags)
@@ -108,6 +112,10 @@ def test_model_not_in_cache_and_offline(good, tmp_path):
                        env={"HF_HOME": str(tmp_path / "empty-cache")})
     assert_user_error(result, "could not load distilbert-base-uncased", "HF_HOME")
     assert not (tmp_path / "out").exists()
+
+
+def test_val_split_that_leaves_nothing_to_validate(good):
+    assert_user_error(run_train("--data-dir", good, "--sample", 10, "--val-split", 0.05), "--val-split 0.05")
 
 
 def test_sample_helper_is_stratified_and_seeded():

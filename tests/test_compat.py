@@ -99,3 +99,17 @@ def test_offline_only_when_the_whole_model_is_cached(tmp_path, monkeypatch):
     assert not compat.offline_if_cached(training.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
     monkeypatch.setenv("HF_HOME", str(HF_HOME))
     assert compat.offline_if_cached(training.MODEL_NAME) and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_lr_suggestions_read_the_steepest_rate_at_the_right_step():
+    """ktrain 0.41.4 reads the steepest-descent rate 32 steps early; compat adds the offset back."""
+    from types import SimpleNamespace
+
+    lrs = [1e-6 * 1.1**i for i in range(100)]
+    losses = [1.0] * 50 + [1.0 - 0.1 * i for i in range(5)] + [0.5] * 10 + [0.5 + 0.2 * i for i in range(35)]
+    finder = SimpleNamespace(lrs=lrs, losses=losses, ml=int(np.argmin(losses)),
+                             estimate_lr=lambda: (lrs[20], lrs[55] / 10, lrs[52]))
+    suggested = compat.lr_suggestions(finder)
+    assert suggested["steepest"] == lrs[32 + int(np.argmin(np.gradient(losses[32:finder.ml])))]
+    assert 50 <= lrs.index(suggested["steepest"]) <= 55  # where the loss falls fastest
+    assert suggested["min_loss_div_10"] == lrs[55] / 10 and suggested["valley"] == lrs[52]

@@ -1,0 +1,43 @@
+"""How reviews longer than `maxlen` tokens are cut: keep the head, the tail, or both.
+
+ktrain (like the tutorial) keeps the first `maxlen` tokens ("head"). Many IMDB reviews end with the
+verdict ("... 3/10, avoid"), so keeping the end as well can help: "head+tail" keeps the first
+quarter of the budget from the start and the rest from the end, the split Sun et al. found best
+for BERT on IMDB ("How to Fine-Tune BERT for Text Classification", 2019: 128 head + 382 tail of 512).
+
+For "tail" and "head+tail" the text itself is cut before ktrain sees it: tokenize, keep the chosen
+tokens, join them back into text. Re-tokenizing that text gives the same tokens, so ktrain's own
+cut (at the head) never triggers. No TensorFlow here: the prediction tools use it too.
+"""
+
+MODES = ("head", "tail", "head+tail")
+
+
+def cut(tokens, budget, mode):
+    """The tokens kept from `tokens` when at most `budget` fit, for `mode` in MODES."""
+    if mode not in MODES:
+        raise ValueError(f"truncation mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if len(tokens) <= budget:
+        return list(tokens)
+    if mode == "head":
+        return list(tokens[:budget])
+    if mode == "tail":
+        return list(tokens[len(tokens) - budget:])
+    head = budget // 4
+    return list(tokens[:head]) + list(tokens[len(tokens) - (budget - head):])
+
+
+def truncate(texts, tokenizer, maxlen, mode):
+    """Cut each text to `maxlen` tokens (including DistilBERT's [CLS] and [SEP]) the `mode` way.
+
+    `tokenizer` is a Hugging Face tokenizer. Texts that fit are returned unchanged, and "head"
+    leaves every text to ktrain, which keeps the head itself.
+    """
+    if mode == "head":
+        return list(texts)
+    budget = maxlen - 2  # room for [CLS] and [SEP]
+    out = []
+    for text in texts:
+        tokens = tokenizer.tokenize(text)
+        out.append(text if len(tokens) <= budget else tokenizer.convert_tokens_to_string(cut(tokens, budget, mode)))
+    return out

@@ -1,0 +1,51 @@
+"""--truncation: which tokens of a long review are kept, on token sequences and on real text."""
+
+import pytest
+
+import truncation
+from truncation import cut
+
+TOKENS = list(range(20))
+
+
+def test_short_sequences_are_kept_whole_in_every_mode():
+    for mode in truncation.MODES:
+        assert cut(TOKENS[:5], 8, mode) == TOKENS[:5]
+        assert cut(TOKENS[:8], 8, mode) == TOKENS[:8]
+
+
+def test_head_keeps_the_start():
+    assert cut(TOKENS, 8, "head") == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_tail_keeps_the_end():
+    assert cut(TOKENS, 8, "tail") == [12, 13, 14, 15, 16, 17, 18, 19]
+
+
+def test_head_and_tail_keep_a_quarter_from_the_start_and_the_rest_from_the_end():
+    assert cut(TOKENS, 8, "head+tail") == [0, 1, 14, 15, 16, 17, 18, 19]
+    kept = cut(list(range(1000)), 510, "head+tail")  # the paper's 512-token setting
+    assert kept[:127] == list(range(127)) and kept[127:] == list(range(617, 1000)) and len(kept) == 510
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="head, tail, head\\+tail"):
+        cut(TOKENS, 8, "middle")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained("distilbert-base-uncased")  # the tests' tiny model
+
+
+def test_truncated_text_retokenizes_to_the_kept_tokens(tokenizer):
+    review = ("the film opens well . " * 10) + "but the ending was awful , boring and bad ."
+    tokens = tokenizer.tokenize(review)
+    assert len(tokens) > 30
+    for mode in ("tail", "head+tail"):
+        (short,) = truncation.truncate([review], tokenizer, 32, mode)
+        assert tokenizer.tokenize(short) == cut(tokens, 30, mode)  # 32 minus [CLS] and [SEP]
+    assert truncation.truncate([review], tokenizer, 32, "head") == [review]  # ktrain cuts the head itself
+    assert truncation.truncate(["a short one"], tokenizer, 32, "tail") == ["a short one"]
