@@ -115,74 +115,143 @@ def run_settings(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    started = time.time()
-    check_output(args.output, args.lr_find_only)
-    check_checkpoints(args)
-    args.train, args.test = resolve_data(args)
-    train_df, test_df = dataset.load_splits(args.train, args.test, args.sample, args.seed)
-    val_df = test_df  # the tutorial validates on the test split
-    if args.val_split:
-        train_df, val_df = dataset.split_validation(train_df, args.val_split, args.seed)
-    print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} reviews from train" if args.val_split else ""))
+    """The whole run; the notebook makes the same calls, one cell each."""
+    run = Run(parse_args(argv))
+    train_df, val_df, test_df = run.load_data()
 
-    import evaluation
-    import plots
     import training  # TensorFlow loads here, after the inputs are known to be good
 
-    training.set_seed(args.seed)
-    train, val, preproc = training.preprocess(train_df, val_df, args.maxlen, args.truncation)
-    learner = training.build_learner(train, val, preproc, args.batch_size)
-    files, run = {}, {"n_train": len(train_df), "n_val": len(val_df),
-                      "validation": f"{args.val_split:g} of train" if args.val_split else "test split",
-                      "dropped_empty_reviews": {"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
-                      "seconds": {"preprocess": round(time.time() - started, 1)}}
+    training.set_seed(run.args.seed)
+    train, val, preproc = training.preprocess(train_df, val_df, run.args.maxlen, run.args.truncation)
+    learner = training.build_learner(train, val, preproc, run.args.batch_size)
+    run.lap("preprocess")
+    if run.args.lr_find or run.args.lr_find_only:
+        run.find_lr(learner)
+        if run.args.lr_find_only:
+            return run.save_lr_find()
+    history = run.fit(learner)
+    metrics = run.evaluate(learner, preproc, test_df, history)
+    run.save(learner, preproc, metrics)
 
-    if args.lr_find or args.lr_find_only:
-        clock = time.time()
+
+def options(**params):
+    """parse_args for Python callers such as the notebook: options(epochs=2, batch_size=6, ...)."""
+    argv = []
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
+    return parse_args(argv)
+
+
+class Run:
+    """One training run: its settings, its clock, and what it will write to --output.
+
+    Creating it checks the output folder and any checkpoint, and finds (or downloads) the data.
+    """
+
+    def __init__(self, args):
+        self.args, self.started, self.clock = args, time.time(), time.time()
+        check_output(args.output, args.lr_find_only)
+        check_checkpoints(args)
+        args.train, args.test = resolve_data(args)
+        self.files, self.facts = {}, {"seconds": {}}
+
+    def lap(self, name):
+        """Record the seconds since the last lap under `name`."""
+        now = time.time()
+        self.facts["seconds"][name] = round(now - self.clock, 1)
+        self.clock = now
+
+    def load_data(self):
+        """(train, validation, test) DataFrames; validation is the test split unless --val-split."""
+        args = self.args
+        train_df, test_df = dataset.load_splits(args.train, args.test, args.sample, args.seed)
+        val_df = test_df  # the tutorial validates on the test split
+        if args.val_split:
+            train_df, val_df = dataset.split_validation(train_df, args.val_split, args.seed)
+        print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} from train" if args.val_split else ""))
+        self.facts.update(n_train=len(train_df), n_val=len(val_df),
+                          validation=f"{args.val_split:g} of train" if args.val_split else "test split",
+                          dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
+                                                 "test": test_df.attrs["dropped_empty"]})
+        return train_df, val_df, test_df
+
+    def find_lr(self, learner):
+        """Run the learning-rate finder; lr_find.png and the suggested rates go to --output."""
+        import plots
+        import training
+
         found = training.find_lr(learner)
-        files["lr_find.png"] = plots.lr_find(found)
-        run["lr_find"] = found["suggested"]
-        run["seconds"]["lr_find"] = round(time.time() - clock, 1)
+        self.files["lr_find.png"] = plots.lr_find(found)
+        self.facts["lr_find"] = found["suggested"]
+        self.lap("lr_find")
         print("suggested learning rates: " + ", ".join(f"{k} {v:.1e}" for k, v in found["suggested"].items() if v))
-        if args.lr_find_only:
-            files["metrics.json"] = to_json({**run, "args": args, "versions": evaluation.package_versions()})
-            print(f"saved lr_find.png and metrics.json to {training.save_files(args.output, files)}")
-            return
+        return found
 
-    checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
-    if args.resume:
-        checkpoints.resume(learner)
-    clock = time.time()
-    try:
-        history = training.fit(learner, args.lr, args.epochs, checkpoints)
-    except KeyboardInterrupt:
-        if checkpoints.done:
-            raise KeyboardInterrupt(f"epoch {checkpoints.done} of {args.epochs} is saved in {checkpoints.folder}; "
-                                    "run the same command with --resume to continue from there.") from None
-        raise
-    run["seconds"]["train"] = round(time.time() - clock, 1)
-    run["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
+    def save_lr_find(self):
+        """--lr-find-only: write lr_find.png and metrics.json, no predictor."""
+        import training
 
-    clock = time.time()
-    metrics, report_files = evaluation.evaluate(learner, preproc, test_df, history, args.maxlen, args.truncation,
-                                                args.top_losses)
-    run["seconds"]["evaluate"] = round(time.time() - clock, 1)
-    run["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
-    run["seconds"]["total"] = round(time.time() - started, 1)
-    metrics.update(run, args=args, versions=evaluation.package_versions())
-    files.update(report_files, **{"metrics.json": to_json(metrics)})
-    output = training.save_predictor(learner, preproc, args.output, files)
-    checkpoints.clear()  # the predictor holds the final weights
-    print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}")
-    print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv to {output}")
+        self.files["metrics.json"] = to_json(self.record())
+        print(f"saved lr_find.png and metrics.json to {training.save_files(self.args.output, self.files)}")
+
+    def fit(self, learner):
+        """fit_onecycle with a checkpoint after every epoch (resumed from the last one with --resume)."""
+        import training
+
+        args = self.args
+        checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
+        if args.resume:
+            checkpoints.resume(learner)
+        try:
+            history = training.fit(learner, args.lr, args.epochs, checkpoints)
+        except KeyboardInterrupt:
+            if checkpoints.done:
+                raise KeyboardInterrupt(f"epoch {checkpoints.done} of {args.epochs} is saved in {checkpoints.folder}; "
+                                        "run the same command with --resume to continue from there.") from None
+            raise
+        self.lap("train")
+        self.checkpoints = checkpoints
+        return history
+
+    def evaluate(self, learner, preproc, test_df, history):
+        """Score the test split; the report, plots and worst mistakes go to --output. Returns metrics."""
+        import evaluation
+
+        self.facts["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
+        metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.args.maxlen,
+                                             self.args.truncation, self.args.top_losses)
+        self.lap("evaluate")
+        self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
+        self.files.update(files)
+        print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
+              f"ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}")
+        return metrics
+
+    def save(self, learner, preproc, metrics):
+        """Write the predictor and everything else to --output, all or nothing. Returns the folder."""
+        import training
+
+        self.files["metrics.json"] = to_json(self.record(metrics))
+        output = training.save_predictor(learner, preproc, self.args.output, self.files)
+        self.checkpoints.clear()  # the predictor holds the final weights
+        print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv to {output}")
+        return output
+
+    def record(self, metrics=None):
+        """What metrics.json holds: the metrics, then the run's facts, arguments and package versions."""
+        import evaluation
+
+        self.facts["seconds"]["total"] = round(time.time() - self.started, 1)
+        return {**(metrics or {}), **self.facts, "args": vars(self.args), "versions": evaluation.package_versions()}
 
 
 def to_json(record):
-    """`record` as indented JSON text; paths become strings and argparse results plain dicts."""
-    def plain(value):
-        return vars(value) if isinstance(value, argparse.Namespace) else str(value)
-    return json.dumps(record, indent=2, default=plain) + "\n"
+    """`record` as indented JSON text (paths become strings)."""
+    return json.dumps(record, indent=2, default=str) + "\n"
 
 
 if __name__ == "__main__":

