@@ -69,6 +69,7 @@ def test_parameters_cell_mirrors_train_py_flags():
                  "truncation", "lr_find", "top_losses", "resume"):
         assert values[name] == defaults[name], name
     assert (ROOT / values["output"]) == defaults["output"]
+    assert values["checkpoint_dir"] is None and defaults["checkpoint_dir"] == defaults["output"] / "checkpoints"
 
 
 def test_notebook_trains_saves_and_predicts(executed):
