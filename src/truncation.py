@@ -10,6 +10,9 @@ tokens, join them back into text. Re-tokenizing that text gives the same tokens,
 cut (at the head) never triggers. No TensorFlow here: the prediction tools use it too.
 """
 
+import json
+from pathlib import Path
+
 MODES = ("head", "tail", "head+tail")
 
 
@@ -41,3 +44,25 @@ def truncate(texts, tokenizer, maxlen, mode):
         tokens = tokenizer.tokenize(text)
         out.append(text if len(tokens) <= budget else tokenizer.convert_tokens_to_string(cut(tokens, budget, mode)))
     return out
+
+
+def saved_settings(folder):
+    """(maxlen, mode) of the run that saved the predictor in `folder`, from its metrics.json.
+
+    (None, "head") when unknown: then ktrain's own cut at the head applies, as for any predictor.
+    """
+    try:
+        args = json.loads((Path(folder) / "metrics.json").read_text())["args"]
+        return int(args["maxlen"]), args.get("truncation", "head")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "head"
+
+
+def like_saved_run(texts, folder, tokenizer):
+    """Cut `texts` the way the run that saved the predictor in `folder` cut its reviews.
+
+    `ktrain.load_predictor(folder).predict` always keeps the head; call this first so a model
+    trained with --truncation tail or head+tail sees reviews cut the same way. A no-op for "head".
+    """
+    maxlen, mode = saved_settings(folder)
+    return truncate(texts, tokenizer, maxlen, mode) if maxlen else list(texts)

@@ -49,3 +49,12 @@ def test_truncated_text_retokenizes_to_the_kept_tokens(tokenizer):
         assert tokenizer.tokenize(short) == cut(tokens, 30, mode)  # 32 minus [CLS] and [SEP]
     assert truncation.truncate([review], tokenizer, 32, "head") == [review]  # ktrain cuts the head itself
     assert truncation.truncate(["a short one"], tokenizer, 32, "tail") == ["a short one"]
+
+
+def test_like_saved_run_cuts_as_the_saved_run_did(tokenizer, tmp_path):
+    review = ("the film opens well . " * 10) + "but the ending was awful , boring and bad ."
+    assert truncation.like_saved_run([review], tmp_path, tokenizer) == [review]  # no metrics.json: ktrain's head
+    (tmp_path / "metrics.json").write_text('{"args": {"maxlen": 32, "truncation": "head+tail"}}')
+    assert truncation.like_saved_run([review], tmp_path, tokenizer) == truncation.truncate([review], tokenizer, 32, "head+tail")
+    (tmp_path / "metrics.json").write_text('{"args": {"maxlen": 32, "truncation": "head"}}')
+    assert truncation.like_saved_run([review], tmp_path, tokenizer) == [review]
