@@ -13,16 +13,8 @@ import pytest
 import synthetic
 from conftest import ROOT, run_train
 
-# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds.
-TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", 7]
-
-
-@pytest.fixture(scope="module")
-def trained(synthetic_splits, tmp_path_factory):
-    output = tmp_path_factory.mktemp("run") / "predictor"
-    result = run_train("--data-dir", synthetic_splits, "--output", output, *TINY)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return output, result
+# `trained` (src/train.py run once on the synthetic splits) is a session fixture in conftest.py,
+# shared with the prediction and export tests.
 
 
 @pytest.fixture(scope="module")
