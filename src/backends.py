@@ -48,7 +48,12 @@ class KtrainBackend:
         # and without a network each Hub check would wait about 20 seconds.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import compat  # noqa: F401  (before TensorFlow: Keras 2 and the NumPy alias ktrain needs)
-        import ktrain
+
+        try:
+            import ktrain
+        except ImportError as error:
+            raise UserError(f"the ktrain backend needs {error.name or 'ktrain'}, which is not installed; install "
+                            "requirements.txt, or use --backend onnx or onnx-int8 after src/export.py.") from None
 
         self.predictor = ktrain.load_predictor(str(model_dir), batch_size=batch_size)
         self.classes = list(self.predictor.get_classes())
