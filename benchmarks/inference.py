@@ -15,9 +15,11 @@ The model is exported with src/export.py first if it has no ONNX files yet (need
 """
 
 import argparse
+import collections
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -49,12 +51,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_random_predictor(folder, maxlen):
-    """A ktrain predictor with DistilBERT's full shape and random weights, saved to `folder`."""
+def common_words(texts, n=30_000):
+    """The `n` most frequent lower-cased words, split as BERT's basic tokenizer splits (punctuation apart)."""
+    counts = collections.Counter(w for t in texts for w in re.findall(r"[a-z0-9]+|[^a-z0-9\s]", t.lower()))
+    return [w for w, _ in counts.most_common(n)]
+
+
+def build_random_predictor(folder, maxlen, words):
+    """A ktrain predictor with DistilBERT's full shape and random weights, saved to `folder`.
+
+    Its vocabulary is `words` (about 30,000, like the real one), so that reviews split into about as many
+    tokens as with the real distilbert-base-uncased vocabulary, and length-sorted batching is measured fairly.
+    """
     hf_home = Path(tempfile.mkdtemp(prefix="bench-hf-"))
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_distilbert.py"), str(hf_home), "--full-size"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    (hf_home / "words.json").write_text(json.dumps(words))
+    code = f"""
+import json, sys; sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT / 'tests')!r}]
+import tiny_distilbert
+words = json.load(open({str(hf_home / 'words.json')!r}))
+tiny_distilbert.install({str(hf_home)!r}, extra_words=words, dim=768, n_layers=6, n_heads=12, hidden_dim=3072)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
     code = f"""
 import sys; sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT / 'tests')!r}]
 import training, synthetic
@@ -129,14 +147,14 @@ def main(argv=None):
     if not set(names) <= set(BACKENDS):
         sys.exit(f"--backends: choose from {', '.join(BACKENDS)}")
     source = args.reviews or (REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS)
-    texts = predict.read_texts(source)
-    texts = pd.Series(texts).sample(n=min(args.n, len(texts)), random_state=0).tolist()
+    all_texts = predict.read_texts(source)
+    texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
 
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     if args.model is None:
         args.model = work / "distilbert-full-size-random"
         print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen}) in {args.model}...", file=sys.stderr)
-        build_random_predictor(args.model, args.maxlen)
+        build_random_predictor(args.model, args.maxlen, common_words(all_texts))
     if {"onnx", "onnx-int8"} & set(names) and not (args.model / "onnx.json").exists():
         print("exporting it to ONNX...", file=sys.stderr)
         subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model)], check=True,
