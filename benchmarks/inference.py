@@ -171,6 +171,11 @@ def main(argv=None):
               f"load average before: {load_before:.2f}; Python {platform.python_version()}, "
               + ", ".join(f"{n} {metadata.version(n)}" for n in ("tensorflow", "ktrain", "onnxruntime")))
     print(header + "\n\n" + table(results, baseline))
+    if baseline:  # how far from a tie the ktrain answers are: label agreement means little when all are near 0.5
+        import numpy as np
+
+        margin = np.abs(np.array(baseline["proba"])[:, 0] - 0.5)
+        print(f"\nktrain's distance from a tie, |p - 0.5|: median {np.median(margin):.2e}, smallest {margin.min():.2e}")
     if args.json:
         args.json.write_text(json.dumps({"header": header, "results": [{k: v for k, v in r.items() if k != "proba"}
                                                                       for r in results]}, indent=2) + "\n")
