@@ -141,6 +141,8 @@ def main(argv=None):
 
     predictor = ktrain.load_predictor(str(args.model))
     folder = args.model.resolve()
+    for stale in folder.glob(".onnx-export-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=folder))
     try:
         print(f"exporting {folder} to ONNX (opset {OPSET})...")

@@ -112,7 +112,8 @@ def format_rows(rows, as_json, for_terminal=False):
         columns = list(rows[0])[1:]
         lines = ["\t".join(columns + ["text"])]
         for r in rows:
-            text = r["text"] if len(r["text"]) <= 80 else r["text"][:77] + "..."
+            text = " ".join(r["text"].split())  # one line per review
+            text = text if len(text) <= 80 else text[:77] + "..."
             lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [text]))
         return "\n".join(lines) + "\n"
     out = io.StringIO()
