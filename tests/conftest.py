@@ -33,14 +33,20 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(HF_HOME, ignore_errors=True)
 
 
-def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600):
+def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600, input=None):
     """Run src/train.py as a user would; returns the CompletedProcess (text output).
 
     `env` adds to this process's environment; a value of None removes that variable.
+    `input` is sent to its standard input.
     """
     env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
-    return subprocess.run([sys.executable, str(script), *map(str, args)],
+    return subprocess.run([sys.executable, str(script), *map(str, args)], input=input,
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def run_predict(*args, **kwargs):
+    """Run src/predict.py as a user would (same keywords as run_train)."""
+    return run_train(*args, script=ROOT / "src" / "predict.py", **kwargs)
 
 
 def assert_user_error(result, *fragments):
@@ -66,8 +72,18 @@ def synthetic_splits(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(synthetic_splits, tmp_path_factory):
-    """One src/train.py run with the TINY settings: (output folder, CompletedProcess)."""
+    """src/train.py run once with the TINY settings: (predictor folder, CompletedProcess). Treat it as read-only."""
     output = tmp_path_factory.mktemp("run") / "predictor"
     result = run_train("--data-dir", synthetic_splits, "--output", output, *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output, result
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """A copy of the trained predictor, exported to ONNX by src/export.py: (folder, CompletedProcess)."""
+    folder = tmp_path_factory.mktemp("exported") / "predictor"
+    shutil.copytree(trained[0], folder)
+    result = run_train("--model", folder, script=ROOT / "src" / "export.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder, result

@@ -13,6 +13,9 @@ import pytest
 import synthetic
 from conftest import ROOT, run_train
 
+# `trained` (src/train.py run once on the synthetic splits) is a session fixture in conftest.py,
+# shared with the prediction and export tests.
+
 
 @pytest.fixture(scope="module")
 def predictor(trained):

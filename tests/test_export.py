@@ -1,0 +1,157 @@
+"""src/export.py on the tiny trained model: the ONNX files, parity with TensorFlow, and scoring without TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import backends
+import synthetic
+from conftest import ROOT, assert_user_error, run_predict, run_train
+
+SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, most far longer than the tiny model's maxlen of 32
+
+# Python modules the ONNX backends must never import: a server without TensorFlow has none of them.
+BLOCKER = '''
+import os
+import sys
+
+BLOCKED = set(os.environ.get("BLOCKED_MODULES", "").split(","))
+
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+'''
+
+
+def blocking(tmp_path, *modules):
+    """Environment for a subprocess in which importing any of `modules` fails, as if not installed."""
+    folder = tmp_path / "blocker"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    return {"PYTHONPATH": str(folder), "BLOCKED_MODULES": ",".join(modules)}
+
+
+def run_export(*args, **kwargs):
+    return run_train(*args, script=ROOT / "src" / "export.py", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tensorflow_model(exported):
+    return backends.KtrainBackend(exported[0])
+
+
+@pytest.fixture(scope="module")
+def texts():
+    """Synthetic reviews the model knows, and real ones it must truncate."""
+    return list(synthetic.reviews(100, seed=5)["Reviews"]) + list(pd.read_excel(SAMPLE)["Reviews"].dropna())
+
+
+def test_export_writes_onnx_files_and_settings(exported):
+    folder, result = exported
+    for name in ("model.onnx", "model-int8.onnx", "onnx.json", "tokenizer.json", "tf_model.h5"):
+        assert (folder / name).is_file(), name
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging left behind"
+    settings = json.loads((folder / "onnx.json").read_text())
+    assert settings["maxlen"] == 32 and settings["classes"] == ["neg", "pos"] and settings["truncation"] == "head"
+    assert settings["parity"]["n_reviews"] == 32
+    assert settings["parity"]["onnx"]["max_abs_diff"] <= 1e-4
+    assert "fp32: largest probability difference" in result.stdout and "wrote model.onnx" in result.stdout
+
+
+def test_onnx_tokenizes_like_the_predictor(exported, tensorflow_model, texts):
+    onnx = backends.OnnxBackend(exported[0], "onnx")
+    expected = tensorflow_model.predictor.preproc.tok(texts, truncation=True, max_length=32)["input_ids"]
+    assert onnx.encode(texts) == expected
+    assert max(map(len, expected)) == 32  # the real reviews were cut
+
+
+def test_fp32_probabilities_match_tensorflow(exported, tensorflow_model, texts):
+    expected = tensorflow_model.predict_proba(texts)
+    for batch_size in (1, 7, 32):  # length-sorted batches, each padded to its own longest review
+        proba = backends.OnnxBackend(exported[0], "onnx", batch_size=batch_size).predict_proba(texts)
+        assert proba.shape == expected.shape
+        assert np.abs(proba - expected).max() <= 1e-4
+
+
+def test_int8_labels_mostly_agree(exported, tensorflow_model):
+    # Measured for this tiny model on 1,000 synthetic reviews: int8 probabilities within 2e-4 of fp32's and
+    # every label the same (the model is confident on them); on real, out-of-domain reviews within 0.06.
+    # 98% and 0.01 leave room for a review that lands near 0.5 after retraining on another machine.
+    fresh = list(synthetic.reviews(200, seed=11)["Reviews"])
+    expected = tensorflow_model.predict_proba(fresh)
+    proba = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba(fresh)
+    assert np.mean(proba.argmax(1) == expected.argmax(1)) >= 0.98
+    assert np.abs(proba - expected).max() <= 0.01
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_backends_need_no_tensorflow(exported, tensorflow_model, tmp_path, backend):
+    env = blocking(tmp_path, "tensorflow", "tf_keras", "keras", "ktrain", "compat", "transformers", "torch")
+    # The blocker works: with it, TensorFlow cannot be imported.
+    check = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
+                           env={**os.environ, **env})
+    assert check.returncode != 0 and "blocked by the test" in check.stderr
+
+    reviews = list(synthetic.reviews(40, seed=21)["Reviews"])
+    (tmp_path / "reviews.txt").write_text("\n".join(reviews) + "\n")
+    result = run_predict("--model", exported[0], "--backend", backend, "--file", tmp_path / "reviews.txt",
+                         "--out", tmp_path / "out.csv", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = pd.read_csv(tmp_path / "out.csv")
+    expected = np.array(tensorflow_model.classes)[tensorflow_model.predict_proba(reviews).argmax(1)]
+    assert list(out["text"]) == reviews
+    assert np.mean(out["label"].to_numpy() == expected) >= (1.0 if backend == "onnx" else 0.95)
+
+
+def test_every_backend_cuts_long_reviews_as_training_did(trained, tmp_path):
+    """A model trained with --truncation tail sees the end of a long review, whichever backend scores it."""
+    import shutil
+
+    folder = tmp_path / "tail-predictor"
+    shutil.copytree(trained[0], folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["args"]["truncation"] = "tail"  # as if trained with --truncation tail (the weights don't matter here)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    # Praise at the start, a damning end: only the last 30 tokens fit in maxlen 32.
+    filler = " ".join(["the", "movie", "was", "quite", "long"] * 10)
+    long_reviews = [f"great wonderful superb film . {filler} . awful terrible boring worst",
+                    f"awful terrible boring film . {filler} . great wonderful superb masterpiece"]
+    (tmp_path / "long.txt").write_text("\n".join(long_reviews) + "\n")
+    result = run_export("--model", folder, "--reviews", tmp_path / "long.txt")  # parity on the long reviews
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads((folder / "onnx.json").read_text())["truncation"] == "tail"
+    answers = {}
+    for backend in backends.BACKENDS:
+        out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
+        assert out.returncode == 0, out.stderr[-3000:]
+        answers[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
+    assert answers["ktrain"] == answers["onnx"] == answers["onnx-int8"] == ["neg", "pos"]  # the verdicts at the end
+
+
+def test_onnx_backend_without_onnxruntime(exported, tmp_path):
+    result = run_predict("--model", exported[0], "--backend", "onnx", "great", env=blocking(tmp_path, "onnxruntime"))
+    assert_user_error(result, "needs onnxruntime", "requirements-onnx.txt")
+
+
+def test_export_without_torch(trained, tmp_path):
+    result = run_export("--model", trained[0], env=blocking(tmp_path, "torch"))
+    assert_user_error(result, "exporting needs torch", "requirements-export.txt")
+    assert not (trained[0] / "model.onnx").exists()
+
+
+def test_export_bad_model_folder(tmp_path):
+    assert_user_error(run_export("--model", tmp_path / "nope"), "does not exist")
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert_user_error(run_export("--model", tmp_path), "is not a saved predictor")
+    assert not list(tmp_path.glob("*.onnx"))

@@ -1,0 +1,171 @@
+"""src/predict.py as a user runs it: texts, files of each type, standard input, JSON, and every bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import backends
+import predict
+import synthetic
+from conftest import assert_user_error, run_predict
+
+COLUMNS = ["text", "label", "prob_neg", "prob_pos"]
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    """50 fresh synthetic reviews (more than one batch, so the progress bar shows) and their true labels."""
+    return synthetic.reviews(50, seed=31)
+
+
+def write(reviews, path):
+    """The reviews as a user might have them: a spreadsheet, a CSV or a text file, one review per line."""
+    if path.suffix == ".txt":
+        path.write_text("\n".join(reviews["Reviews"]) + "\n\n")  # a trailing blank line is skipped
+    elif path.suffix == ".csv":
+        reviews.to_csv(path, index=False)
+    else:
+        reviews.to_excel(path, index=False)
+    return path
+
+
+def test_texts_with_the_default_ktrain_backend(trained, capsys):
+    predict.main(["--model", str(trained[0]), "the movie was wonderful and the cast was superb",
+                  "a boring film with awful acting"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["label", "prob_neg", "prob_pos", "text"]
+    (label1, neg1, pos1, _), (label2, neg2, pos2, _) = [line.split("\t") for line in lines[1:]]
+    assert (label1, label2) == ("pos", "neg")
+    assert float(pos1) > 0.5 > float(pos2) and float(neg1) + float(pos1) == pytest.approx(1, abs=2e-4)
+
+
+def test_xlsx_file_with_ktrain(trained, exported, reviews, tmp_path):
+    """The default backend on a spreadsheet, as a subprocess; its CSV has the same form and answers as onnx's."""
+    path = write(reviews, tmp_path / "reviews.xlsx")
+    result = run_predict("--model", trained[0], "--file", path, "--out", tmp_path / "ktrain.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote 50 predictions (neg " in result.stdout and "scoring (ktrain)" in result.stderr
+    ktrain_out = pd.read_csv(tmp_path / "ktrain.csv")
+    assert list(ktrain_out.columns) == COLUMNS and list(ktrain_out["text"]) == list(reviews["Reviews"])
+    assert np.mean(ktrain_out["label"] == reviews["Sentiment"]) >= 0.9
+
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", tmp_path / "onnx.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    onnx_out = pd.read_csv(tmp_path / "onnx.csv")
+    assert list(onnx_out.columns) == COLUMNS and onnx_out["text"].equals(ktrain_out["text"])
+    assert onnx_out["label"].equals(ktrain_out["label"])
+    assert np.abs(onnx_out[COLUMNS[2:]].to_numpy() - ktrain_out[COLUMNS[2:]].to_numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv", ".txt"])
+def test_file_types_give_the_same_predictions(exported, reviews, tmp_path, suffix):
+    path = write(reviews, tmp_path / f"reviews{suffix}")
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scoring (onnx): 100%" in result.stderr  # the progress bar
+    out = pd.read_csv(tmp_path / "out.csv")
+    proba = backends.OnnxBackend(exported[0], "onnx").predict_proba(list(reviews["Reviews"]))
+    assert list(out["text"]) == list(reviews["Reviews"])
+    assert list(out["label"]) == list(np.array(["neg", "pos"])[proba.argmax(1)])
+    assert np.allclose(out[["prob_neg", "prob_pos"]].to_numpy(), proba, atol=1e-6)
+
+
+def test_other_column_name(exported, reviews, tmp_path):
+    path = write(reviews.rename(columns={"Reviews": "comment"}), tmp_path / "reviews.csv")
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--column", "comment",
+                         "--out", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 50
+
+
+def test_stdin_and_json_lines(exported):
+    result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--json", "-",
+                         input="a wonderful film, superb acting\n\n  \nan awful boring mess\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in lines] == ["a wonderful film, superb acting", "an awful boring mess"]
+    assert [r["label"] for r in lines] == ["pos", "neg"] and list(lines[0]) == COLUMNS
+    assert all(abs(r["prob_neg"] + r["prob_pos"] - 1) < 1e-5 for r in lines)
+
+
+def test_json_lines_to_a_file(exported, tmp_path):
+    out = tmp_path / "sub" / "predictions.jsonl"
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--json", "--out", out, "great film", "awful")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote 2 predictions" in result.stdout
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == ["great film", "awful"]
+
+
+# Bad input: one sentence, a non-zero exit, no traceback, no output file; all before any model loads.
+
+def test_no_such_model_folder(tmp_path):
+    result = run_predict("--model", tmp_path / "nope", "great film", "--out", tmp_path / "out.csv")
+    assert_user_error(result, "nope does not exist", "src/train.py")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_not_a_predictor(tmp_path):
+    (tmp_path / "thesis.txt").write_text("hello")
+    assert_user_error(run_predict("--model", tmp_path, "great film"), "is not a saved predictor")
+    assert_user_error(run_predict("--model", tmp_path / "thesis.txt", "great film"), "is not a saved predictor")
+
+
+def test_no_onnx_export_yet(trained):
+    for backend in ("onnx", "onnx-int8"):
+        result = run_predict("--model", trained[0], "--backend", backend, "great film")
+        assert_user_error(result, "has no ONNX export yet", f"python src/export.py --model {trained[0]}")
+
+
+def test_missing_column(trained, reviews, tmp_path):
+    path = write(reviews, tmp_path / "reviews.xlsx")
+    result = run_predict("--model", trained[0], "--file", path, "--column", "Text", "--out", tmp_path / "out.csv")
+    assert_user_error(result, "has no Text column (it has: Reviews, Sentiment)", "--column")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("empty.txt", "\n  \n\n"),
+    ("empty.csv", ""),
+    ("header-only.csv", "Reviews,Sentiment\n"),
+    ("blank-reviews.csv", "Reviews,Sentiment\n,pos\n  ,neg\n"),
+    ("empty.xlsx", None),
+])
+def test_empty_file(trained, tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:
+        pd.DataFrame({"Reviews": []}).to_excel(path, index=False)
+    else:
+        path.write_text(content)
+    assert_user_error(run_predict("--model", trained[0], "--file", path), f"{name} has no reviews to classify")
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("missing.csv", "missing.csv does not exist"),
+    ("reviews.pdf", "is not an .xlsx, .csv or .txt file"),
+    ("broken.xlsx", "could not read"),
+])
+def test_unusable_file(trained, tmp_path, name, fragment):
+    if name != "missing.csv":
+        (tmp_path / name).write_bytes(b"%PDF-1.4 not a spreadsheet")
+    assert_user_error(run_predict("--model", trained[0], "--file", tmp_path / name), fragment)
+
+
+def test_only_empty_texts(trained):
+    assert_user_error(run_predict("--model", trained[0], "-", input="\n \n"), "no reviews to classify")
+
+
+def test_out_is_a_folder(trained, tmp_path):
+    assert_user_error(run_predict("--model", trained[0], "great", "--out", tmp_path), "is a folder")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    ([], "give reviews to classify"),
+    (["great", "--file", "x.csv"], "not both"),
+    (["great", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["great", "--backend", "tflite"], "invalid choice: 'tflite'"),
+])
+def test_bad_flags(trained, flags, fragment):
+    result = run_predict("--model", trained[0], *flags)
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
