@@ -112,11 +112,11 @@ def settings(preproc, tokenizer_file, folder):
     }
 
 
-def check_parity(predictor, folder, texts, batch_size=8):
-    """Probabilities of the TF predictor vs the fp32 and int8 ONNX models on `texts`."""
+def check_parity(predictor, model_dir, folder, texts, batch_size=8):
+    """Probabilities of the TF predictor in `model_dir` vs the fp32 and int8 ONNX models in `folder` on `texts`."""
     import numpy as np
 
-    cut = truncation.like_saved_run(texts, folder, predictor.preproc.get_tokenizer())
+    cut = truncation.like_saved_run(texts, model_dir, predictor.preproc.get_tokenizer())
     expected = np.asarray(predictor.predict(cut, return_proba=True))
     report = {"n_reviews": len(texts)}
     for backend in ("onnx", "onnx-int8"):
@@ -160,7 +160,7 @@ def main(argv=None):
             shutil.copy(folder / tokenizer_file, staging / tokenizer_file)
 
         print(f"checking the ONNX models against the TensorFlow predictor on {len(texts)} reviews from {args.reviews}...")
-        parity = check_parity(predictor, staging, texts)
+        parity = check_parity(predictor, folder, staging, texts)
         fp32, int8 = parity["onnx"], parity["onnx-int8"]
         print(f"fp32: largest probability difference {fp32['max_abs_diff']:.2e}, same label on {fp32['label_agreement']:.1%}")
         print(f"int8: largest probability difference {int8['max_abs_diff']:.2e}, same label on {int8['label_agreement']:.1%}")
