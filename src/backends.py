@@ -107,9 +107,14 @@ class OnnxBackend:
 
     def encode(self, texts):
         """Token ids of each text, cut to maxlen ([CLS] and [SEP] kept) as training did, unpadded."""
-        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
-        return [x if len(x) <= self.maxlen else [x[0], *truncation.cut(x[1:-1], self.maxlen - 2, self.cut), x[-1]]
-                for x in ids]
+        out = []
+        for encoding in self.tokenizer.encode_batch(list(texts)):
+            ids = encoding.ids
+            if len(ids) > self.maxlen:  # keep [CLS] and [SEP], and cut what is between as src/truncation.py does
+                keep = truncation.kept(encoding.tokens[1:-1], self.maxlen - 2, self.cut)
+                ids = [ids[0], *(ids[1 + i] for i in keep), ids[-1]]
+            out.append(ids)
+        return out
 
     def predict_proba(self, texts, done=None):
         ids = self.encode(texts)

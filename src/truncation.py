@@ -18,16 +18,27 @@ MODES = ("head", "tail", "head+tail")
 
 def cut(tokens, budget, mode):
     """The tokens kept from `tokens` when at most `budget` fit, for `mode` in MODES."""
+    return [tokens[i] for i in kept(tokens, budget, mode)]
+
+
+def kept(tokens, budget, mode):
+    """The positions of the tokens `cut` keeps.
+
+    A kept tail starts at a whole word: word pieces ("##ing") before its first word are dropped,
+    so the cut text, tokenized again, gives exactly the kept tokens.
+    """
     if mode not in MODES:
         raise ValueError(f"truncation mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if len(tokens) <= budget:
-        return list(tokens)
+    n = len(tokens)
+    if n <= budget:
+        return list(range(n))
     if mode == "head":
-        return list(tokens[:budget])
-    if mode == "tail":
-        return list(tokens[len(tokens) - budget:])
-    head = budget // 4
-    return list(tokens[:head]) + list(tokens[len(tokens) - (budget - head):])
+        return list(range(budget))
+    head = 0 if mode == "tail" else budget // 4
+    start = n - (budget - head)
+    while start < n and str(tokens[start]).startswith("##"):
+        start += 1
+    return list(range(head)) + list(range(start, n))
 
 
 def truncate(texts, tokenizer, maxlen, mode):

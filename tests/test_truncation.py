@@ -28,6 +28,13 @@ def test_head_and_tail_keep_a_quarter_from_the_start_and_the_rest_from_the_end()
     assert kept[:127] == list(range(127)) and kept[127:] == list(range(617, 1000)) and len(kept) == 510
 
 
+def test_a_kept_tail_starts_at_a_whole_word():
+    tokens = ["a", "good", "act", "##ing", "and", "great", "end"]
+    assert cut(tokens, 4, "tail") == ["and", "great", "end"]  # not "##ing", which would read "ing"
+    assert cut(tokens, 5, "tail") == ["act", "##ing", "and", "great", "end"]
+    assert cut(tokens, 5, "head+tail") == ["a", "and", "great", "end"]
+
+
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="head, tail, head\\+tail"):
         cut(TOKENS, 8, "middle")
@@ -41,12 +48,14 @@ def tokenizer():
 
 
 def test_truncated_text_retokenizes_to_the_kept_tokens(tokenizer):
-    review = ("the film opens well . " * 10) + "but the ending was awful , boring and bad ."
+    # "zq" and "xv" are not in the tiny vocabulary: they split into word pieces (z ##q ...)
+    review = ("the film opens well . zq xv " * 10) + "but the ending was awful , boring and bad ."
     tokens = tokenizer.tokenize(review)
-    assert len(tokens) > 30
-    for mode in ("tail", "head+tail"):
-        (short,) = truncation.truncate([review], tokenizer, 32, mode)
-        assert tokenizer.tokenize(short) == cut(tokens, 30, mode)  # 32 minus [CLS] and [SEP]
+    assert len(tokens) > 60 and any(t.startswith("##") for t in tokens)
+    for maxlen in range(12, 40):  # cuts landing on every kind of token
+        for mode in ("tail", "head+tail"):
+            (short,) = truncation.truncate([review], tokenizer, maxlen, mode)
+            assert tokenizer.tokenize(short) == cut(tokens, maxlen - 2, mode)  # less [CLS] and [SEP]
     assert truncation.truncate([review], tokenizer, 32, "head") == [review]  # ktrain cuts the head itself
     assert truncation.truncate(["a short one"], tokenizer, 32, "tail") == ["a short one"]
 
