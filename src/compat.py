@@ -8,6 +8,8 @@ models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF 
 """
 
 import os
+import sys
+import sysconfig
 
 # TensorFlow >= 2.16 ships Keras 3, but the Hugging Face TF models (and ktrain) need Keras 2,
 # which the `tf_keras` package provides when this is set before TensorFlow is first imported.
@@ -64,3 +66,50 @@ def plain_strings(column):
     pandas 2.3.3, and this keeps our data correct under pandas 3 as well.
     """
     return column.astype(object)
+
+
+# --- Speed: a faster memory allocator --------------------------------------------------------------
+# TensorFlow (2.21, CPU) frees and re-allocates its large activation buffers every training step; glibc's
+# malloc hands them back to the kernel each time, so about a third of a step goes to page faults (system
+# time). tcmalloc keeps them: 1.5x faster training measured here (README, "Training speed on CPU").
+# Colab preloads tcmalloc itself. The library must be preloaded before the program starts, so the
+# command lines re-run themselves once with LD_PRELOAD set.
+FAST_MALLOC_OPT_OUT = "IMDB_FAST_MALLOC"  # set to 0 to keep the system allocator
+FAST_MALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+
+
+def fast_malloc_library():
+    """The path of an installed tcmalloc (Linux only), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    arch = sysconfig.get_config_var("MULTIARCH") or ""  # e.g. x86_64-linux-gnu (Debian, Ubuntu)
+    dirs = [os.path.join(d, arch) for d in ("/usr/lib", "/lib") if arch] + ["/usr/lib64", "/usr/lib", "/usr/local/lib"]
+    for name in FAST_MALLOC_NAMES:
+        for d in dirs:
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
+def use_fast_malloc():
+    """Re-run this command with tcmalloc preloaded, if it is installed and not loaded yet.
+
+    Call it first thing in a command-line program, before TensorFlow is imported: it replaces the
+    process (os.execv, same process id, so signals and the exit status are the program's own) and
+    does so at most once. It does nothing when the library is missing (macOS, Windows, a Linux without
+    the libtcmalloc-minimal4 package), when LD_PRELOAD already names tcmalloc or jemalloc (Colab, or
+    after the re-run), or when IMDB_FAST_MALLOC=0.
+    """
+    preload = os.environ.get("LD_PRELOAD", "")
+    # LD_PRELOAD names tcmalloc after the re-run, so this also stops it from happening twice.
+    if os.environ.get(FAST_MALLOC_OPT_OUT, "1") == "0" or "tcmalloc" in preload or "jemalloc" in preload:
+        return
+    library = fast_malloc_library()
+    if library is None:
+        return
+    os.environ["LD_PRELOAD"] = f"{library} {preload}".strip()
+    # tcmalloc prints a line for each allocation over 1 GB by default; TensorFlow's are routine.
+    os.environ.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

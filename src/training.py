@@ -54,9 +54,9 @@ def build_learner(train, val, preproc, batch_size):
     return ktrain.get_learner(model, train_data=train, val_data=val, batch_size=batch_size)
 
 
-def fit(learner, lr, epochs):
+def fit(learner, lr, epochs, callbacks=()):
     """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs."""
-    return learner.fit_onecycle(lr, epochs)
+    return learner.fit_onecycle(lr, epochs, callbacks=list(callbacks))
 
 
 def save_predictor(learner, preproc, output, extra_files=None):
