@@ -1,6 +1,6 @@
 """Time DistilBERT training steps on CPU through the project's own ktrain path, per configuration.
 
-    flock /tmp/cpu.lock python benchmarks/train_speed.py                 # everything, ~15-20 min on 2 cores
+    python benchmarks/train_speed.py                 # the default set, about 20 min on 2 cores
     python benchmarks/train_speed.py --models small --maxlens 128 --configs glibc,tcmalloc --steps 4
 
 Each (model, maxlen, configuration) runs in its own Python process, so the allocator and environment
@@ -11,13 +11,19 @@ real reviews; the first --warmup steps (graph tracing, XLA compilation) are not 
 Models (random weights: the Hugging Face Hub is not needed, and speed does not depend on the weights):
   full   DistilBERT's shape: 768 wide, 6 layers, 12 heads, 3072 hidden, 30,522-word embedding (66M)
   small  the same layout at 384 wide, 1536 hidden (22.6M parameters)
-Configurations:
-  glibc     the plain recipe with the system allocator (IMDB_FAST_MALLOC=0, IMDB_XLA=0)
-  tcmalloc  tcmalloc preloaded, as src/train.py now does by default (IMDB_XLA=0)
-  default   what src/train.py does now: tcmalloc plus the TensorFlow settings in src/training.py
+Configurations (--configs; default glibc,tcmalloc,pytorch):
+  glibc       the plain recipe with the system allocator (IMDB_FAST_MALLOC=0)
+  tcmalloc    tcmalloc preloaded: what src/train.py does by default where it is installed
+  xla         + the training step compiled with XLA (jit_compile)         } tried; slower here,
+  inter-op-1  + TF_NUM_INTEROP_THREADS=1                                  } so not used
+  onednn-off  + TF_ENABLE_ONEDNN_OPTS=0                                   }
+  bf16        + mixed_bfloat16 precision: faster, but changes the arithmetic, so not used
+  pytorch     the same model, data and steps under the Hugging Face Trainer in PyTorch
+              (pip install -r benchmarks/requirements-pytorch.txt; skipped without torch)
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -35,10 +41,15 @@ MODELS = {
     "small": dict(dim=384, n_layers=6, n_heads=12, hidden_dim=1536, vocab_size=30522),
     "full": dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072, vocab_size=30522),
 }
-CONFIGS = {
-    "glibc": {"IMDB_FAST_MALLOC": "0", "IMDB_XLA": "0", "LD_PRELOAD": None},
-    "tcmalloc": {"IMDB_XLA": "0", "LD_PRELOAD": "tcmalloc"},
-    "default": {"LD_PRELOAD": "tcmalloc"},
+CONFIGS = {  # name: environment changes ("tcmalloc": its path; None: unset)
+    "glibc": {"IMDB_FAST_MALLOC": "0", "LD_PRELOAD": None},
+    "tcmalloc": {"LD_PRELOAD": "tcmalloc"},
+    # Tried on top of tcmalloc and found slower here (README, "Training speed on CPU"):
+    "xla": {"LD_PRELOAD": "tcmalloc", "BENCH_XLA": "1"},
+    "inter-op-1": {"LD_PRELOAD": "tcmalloc", "TF_NUM_INTEROP_THREADS": "1"},
+    "onednn-off": {"LD_PRELOAD": "tcmalloc", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    "bf16": {"LD_PRELOAD": "tcmalloc", "BENCH_BF16": "1"},  # changes the arithmetic: not a candidate default
+    "pytorch": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0"},  # needs benchmarks/requirements-pytorch.txt
 }
 REAL_DATA = Path("/work/shared/data/imdb/train.xlsx")
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "imdb-distilbert-bench-hf"
@@ -48,7 +59,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="small,full", help="comma-separated: small, full (default: both)")
     p.add_argument("--maxlens", default="128,400", help="comma-separated token lengths (default: 128,400)")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="glibc,tcmalloc,pytorch", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     p.add_argument("--batch-size", type=int, default=16, help="reviews per step (default: 16)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default: 4)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
@@ -64,7 +75,7 @@ def parse_args():
 
 
 def measure(spec):
-    import compat  # noqa: F401  (before TensorFlow)
+    import compat  # noqa: F401  (first: before TensorFlow)
     import dataset
     import training
     import tensorflow as tf
@@ -73,8 +84,12 @@ def measure(spec):
     n_train = spec["batch_size"] * (spec["warmup"] + spec["steps"])
     train_df, val_df = reviews[:n_train], reviews[n_train:n_train + spec["batch_size"]]
     training.set_seed(0)
+    if os.environ.get("BENCH_BF16"):
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     train, val, preproc = training.preprocess(train_df, val_df, spec["maxlen"])
     learner = training.build_learner(train, val, preproc, spec["batch_size"])
+    if os.environ.get("BENCH_XLA"):
+        learner.model.jit_compile = True  # XLA-compile the training step
 
     marks = []  # (wall, rusage) at the end of each training step
 
@@ -83,9 +98,18 @@ def measure(spec):
             marks.append((time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)))
 
     training.fit(learner, 1e-4, 1, callbacks=[StepClock()])
+    threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}  # 0: TensorFlow's default
+    return summarize(marks, spec, learner.model.count_params(), threads=threads,
+                     jit_compile=bool(learner.model.jit_compile))
+
+
+def summarize(marks, spec, params, **extra):
+    """Per-step figures over the timed steps, from (wall time, rusage) marks taken at the end of each step."""
+    import compat
+
     (t0, r0), (t1, r1) = marks[spec["warmup"] - 1], marks[-1]
     steps = len(marks) - spec["warmup"]
-    params = learner.model.count_params()
     return {
         "params": params,
         "steps": steps,
@@ -95,11 +119,39 @@ def measure(spec):
         "cpu_s_per_step": (r1.ru_stime - r0.ru_stime + r1.ru_utime - r0.ru_utime) / steps,
         "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
         "peak_rss_gb": r1.ru_maxrss / 2**20,  # Linux reports KiB
-        "tcmalloc": any("tcmalloc" in line for line in open("/proc/self/maps")) if sys.platform == "linux" else False,
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-        "jit_compile": bool(learner.model.jit_compile),
+        "malloc": compat.malloc_in_use(),
+        **extra,
     }
+
+
+def measure_pytorch(spec):
+    """The same model, data and step count under the Hugging Face Trainer in PyTorch, for comparison."""
+    import dataset
+    import torch
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
+                              TrainingArguments)
+
+    reviews = dataset.read_split(spec["data"])[:spec["batch_size"] * (spec["warmup"] + spec["steps"])]
+    tokenizer = AutoTokenizer.from_pretrained("distilbert-base-uncased")
+    encoded = tokenizer(list(reviews[dataset.TEXT]), truncation=True, padding="max_length", max_length=spec["maxlen"])
+    labels = (reviews[dataset.LABEL] == "pos").astype(int).tolist()
+    train = [{"input_ids": ids, "attention_mask": mask, "labels": y}
+             for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained("distilbert-base-uncased", num_labels=2)
+    marks = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks.append((time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(tmp, per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
+                                 learning_rate=1e-4, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+                                 disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=train, callbacks=[StepClock()]).train()
+    return summarize(marks, spec, sum(p.numel() for p in model.parameters()),
+                     threads={"torch": torch.get_num_threads()}, jit_compile=False)
 
 
 # --- in the parent: set up, run each configuration, report ---------------------------------------
@@ -131,8 +183,11 @@ def benchmark_data(path, n, folder):
 
 
 def child_env(config, home):
+    """The environment of one configuration's run, or None when it cannot run here."""
     import compat
 
+    if config == "pytorch" and importlib.util.find_spec("torch") is None:
+        return None
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     for key, value in CONFIGS[config].items():
         if value == "tcmalloc":
@@ -169,7 +224,8 @@ def machine():
         except (OSError, StopIteration):
             return platform.processor()
 
-    versions = {name: metadata.version(name) for name in ("tensorflow", "tf_keras", "ktrain", "transformers", "numpy")}
+    names = ["tensorflow", "tf_keras", "ktrain", "transformers", "numpy", "torch", "accelerate"]
+    versions = {name: metadata.version(name) for name in names if importlib.util.find_spec(name)}
     return {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "load_average": os.getloadavg(), **versions}
 
@@ -195,7 +251,7 @@ def main():
     args = parse_args()
     if args.child:
         spec = json.loads(args.child)
-        Path(spec["out"]).write_text(json.dumps(measure(spec)))
+        Path(spec["out"]).write_text(json.dumps((measure_pytorch if spec["config"] == "pytorch" else measure)(spec)))
         return
     models, configs = args.models.split(","), args.configs.split(",")
     maxlens = [int(m) for m in args.maxlens.split(",")]
@@ -217,9 +273,10 @@ def main():
                 for config in configs:
                     env = child_env(config, homes[model])
                     if env is None:
-                        print(f"skipping {config}: tcmalloc is not installed (apt-get install libtcmalloc-minimal4)")
+                        print(f"skipping {config}: it needs tcmalloc (apt-get install libtcmalloc-minimal4) "
+                              "or, for pytorch, pip install -r benchmarks/requirements-pytorch.txt")
                         continue
-                    spec = dict(data=str(csv), maxlen=maxlen, batch_size=args.batch_size, steps=args.steps,
+                    spec = dict(config=config, data=str(csv), maxlen=maxlen, batch_size=args.batch_size, steps=args.steps,
                                 warmup=args.warmup)
                     print(f"{model} maxlen {maxlen} {config} ...", end=" ", flush=True)
                     row = {"model": model, "maxlen": maxlen, "config": config, **run_one(spec, env)}

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import compat  # environment fixes, before TensorFlow loads
 import dataset
 from errors import UserError, run_cli
 
@@ -90,6 +91,7 @@ def main(argv=None):
         n_train=len(train_df),
         dropped_empty_reviews={"train": train_df.attrs["dropped_empty"], "test": test_df.attrs["dropped_empty"]},
         train_seconds=round(train_seconds, 1),
+        malloc=compat.malloc_in_use(),
         total_seconds=round(time.time() - started, 1),
         args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         versions=evaluation.package_versions(),
@@ -100,4 +102,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded when installed (IMDB_FAST_MALLOC=0: off)
     run_cli(main)
