@@ -1,6 +1,6 @@
 """Time DistilBERT training steps on CPU through the project's own ktrain path, per configuration.
 
-    python benchmarks/train_speed.py                 # the default set, about 20 min on 2 cores
+    python benchmarks/train_speed.py                 # the default set, about 15 min on 2 cores
     python benchmarks/train_speed.py --models small --maxlens 128 --configs glibc,tcmalloc --steps 4
 
 Each (model, maxlen, configuration) runs in its own Python process, so the allocator and environment
@@ -23,6 +23,7 @@ Configurations (--configs; default glibc,tcmalloc,pytorch):
 """
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -66,6 +67,8 @@ def parse_args():
     p.add_argument("--data", type=Path, help=f"a split with Reviews and Sentiment columns "
                    f"(default: {REAL_DATA} if present, else data/sample/train.xlsx)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"where the random models are kept (default: {DEFAULT_CACHE})")
+    p.add_argument("--lock", type=Path, help="hold an flock(1)-style lock on this file during each measurement, "
+                   "so that other heavy work on a shared machine waits (e.g. /tmp/cpu.lock)")
     p.add_argument("--json", type=Path, help="also write the configuration and all results here")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: run one measurement (JSON spec)
     return p.parse_args()
@@ -203,8 +206,11 @@ def child_env(config, home):
     return env
 
 
-def run_one(spec, env):
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+def run_one(spec, env, lock=None):
+    with tempfile.NamedTemporaryFile(suffix=".json") as out, open(lock or os.devnull, "a") as held:
+        if lock:
+            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        load = os.getloadavg()[0]
         spec = {**spec, "out": out.name}
         started = time.time()
         result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
@@ -212,7 +218,7 @@ def run_one(spec, env):
         if result.returncode != 0:
             print(result.stdout[-2000:] + result.stderr[-3000:], file=sys.stderr)
             return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
-        return {**json.loads(Path(out.name).read_text()), "run_s": time.time() - started}
+        return {**json.loads(Path(out.name).read_text()), "run_s": time.time() - started, "load_before": load}
 
 
 def machine():
@@ -279,7 +285,7 @@ def main():
                     spec = dict(config=config, data=str(csv), maxlen=maxlen, batch_size=args.batch_size, steps=args.steps,
                                 warmup=args.warmup)
                     print(f"{model} maxlen {maxlen} {config} ...", end=" ", flush=True)
-                    row = {"model": model, "maxlen": maxlen, "config": config, **run_one(spec, env)}
+                    row = {"model": model, "maxlen": maxlen, "config": config, **run_one(spec, env, args.lock)}
                     print(f"{row['s_per_step']:.2f} s/step" if "s_per_step" in row else row["error"], flush=True)
                     rows.append(row)
     info["load_average_after"] = os.getloadavg()
