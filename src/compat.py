@@ -115,6 +115,10 @@ def use_fast_malloc():
     # LD_PRELOAD names tcmalloc after the re-run, so this also stops it from happening twice.
     if os.environ.get(FAST_MALLOC_OPT_OUT, "1") == "0" or "tcmalloc" in preload or "jemalloc" in preload:
         return
+    # Only a program started as `python [options] script.py [args]` is re-run: not `python -c`, `-m`, nor
+    # `%run script.py` in IPython or Jupyter, whose process is not the script's to replace.
+    if sys.orig_argv[len(sys.orig_argv) - len(sys.argv):] != sys.argv:
+        return
     library = fast_malloc_library()
     if library is None:
         return

@@ -49,6 +49,15 @@ def test_program_runs_unchanged_when_opted_out_or_preloaded(tmp_path, env):
     assert result.stdout.split()[0] != "tcmalloc"  # not re-run (ld.so skips a jemalloc it cannot find)
 
 
+@needs_tcmalloc
+def test_not_rerun_unless_started_as_a_script():
+    """`python -c` here stands for `%run script.py` in IPython or Jupyter: their process must stay."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat; compat.use_fast_malloc(); print(compat.malloc_in_use())"
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "IMDB_FAST_MALLOC")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout == "system\n", result.stderr
+
+
 def test_no_library_no_rerun(tmp_path, monkeypatch):
     """Where tcmalloc is missing (macOS, Windows, a bare Linux), nothing happens."""
     monkeypatch.setattr(compat, "fast_malloc_library", lambda: None)
