@@ -1,6 +1,7 @@
 """Time DistilBERT training steps on CPU through the project's own ktrain path, per configuration.
 
     python benchmarks/train_speed.py                 # the default set, about 15 min on 2 cores
+    python benchmarks/train_speed.py --lock /tmp/cpu.lock --data ../shared/data/imdb/train.xlsx
     python benchmarks/train_speed.py --models small --maxlens 128 --configs glibc,tcmalloc --steps 4
 
 Each (model, maxlen, configuration) runs in its own Python process, so the allocator and environment
@@ -9,8 +10,9 @@ tutorial's recipe from src/training.py (texts_from_df, text_classifier, get_lear
 real reviews; the first --warmup steps (graph tracing, XLA compilation) are not timed.
 
 Models (random weights: the Hugging Face Hub is not needed, and speed does not depend on the weights):
-  full   DistilBERT's shape: 768 wide, 6 layers, 12 heads, 3072 hidden, 30,522-word embedding (66M)
-  small  the same layout at 384 wide, 1536 hidden (22.6M parameters)
+  full   DistilBERT's shape: 768 wide, 6 layers, 12 heads, 3072 hidden, 30,522-word embedding
+         (67.0M parameters with the classifier head)
+  small  the same layout at 384 wide, 1536 hidden (22.7M)
 Configurations (--configs; default glibc,tcmalloc,pytorch):
   glibc       the plain recipe with the system allocator (IMDB_FAST_MALLOC=0)
   tcmalloc    tcmalloc preloaded: what src/train.py does by default where it is installed
@@ -52,7 +54,7 @@ CONFIGS = {  # name: environment changes ("tcmalloc": its path; None: unset)
     "bf16": {"LD_PRELOAD": "tcmalloc", "BENCH_BF16": "1"},  # changes the arithmetic: not a candidate default
     "pytorch": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0"},  # needs benchmarks/requirements-pytorch.txt
 }
-REAL_DATA = Path("/work/shared/data/imdb/train.xlsx")
+REAL_DATA = ROOT / "data" / "train.xlsx"  # where src/train.py downloads the training split
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "imdb-distilbert-bench-hf"
 
 

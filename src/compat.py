@@ -5,6 +5,7 @@ upstream version it is for; delete it when upstream is fixed and the pin in requ
 One more is handled by a pin alone, in requirements.txt: transformers 5 has no TensorFlow
 models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF model
 ("'builtins.safe_open' object is not iterable"), so transformers stays at 4.54.1.
+At the end: the one environment fix for speed, which must act before a program starts (tcmalloc).
 """
 
 import os
@@ -71,7 +72,7 @@ def plain_strings(column):
 # --- Speed: a faster memory allocator --------------------------------------------------------------
 # TensorFlow (2.21, CPU) frees and re-allocates its large activation buffers every training step; glibc's
 # malloc hands the biggest back to the kernel each time, and every step then page-faults them in again.
-# tcmalloc keeps them (10-30x fewer page faults per step). How much time that saves depends on the
+# tcmalloc keeps them (10-50x fewer page faults per step). How much time that saves depends on the
 # machine's kernel: from 1.5x faster steps to a few percent (README, "Training speed on CPU").
 # The library must be loaded before the program starts, so command lines re-run themselves once
 # with LD_PRELOAD set.
@@ -108,8 +109,8 @@ def use_fast_malloc():
     Call it first thing in a command-line program, before TensorFlow is imported: it replaces the
     process (os.execv, same process id, so signals and the exit status are the program's own) and
     does so at most once. It does nothing when the library is missing (macOS, Windows, a Linux without
-    the libtcmalloc-minimal4 package), when LD_PRELOAD already names tcmalloc or jemalloc (Colab, or
-    after the re-run), or when IMDB_FAST_MALLOC=0.
+    the libtcmalloc-minimal4 package), when LD_PRELOAD already names tcmalloc or jemalloc (set by
+    the platform, or by the re-run), or when IMDB_FAST_MALLOC=0.
     """
     preload = os.environ.get("LD_PRELOAD", "")
     # LD_PRELOAD names tcmalloc after the re-run, so this also stops it from happening twice.
