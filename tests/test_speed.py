@@ -82,4 +82,6 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
     assert metrics["fast"]["accuracy"] >= 0.9
 
 
-TOLERANCE = 0.0  # the allocator changes no arithmetic: identical metrics
+# The allocator does no arithmetic, and the metrics have come out identical; the margin (2 of the 200 test
+# reviews) only allows for TensorFlow's multi-threaded CPU kernels, which are not guaranteed bit-reproducible.
+TOLERANCE = 0.01
