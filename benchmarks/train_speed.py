@@ -180,8 +180,12 @@ def install_models(cache, names):
 def benchmark_data(path, n, folder):
     """The first-sampled `n` real reviews (both classes, shuffled), as a CSV the children read quickly."""
     import dataset
+    import pandas as pd
 
-    reviews = dataset.sample(dataset.read_split(path), n, seed=0)
+    reviews = dataset.read_split(path)
+    if len(reviews) < n:  # a small file (data/sample): use its reviews more than once; the cost is the same
+        reviews = pd.concat([reviews] * -(-n // len(reviews)), ignore_index=True)
+    reviews = dataset.sample(reviews, n, seed=0)
     out = folder / "reviews.csv"
     reviews.to_csv(out, index=False)
     return out
