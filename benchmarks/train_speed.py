@@ -1,6 +1,6 @@
 """Time DistilBERT training steps on CPU through the project's own ktrain path, per configuration.
 
-    python benchmarks/train_speed.py                 # the default set, about 15 min on 2 cores
+    python benchmarks/train_speed.py                 # the default set, about 12 min on 2 cores
     python benchmarks/train_speed.py --lock /tmp/cpu.lock --data ../shared/data/imdb/train.xlsx
     python benchmarks/train_speed.py --models small --maxlens 128 --configs glibc,tcmalloc --steps 4
 
