@@ -5,9 +5,12 @@ upstream version it is for; delete it when upstream is fixed and the pin in requ
 One more is handled by a pin alone, in requirements.txt: transformers 5 has no TensorFlow
 models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF model
 ("'builtins.safe_open' object is not iterable"), so transformers stays at 4.54.1.
+At the end: the one environment fix for speed, which must act before a program starts (tcmalloc).
 """
 
 import os
+import sys
+import sysconfig
 
 # TensorFlow >= 2.16 ships Keras 3, but the Hugging Face TF models (and ktrain) need Keras 2,
 # which the `tf_keras` package provides when this is set before TensorFlow is first imported.
@@ -77,3 +80,65 @@ def lr_suggestions(finder):
     steepest = finder.lrs[32 + int(np.argmin(slope))] if len(slope) else None
     return {name: None if lr is None else float(lr)
             for name, lr in (("steepest", steepest), ("min_loss_div_10", min_loss_div_10), ("valley", valley))}
+
+
+# --- Speed: a faster memory allocator --------------------------------------------------------------
+# TensorFlow (2.21, CPU) frees and re-allocates its large activation buffers every training step; glibc's
+# malloc hands the biggest back to the kernel each time, and every step then page-faults them in again.
+# tcmalloc keeps them (10-50x fewer page faults per step). How much time that saves depends on the
+# machine's kernel: from 1.5x faster steps to a few percent (README, "Training speed on CPU").
+# The library must be loaded before the program starts, so command lines re-run themselves once
+# with LD_PRELOAD set.
+FAST_MALLOC_OPT_OUT = "IMDB_FAST_MALLOC"  # set to 0 to keep the system allocator
+FAST_MALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+
+
+def fast_malloc_library():
+    """The path of an installed tcmalloc (Linux only), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    arch = sysconfig.get_config_var("MULTIARCH") or ""  # e.g. x86_64-linux-gnu (Debian, Ubuntu)
+    dirs = [os.path.join(d, arch) for d in ("/usr/lib", "/lib") if arch] + ["/usr/lib64", "/usr/lib", "/usr/local/lib"]
+    for name in FAST_MALLOC_NAMES:
+        for d in dirs:
+            if os.path.isfile(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
+def malloc_in_use():
+    """'tcmalloc' or 'jemalloc' when that is loaded in this process, else 'system'."""
+    try:
+        with open("/proc/self/maps") as maps:  # Linux; elsewhere the system allocator is in use
+            text = maps.read()
+    except OSError:
+        return "system"
+    return next((name for name in ("tcmalloc", "jemalloc") if name in text), "system")
+
+
+def use_fast_malloc():
+    """Re-run this command with tcmalloc preloaded, if it is installed and not loaded yet.
+
+    Call it first thing in a command-line program, before TensorFlow is imported: it replaces the
+    process (os.execv, same process id, so signals and the exit status are the program's own) and
+    does so at most once. It does nothing when the library is missing (macOS, Windows, a Linux without
+    the libtcmalloc-minimal4 package), when LD_PRELOAD already names tcmalloc or jemalloc (set by
+    the platform, or by the re-run), or when IMDB_FAST_MALLOC=0.
+    """
+    preload = os.environ.get("LD_PRELOAD", "")
+    # LD_PRELOAD names tcmalloc after the re-run, so this also stops it from happening twice.
+    if os.environ.get(FAST_MALLOC_OPT_OUT, "1") == "0" or "tcmalloc" in preload or "jemalloc" in preload:
+        return
+    # Only a program started as `python [options] script.py [args]` is re-run: not `python -c`, `-m`, nor
+    # `%run script.py` in IPython or Jupyter, whose process is not the script's to replace.
+    if sys.orig_argv[len(sys.orig_argv) - len(sys.argv):] != sys.argv:
+        return
+    library = fast_malloc_library()
+    if library is None:
+        return
+    os.environ["LD_PRELOAD"] = f"{library} {preload}".strip()
+    # tcmalloc prints a line for each allocation over 1 GB by default; TensorFlow's are routine.
+    os.environ.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

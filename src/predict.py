@@ -138,6 +138,10 @@ def write_atomically(path, content):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.backend == "ktrain" and __name__ == "__main__":
+        import compat  # the ONNX backends must not need it (nor TensorFlow)
+
+        compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded, before standard input is read
     backends.check_predictor_folder(args.model)
     if args.out and args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file path such as predictions.csv.")

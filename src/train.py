@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import compat  # environment fixes, before TensorFlow loads
 import dataset
 import truncation
 from errors import UserError, run_cli
@@ -214,6 +215,7 @@ class Run:
                                         "run the same command with --resume to continue from there.") from None
             raise
         self.lap("train")
+        self.facts["malloc"] = compat.malloc_in_use()
         self.checkpoints = checkpoints
         return history
 
@@ -255,4 +257,5 @@ def to_json(record):
 
 
 if __name__ == "__main__":
+    compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded when installed (IMDB_FAST_MALLOC=0: off)
     run_cli(main)

@@ -89,15 +89,15 @@ def find_lr(learner):
             "suggested": compat.lr_suggestions(finder)}
 
 
-def fit(learner, lr, epochs, checkpoints=None):
+def fit(learner, lr, epochs, checkpoints=None, callbacks=()):
     """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs.
 
     `checkpoints` (a Checkpoints) saves the model after every epoch; when it was loaded from an
     interrupted run, training continues from its last finished epoch with the rest of the same
-    schedule. Returns the history: per-epoch loss/accuracy (train and validation) and the
-    learning rate at every step.
+    schedule. `callbacks`: more Keras callbacks (the speed benchmark times steps with one).
+    Returns the history: per-epoch loss/accuracy (train and validation) and the learning rate at every step.
     """
-    callbacks = [checkpoints] if checkpoints else []
+    callbacks = [*callbacks, checkpoints] if checkpoints else list(callbacks)
     done = checkpoints.done if checkpoints else 0
     if done == 0:
         history = learner.fit_onecycle(lr, epochs, callbacks=callbacks).history

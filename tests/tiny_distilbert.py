@@ -44,8 +44,11 @@ def vocabulary(extra_words=()):
     return SPECIAL + CHARS + ["##" + c for c in CHARS] + [w for w in words if w not in CHARS]
 
 
-def install(hf_home, extra_words=(), dim=32, n_layers=2, n_heads=2, hidden_dim=64, seed=0):
-    """Write a random-weight DistilBERT into HF_HOME's hub cache as `distilbert-base-uncased`."""
+def install(hf_home, extra_words=(), dim=32, n_layers=2, n_heads=2, hidden_dim=64, seed=0, vocab_size=None):
+    """Write a random-weight DistilBERT into HF_HOME's hub cache as `distilbert-base-uncased`.
+
+    `vocab_size` larger than the vocabulary pads the embedding matrix (30522 is the real model's), for timing.
+    """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import numpy as np
     import tensorflow as tf
@@ -68,7 +71,7 @@ def install(hf_home, extra_words=(), dim=32, n_layers=2, n_heads=2, hidden_dim=6
     tokenizer.save_pretrained(snapshot)
 
     config = DistilBertConfig(
-        vocab_size=len(vocab), dim=dim, n_layers=n_layers, n_heads=n_heads,
+        vocab_size=max(len(vocab), vocab_size or 0), dim=dim, n_layers=n_layers, n_heads=n_heads,
         hidden_dim=hidden_dim, max_position_embeddings=512,
         architectures=["DistilBertForMaskedLM"],
     )
