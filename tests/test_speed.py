@@ -8,8 +8,7 @@ import sys
 import pytest
 
 import compat
-from conftest import ROOT, run_train
-from test_train import TINY
+from conftest import ROOT, TINY, run_train
 
 TCMALLOC = compat.fast_malloc_library()
 needs_tcmalloc = pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed (libtcmalloc-minimal4)")
