@@ -13,15 +13,17 @@ Models (random weights: the Hugging Face Hub is not needed, and speed does not d
   full   DistilBERT's shape: 768 wide, 6 layers, 12 heads, 3072 hidden, 30,522-word embedding
          (67.0M parameters with the classifier head)
   small  the same layout at 384 wide, 1536 hidden (22.7M)
-Configurations (--configs; default glibc,tcmalloc,pytorch):
-  glibc       the plain recipe with the system allocator (IMDB_FAST_MALLOC=0)
-  tcmalloc    tcmalloc preloaded: what src/train.py does by default where it is installed
+Configurations (--configs; default glibc,tcmalloc,bf16,pytorch):
+  glibc       the plain recipe: float32, the system allocator (IMDB_FAST_MALLOC=0)
+  tcmalloc    float32, tcmalloc preloaded (what src/train.py does where tcmalloc is installed)
+  bf16        tcmalloc and mixed bfloat16 precision: what src/train.py does by default on a CPU
+              with bfloat16 instructions (--precision auto)
   xla         + the training step compiled with XLA (jit_compile)         } tried; slower here,
   inter-op-1  + TF_NUM_INTEROP_THREADS=1                                  } so not used
   onednn-off  + TF_ENABLE_ONEDNN_OPTS=0                                   }
-  bf16        + mixed_bfloat16 precision: faster, but changes the arithmetic, so not used
   pytorch     the same model, data and steps under the Hugging Face Trainer in PyTorch
               (pip install -r benchmarks/requirements-pytorch.txt; skipped without torch)
+  pytorch-bf16  the same, with the Trainer's bf16=True (autocast to bfloat16)
 """
 
 import argparse
@@ -47,12 +49,13 @@ MODELS = {
 CONFIGS = {  # name: environment changes ("tcmalloc": its path; None: unset)
     "glibc": {"IMDB_FAST_MALLOC": "0", "LD_PRELOAD": None},
     "tcmalloc": {"LD_PRELOAD": "tcmalloc"},
+    "bf16": {"LD_PRELOAD": "tcmalloc", "BENCH_PRECISION": "bfloat16"},  # train.py's default on a CPU with bfloat16
     # Tried on top of tcmalloc and found slower here (README, "Training speed on CPU"):
     "xla": {"LD_PRELOAD": "tcmalloc", "BENCH_XLA": "1"},
     "inter-op-1": {"LD_PRELOAD": "tcmalloc", "TF_NUM_INTEROP_THREADS": "1"},
     "onednn-off": {"LD_PRELOAD": "tcmalloc", "TF_ENABLE_ONEDNN_OPTS": "0"},
-    "bf16": {"LD_PRELOAD": "tcmalloc", "BENCH_BF16": "1"},  # changes the arithmetic: not a candidate default
     "pytorch": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0"},  # needs benchmarks/requirements-pytorch.txt
+    "pytorch-bf16": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0", "BENCH_PRECISION": "bfloat16"},
 }
 REAL_DATA = ROOT / "data" / "train.xlsx"  # where src/train.py downloads the training split
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "imdb-distilbert-bench-hf"
@@ -62,7 +65,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="small,full", help="comma-separated: small, full (default: both)")
     p.add_argument("--maxlens", default="128,400", help="comma-separated token lengths (default: 128,400)")
-    p.add_argument("--configs", default="glibc,tcmalloc,pytorch", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="glibc,tcmalloc,bf16,pytorch", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     p.add_argument("--batch-size", type=int, default=16, help="reviews per step (default: 16)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default: 4)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
@@ -89,10 +92,9 @@ def measure(spec):
     n_train = spec["batch_size"] * (spec["warmup"] + spec["steps"])
     train_df, val_df = reviews[:n_train], reviews[n_train:n_train + spec["batch_size"]]
     training.set_seed(0)
-    if os.environ.get("BENCH_BF16"):
-        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     train, val, preproc = training.preprocess(train_df, val_df, spec["maxlen"])
-    learner = training.build_learner(train, val, preproc, spec["batch_size"])
+    precision = os.environ.get("BENCH_PRECISION", "float32")
+    learner = training.build_learner(train, val, preproc, spec["batch_size"], precision)
     if os.environ.get("BENCH_XLA"):
         learner.model.jit_compile = True  # XLA-compile the training step
 
@@ -153,7 +155,7 @@ def measure_pytorch(spec):
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(tmp, per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
                                  learning_rate=1e-4, save_strategy="no", report_to=[], use_cpu=True, seed=0,
-                                 disable_tqdm=True)
+                                 disable_tqdm=True, bf16=os.environ.get("BENCH_PRECISION") == "bfloat16")
         Trainer(model=model, args=args, train_dataset=train, callbacks=[StepClock()]).train()
     return summarize(marks, spec, sum(p.numel() for p in model.parameters()),
                      threads={"torch": torch.get_num_threads()}, jit_compile=False)
@@ -195,7 +197,7 @@ def child_env(config, home):
     """The environment of one configuration's run, or None when it cannot run here."""
     import compat
 
-    if config == "pytorch" and importlib.util.find_spec("torch") is None:
+    if config.startswith("pytorch") and importlib.util.find_spec("torch") is None:
         return None
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     for key, value in CONFIGS[config].items():
@@ -263,7 +265,7 @@ def main():
     args = parse_args()
     if args.child:
         spec = json.loads(args.child)
-        Path(spec["out"]).write_text(json.dumps((measure_pytorch if spec["config"] == "pytorch" else measure)(spec)))
+        Path(spec["out"]).write_text(json.dumps((measure_pytorch if spec["config"].startswith("pytorch") else measure)(spec)))
         return
     models, configs = args.models.split(","), args.configs.split(",")
     maxlens = [int(m) for m in args.maxlens.split(",")]

@@ -44,6 +44,10 @@ def parse_args(argv=None):
                    "only once, at the end (default: 0, validate on the test split, as the tutorial does)")
     p.add_argument("--truncation", choices=truncation.MODES, default="head",
                    help="which part of a review longer than --maxlen tokens to keep (default: head)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="arithmetic of training: bfloat16 is mixed precision (float32 weights); auto picks it on a CPU "
+                   "with bfloat16 instructions (AVX-512 BF16, AMX), where it is about 1.5x faster, "
+                   "else float32 (default: auto). The saved predictor is float32 either way")
     p.add_argument("--lr-find", action="store_true", help="run the learning-rate finder before training "
                    "and save lr_find.png with the suggested rates")
     p.add_argument("--lr-find-only", action="store_true", help="run the learning-rate finder, save lr_find.png "
@@ -124,7 +128,7 @@ def main(argv=None):
 
     training.set_seed(run.args.seed)
     train, val, preproc = training.preprocess(train_df, val_df, run.args.maxlen, run.args.truncation)
-    learner = training.build_learner(train, val, preproc, run.args.batch_size)
+    learner = training.build_learner(train, val, preproc, run.args.batch_size, run.args.precision)
     run.lap("preprocess")
     if run.args.lr_find or run.args.lr_find_only:
         run.find_lr(learner)
@@ -204,6 +208,7 @@ class Run:
         import training
 
         args = self.args
+        self.facts["precision"] = training.precision_of(learner)
         checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
         if args.resume:
             checkpoints.resume(learner)
