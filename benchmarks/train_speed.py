@@ -13,7 +13,7 @@ Models (random weights: the Hugging Face Hub is not needed, and speed does not d
   full   DistilBERT's shape: 768 wide, 6 layers, 12 heads, 3072 hidden, 30,522-word embedding
          (67.0M parameters with the classifier head)
   small  the same layout at 384 wide, 1536 hidden (22.7M)
-Configurations (--configs; default glibc,tcmalloc,bf16,pytorch):
+Configurations (--configs; default glibc,tcmalloc,bf16,pytorch,pytorch-bf16):
   glibc       the plain recipe: float32, the system allocator (IMDB_FAST_MALLOC=0)
   tcmalloc    float32, tcmalloc preloaded (what src/train.py does where tcmalloc is installed)
   bf16        tcmalloc and mixed bfloat16 precision: what src/train.py does by default on a CPU
@@ -21,6 +21,7 @@ Configurations (--configs; default glibc,tcmalloc,bf16,pytorch):
   xla         + the training step compiled with XLA (jit_compile)         } tried; slower here,
   inter-op-1  + TF_NUM_INTEROP_THREADS=1                                  } so not used
   onednn-off  + TF_ENABLE_ONEDNN_OPTS=0                                   }
+  bf16-xla    bf16 + XLA                                                  }
   pytorch     the same model, data and steps under the Hugging Face Trainer in PyTorch
               (pip install -r benchmarks/requirements-pytorch.txt; skipped without torch)
   pytorch-bf16  the same, with the Trainer's bf16=True (autocast to bfloat16)
@@ -54,6 +55,7 @@ CONFIGS = {  # name: environment changes ("tcmalloc": its path; None: unset)
     "xla": {"LD_PRELOAD": "tcmalloc", "BENCH_XLA": "1"},
     "inter-op-1": {"LD_PRELOAD": "tcmalloc", "TF_NUM_INTEROP_THREADS": "1"},
     "onednn-off": {"LD_PRELOAD": "tcmalloc", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    "bf16-xla": {"LD_PRELOAD": "tcmalloc", "BENCH_PRECISION": "bfloat16", "BENCH_XLA": "1"},
     "pytorch": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0"},  # needs benchmarks/requirements-pytorch.txt
     "pytorch-bf16": {"LD_PRELOAD": "tcmalloc", "USE_TF": "0", "BENCH_PRECISION": "bfloat16"},
 }
@@ -65,7 +67,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="small,full", help="comma-separated: small, full (default: both)")
     p.add_argument("--maxlens", default="128,400", help="comma-separated token lengths (default: 128,400)")
-    p.add_argument("--configs", default="glibc,tcmalloc,bf16,pytorch", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="glibc,tcmalloc,bf16,pytorch,pytorch-bf16", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     p.add_argument("--batch-size", type=int, default=16, help="reviews per step (default: 16)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default: 4)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")

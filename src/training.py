@@ -69,9 +69,6 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
     return df
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
 def choose_precision(precision="auto"):
     """`precision` with "auto" decided: bfloat16 when training on a CPU that computes it natively
     (AVX-512 BF16 or AMX, about 1.5x faster, see README), else float32 (GPUs, other CPUs)."""
@@ -104,6 +101,7 @@ def build_learner(train, val, preproc, batch_size, precision="auto"):
 
 
 def precision_of(learner):
+    """The arithmetic `learner`'s model computes in: "bfloat16" (mixed precision) or "float32"."""
     return "bfloat16" if learner.model.compute_dtype == "bfloat16" else "float32"
 
 
