@@ -208,7 +208,7 @@ class Run:
         import training
 
         args = self.args
-        self.facts["precision"] = training.precision_of(learner)
+        self.facts["training_precision"] = training.precision_of(learner)  # "precision" is the metric
         checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
         if args.resume:
             checkpoints.resume(learner)

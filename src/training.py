@@ -97,6 +97,10 @@ def build_learner(train, val, preproc, batch_size, precision="auto"):
     precision = choose_precision(precision)
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
+    if precision == "bfloat16":
+        # The last layer in float32, as Keras advises for mixed precision: the logits, and so the loss the
+        # lr finder and the history report, keep float32's resolution (bfloat16 has 8 significant bits).
+        model.classifier._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
     return ktrain.get_learner(model, train_data=train, val_data=val, batch_size=batch_size)
 
 

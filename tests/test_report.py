@@ -84,7 +84,9 @@ def test_lr_find_and_val_split(options_run):
     assert_png(output / "lr_find.png")
     m = metrics_of(output)
     suggested = [lr for lr in m["lr_find"].values() if lr is not None]
-    assert suggested and all(1e-7 <= lr <= 10 for lr in suggested)
+    # The finder's rates run from 1e-7 up; min_loss_div_10 is a tenth of one of them, so 1e-8 when the loss
+    # was lowest at the very first step (seen with seeds 2 and 3 in float32, and seed 7 in bfloat16).
+    assert suggested and all(1e-8 * 0.999 <= lr <= 10 for lr in suggested)
     assert "suggested learning rates" in result.stdout
     assert m["n_train"] == 320 and m["n_val"] == 80 and m["validation"] == "0.2 of train" and m["n_test"] == 200
     assert m["args"]["truncation"] == "head+tail"

@@ -77,8 +77,8 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert metrics["fast"]["malloc"] == ("tcmalloc" if TCMALLOC else "system")
     assert metrics["plain"]["malloc"] == "system"
-    assert metrics["fast"]["precision"] == ("bfloat16" if training_cpu_has_bf16() else "float32")
-    assert metrics["plain"]["precision"] == "float32"
+    assert metrics["fast"]["training_precision"] == ("bfloat16" if training_cpu_has_bf16() else "float32")
+    assert metrics["plain"]["training_precision"] == "float32"
     for key in ("accuracy", "f1"):
         assert metrics["fast"][key] == pytest.approx(metrics["plain"][key], abs=TOLERANCE), key
     assert metrics["fast"]["accuracy"] >= 0.9
