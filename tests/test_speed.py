@@ -77,7 +77,9 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert metrics["fast"]["malloc"] == ("tcmalloc" if TCMALLOC else "system")
     assert metrics["plain"]["malloc"] == "system"
-    assert metrics["fast"]["training_precision"] == ("bfloat16" if training_cpu_has_bf16() else "float32")
+    import training
+
+    assert metrics["fast"]["training_precision"] == ("bfloat16" if training.cpu_has_bf16() else "float32")
     assert metrics["plain"]["training_precision"] == "float32"
     for key in ("accuracy", "f1"):
         assert metrics["fast"][key] == pytest.approx(metrics["plain"][key], abs=TOLERANCE), key
@@ -87,8 +89,3 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
 # The allocator does no arithmetic; bfloat16 rounds the inputs of every matrix product to 8 significant
 # bits (the weights and their updates stay float32). The margin is 4 of the 200 test reviews.
 TOLERANCE = 0.02
-
-
-def training_cpu_has_bf16():
-    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
-    return "avx512_bf16" in flags or "amx_bf16" in flags
