@@ -44,10 +44,11 @@ def parse_args(argv=None):
                    "only once, at the end (default: 0, validate on the test split, as the tutorial does)")
     p.add_argument("--truncation", choices=truncation.MODES, default="head",
                    help="which part of a review longer than --maxlen tokens to keep (default: head)")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="arithmetic of training: bfloat16 is mixed precision (float32 weights); auto picks it on a CPU "
-                   "with bfloat16 instructions (AVX-512 BF16, AMX), where it is about 1.5x faster, "
-                   "else float32 (default: auto). The saved predictor is float32 either way")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="arithmetic of training: bfloat16 and float16 are mixed precision (float32 weights). auto picks "
+                   "bfloat16 on a CPU with bfloat16 instructions (AVX-512 BF16, AMX), where it is about 1.5x faster, "
+                   "else float32. float16 (with loss scaling) is for GPUs with float16 tensor cores, such as "
+                   "Colab's T4, L4 and A100 (default: auto). The saved predictor is float32 either way")
     p.add_argument("--lr-find", action="store_true", help="run the learning-rate finder before training "
                    "and save lr_find.png with the suggested rates")
     p.add_argument("--lr-find-only", action="store_true", help="run the learning-rate finder, save lr_find.png "

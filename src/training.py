@@ -69,9 +69,17 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
     return df
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
 def choose_precision(precision="auto"):
     """`precision` with "auto" decided: bfloat16 when training on a CPU that computes it natively
-    (AVX-512 BF16 or AMX, about 1.5x faster, see README), else float32 (GPUs, other CPUs)."""
+    (AVX-512 BF16 or AMX, about 1.5x faster, see README), else float32 (GPUs, other CPUs).
+
+    float16 is never chosen automatically: it is the opt-in for GPUs with float16 tensor cores
+    (T4, V100, L4, A100, ...); on a CPU it is correct but slow.
+    """
     if precision != "auto":
         return precision
     if tf.config.list_physical_devices("GPU"):
@@ -91,13 +99,15 @@ def cpu_has_bf16():
 def build_learner(train, val, preproc, batch_size, precision="auto"):
     """DistilBERT with a fresh classification head, wrapped in a ktrain Learner.
 
-    With `precision` bfloat16 (mixed precision), the weights stay float32 and the matrix products
-    run in bfloat16; fit() hands back a float32 model for evaluating and saving.
+    With `precision` bfloat16 or float16 (mixed precision), the weights stay float32 and the matrix
+    products run in the 16-bit type; fit() hands back a float32 model for evaluating and saving.
+    For float16, Keras wraps the optimizer in a LossScaleOptimizer when the model is compiled
+    (dynamic loss scaling, so small gradients do not underflow to zero).
     """
     precision = choose_precision(precision)
-    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    tf.keras.mixed_precision.set_global_policy(MIXED_POLICY.get(precision, "float32"))
     model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
-    if precision == "bfloat16":
+    if precision in MIXED_POLICY:
         # The last layer in float32, as Keras advises for mixed precision: the logits, and so the loss the
         # lr finder and the history report, keep float32's resolution (bfloat16 has 8 significant bits).
         model.classifier._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
@@ -105,8 +115,8 @@ def build_learner(train, val, preproc, batch_size, precision="auto"):
 
 
 def precision_of(learner):
-    """The arithmetic `learner`'s model computes in: "bfloat16" (mixed precision) or "float32"."""
-    return "bfloat16" if learner.model.compute_dtype == "bfloat16" else "float32"
+    """The arithmetic `learner`'s model computes in: "bfloat16" or "float16" (mixed precision), or "float32"."""
+    return learner.model.compute_dtype
 
 
 def to_float32(learner):
@@ -124,8 +134,8 @@ def to_float32(learner):
     trained_weights = {name_in_model(w): w for w in trained.weights}
     for weight in model.weights:
         weight.assign(trained_weights[name_in_model(weight)])
-    model.compile(loss=trained.loss, metrics=["accuracy"],
-                  optimizer=type(trained.optimizer).from_config(trained.optimizer.get_config()))
+    optimizer = getattr(trained.optimizer, "inner_optimizer", trained.optimizer)  # float16: unwrap the loss scaling
+    model.compile(loss=trained.loss, metrics=["accuracy"], optimizer=type(optimizer).from_config(optimizer.get_config()))
     learner.model = model
 
 

@@ -1,0 +1,59 @@
+"""--precision float16, the opt-in for GPUs with float16 tensor cores, checked for correctness on the CPU:
+it trains with loss scaling, learns, and saves a float32 predictor that its ONNX export matches."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import backends
+import synthetic
+from conftest import ROOT, TINY, run_train
+
+
+@pytest.fixture(scope="module")
+def float16_run(synthetic_splits, tmp_path_factory):
+    output = tmp_path_factory.mktemp("float16") / "predictor"
+    result = run_train("--data-dir", synthetic_splits, "--output", output, *TINY, "--precision", "float16")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output
+
+
+def test_float16_uses_loss_scaling(synthetic_splits):
+    import dataset
+    import training
+
+    train_df, test_df = dataset.load_splits(synthetic_splits / "train.xlsx", synthetic_splits / "test.xlsx", 64, 1)
+    train, val, preproc = training.preprocess(train_df, test_df, 32)
+    try:
+        learner = training.build_learner(train, val, preproc, 16, "float16")
+        assert training.precision_of(learner) == "float16"
+        assert type(learner.model.optimizer).__name__ == "LossScaleOptimizer"
+        assert learner.model.classifier.compute_dtype == "float32"  # float32 logits, so a float32 loss
+        training.to_float32(learner)
+        assert learner.model.compute_dtype == "float32"
+        assert type(learner.model.optimizer).__name__ != "LossScaleOptimizer"
+    finally:
+        import tensorflow as tf
+
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_float16_learns_and_saves_float32(float16_run):
+    metrics = json.loads((float16_run / "metrics.json").read_text())
+    assert metrics["training_precision"] == "float16"
+    assert metrics["accuracy"] >= 0.9
+    with h5py.File(float16_run / "tf_model.h5") as saved:
+        dtypes = set()
+        saved.visititems(lambda name, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    assert dtypes == {"float32"}
+
+
+def test_float16_predictor_matches_its_onnx_export(float16_run):
+    result = run_train("--model", float16_run, script=ROOT / "src" / "export.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    texts = list(synthetic.reviews(60, seed=31)["Reviews"])
+    expected = backends.load(float16_run, "ktrain").predict_proba(texts)
+    proba = backends.load(float16_run, "onnx").predict_proba(texts)
+    assert np.abs(proba - expected).max() <= 1e-4
