@@ -79,12 +79,14 @@ def parse_args(argv=None):
     return args
 
 
-def resolve_data(args):
-    """The two split paths; downloads the splits into data/ when the defaults are used and missing."""
+def resolve_data(args, download=False):
+    """The two split paths. The splits are downloaded when they are missing from the default data/ folder,
+    or from --data-dir when `download` is set (the notebook's way of keeping them on Google Drive)."""
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     train = args.train or data_dir / "train.xlsx"
     test = args.test or data_dir / "test.xlsx"
-    if not (args.data_dir or args.train or args.test) and not (train.exists() and test.exists()):
+    defaults = not (args.train or args.test) and (download or not args.data_dir)
+    if defaults and not (train.exists() and test.exists()):
         print(f"{data_dir} has no IMDB splits yet; downloading them (about 26 MB) from {dataset.DATA_URL}")
         dataset.download_splits(data_dir)
     return train, test
@@ -124,13 +126,7 @@ def main(argv=None):
     """The whole run; the notebook makes the same calls, one cell each."""
     run = Run(parse_args(argv))
     train_df, val_df, test_df = run.load_data()
-
-    import training  # TensorFlow loads here, after the inputs are known to be good
-
-    training.set_seed(run.args.seed)
-    train, val, preproc = training.preprocess(train_df, val_df, run.args.maxlen, run.args.truncation)
-    learner = training.build_learner(train, val, preproc, run.args.batch_size, run.args.precision)
-    run.lap("preprocess")
+    learner, preproc = run.build(train_df, val_df)  # TensorFlow loads here, after the inputs are known to be good
     if run.args.lr_find or run.args.lr_find_only:
         run.find_lr(learner)
         if run.args.lr_find_only:
@@ -140,8 +136,13 @@ def main(argv=None):
     run.save(learner, preproc, metrics)
 
 
-def options(**params):
-    """parse_args for Python callers such as the notebook: options(epochs=2, batch_size=6, ...)."""
+def start(**params):
+    """The notebook's entry: a Run from keyword parameters named like the flags, e.g.
+    start(epochs=2, batch_size=6, output="models/distilbert-imdb").
+
+    Values are checked as train.py checks its flags. Unlike the command line, a `data_dir` that lacks
+    the splits gets them downloaded (so the notebook can keep them on Google Drive).
+    """
     argv = []
     for name, value in params.items():
         flag = "--" + name.replace("_", "-")
@@ -149,7 +150,7 @@ def options(**params):
             argv.append(flag)
         elif value is not None and value is not False:
             argv += [flag, str(value)]
-    return parse_args(argv)
+    return Run(parse_args(argv), download=True)
 
 
 class Run:
@@ -158,11 +159,11 @@ class Run:
     Creating it checks the output folder and any checkpoint, and finds (or downloads) the data.
     """
 
-    def __init__(self, args):
+    def __init__(self, args, download=False):
         self.args, self.started, self.clock = args, time.time(), time.time()
         check_output(args.output, args.lr_find_only)
         check_checkpoints(args)
-        args.train, args.test = resolve_data(args)
+        args.train, args.test = resolve_data(args, download)
         self.files, self.facts = {}, {"seconds": {}}
 
     def lap(self, name):
@@ -184,6 +185,17 @@ class Run:
                           dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
                                                  "test": test_df.attrs["dropped_empty"]})
         return train_df, val_df, test_df
+
+    def build(self, train_df, val_df):
+        """Tokenize the reviews and build DistilBERT with a fresh classifier head. Returns (learner, preproc)."""
+        import training  # TensorFlow loads here
+
+        args = self.args
+        training.set_seed(args.seed)
+        train, val, preproc = training.preprocess(train_df, val_df, args.maxlen, args.truncation)
+        learner = training.build_learner(train, val, preproc, args.batch_size, args.precision)
+        self.lap("preprocess")
+        return learner, preproc
 
     def find_lr(self, learner):
         """Run the learning-rate finder; lr_find.png and the suggested rates go to --output."""

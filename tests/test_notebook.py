@@ -63,13 +63,14 @@ def test_parameters_cell_mirrors_train_py_flags():
 
     cell = next(c for c in read().cells if "parameters" in c.metadata.get("tags", []))
     values = {}
-    exec(cell.source, {}, values)
+    exec(cell.source, {"IN_COLAB": False}, values)
     defaults = vars(train.parse_args([]))
     for name in ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "data_dir", "val_split",
                  "truncation", "lr_find", "top_losses", "precision", "resume"):
         assert values[name] == defaults[name], name
     assert (ROOT / values["output"]) == defaults["output"]
     assert values["checkpoint_dir"] is None and defaults["checkpoint_dir"] == defaults["output"] / "checkpoints"
+    assert values["keep_on_drive"] is False  # on only in Colab
 
 
 def test_notebook_trains_saves_and_predicts(executed):
@@ -90,9 +91,10 @@ def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
     cells = read().cells
     start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and "Classify new reviews" in c.source)
     setup = next(i for i, c in enumerate(cells) if "PROJECT_URL" in c.source and c.cell_type == "code")
+    drive = next(i for i, c in enumerate(cells) if "colab.keep_on_drive(" in c.source)
 
     def keep(i, cell):
-        return cell.cell_type == "code" and (i == setup or "parameters" in cell.metadata.get("tags", []) or i > start)
+        return cell.cell_type == "code" and (i in (setup, drive) or "parameters" in cell.metadata.get("tags", []) or i > start)
 
     nb = execute(read(), parameters(synthetic_splits, output), keep)
     table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
