@@ -71,7 +71,7 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
 
 def choose_precision(precision="auto"):
     """`precision` with "auto" decided: bfloat16 when training on a CPU that computes it natively
-    (AVX-512 BF16 or AMX, about 1.5x faster, see README), else float32 (GPUs, other CPUs)."""
+    (AVX-512 BF16 or AMX, about 1.5x faster, see docs/performance.md), else float32 (GPUs, other CPUs)."""
     if precision != "auto":
         return precision
     if tf.config.list_physical_devices("GPU"):
