@@ -6,9 +6,10 @@ Times one large matrix product shaped like DistilBERT's feed-forward layer (8,19
 with ONNX Runtime, in fp32 (MatMul) and int8 (MatMulInteger, uint8 x int8 as dynamic quantization
 runs it), best of 5 after a warm-up, and prints the operations per second. Almost all of DistilBERT's
 work is such products (about 85 million multiply-adds x 2 per token, plus attention), so these numbers
-bound the reviews per second any backend can reach on this machine: see README, "Inference speed".
+bound the reviews per second any backend can reach on this machine: see docs/performance.md.
 """
 
+import argparse
 import time
 
 import numpy as np
@@ -46,6 +47,7 @@ def best_seconds(run, repeats=5):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"ONNX Runtime {ort.__version__}, one {M} x {K} x {N} matrix product:")
     for kind in ("fp32", "int8"):
         seconds = best_seconds(session(kind))

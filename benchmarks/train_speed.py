@@ -51,7 +51,7 @@ CONFIGS = {  # name: environment changes ("tcmalloc": its path; None: unset)
     "glibc": {"IMDB_FAST_MALLOC": "0", "LD_PRELOAD": None},
     "tcmalloc": {"LD_PRELOAD": "tcmalloc"},
     "bf16": {"LD_PRELOAD": "tcmalloc", "BENCH_PRECISION": "bfloat16"},  # train.py's default on a CPU with bfloat16
-    # Tried on top of tcmalloc and found slower here (README, "Training speed on CPU"):
+    # Tried on top of tcmalloc and found slower here (docs/performance.md, "Tried, and not kept"):
     "xla": {"LD_PRELOAD": "tcmalloc", "BENCH_XLA": "1"},
     "inter-op-1": {"LD_PRELOAD": "tcmalloc", "TF_NUM_INTEROP_THREADS": "1"},
     "onednn-off": {"LD_PRELOAD": "tcmalloc", "TF_ENABLE_ONEDNN_OPTS": "0"},

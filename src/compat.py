@@ -86,7 +86,7 @@ def lr_suggestions(finder):
 # TensorFlow (2.21, CPU) frees and re-allocates its large activation buffers every training step; glibc's
 # malloc hands the biggest back to the kernel each time, and every step then page-faults them in again.
 # tcmalloc keeps them (10-50x fewer page faults per step). How much time that saves depends on the
-# machine's kernel: from 1.5x faster steps to a few percent (README, "Training speed on CPU").
+# machine's kernel: from 1.5x faster steps to a few percent (docs/performance.md, "Training speed on CPU").
 # The library must be loaded before the program starts, so command lines re-run themselves once
 # with LD_PRELOAD set.
 FAST_MALLOC_OPT_OUT = "IMDB_FAST_MALLOC"  # set to 0 to keep the system allocator

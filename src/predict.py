@@ -8,6 +8,9 @@
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
 class (columns text, label, prob_neg, prob_pos). The onnx backends need `python src/export.py` once,
 and then neither TensorFlow nor ktrain.
+
+Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
+can run code. The onnx backends unpickle nothing.
 """
 
 import argparse

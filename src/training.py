@@ -69,13 +69,12 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
     return df
 
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def choose_precision(precision="auto"):
     """`precision` with "auto" decided: bfloat16 when training on a CPU that computes it natively
-    (AVX-512 BF16 or AMX, about 1.5x faster, see README), else float32 (GPUs, other CPUs).
+    (AVX-512 BF16 or AMX, about 1.5x faster, see docs/performance.md), else float32 (GPUs, other CPUs).
 
     float16 is never chosen automatically: it is the opt-in for GPUs with float16 tensor cores
     (T4, V100, L4, A100, ...); on a CPU it is correct but slow.
