@@ -33,6 +33,21 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(HF_HOME, ignore_errors=True)
 
 
+REPORTED = []
+
+
+def report(line):
+    """Show `line` at the end of the test run (facts a test measured, such as the versions it ran with)."""
+    REPORTED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if REPORTED:
+        terminalreporter.section("what the tests ran with")
+        for line in REPORTED:
+            terminalreporter.write_line(line)
+
+
 def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600, input=None):
     """Run src/train.py as a user would; returns the CompletedProcess (text output).
 
