@@ -68,6 +68,12 @@ def colab_packages():
     return [f"{colab[n][0]}=={colab[n][1]}" for n in sorted(set(colab) & set(ours))]
 
 
+# Colab's packages that need transformers, tokenizers or huggingface_hub, whose versions the set-up cell changes.
+# Installed without their own dependencies (torch among them): they are here for pip to check them, as on Colab.
+HF_DEPENDENT = ["accelerate", "datasets", "diffusers", "gradio", "gradio-client", "hf-gradio", "kagglehub", "peft",
+                "sentence-transformers", "timm"]
+
+
 def newest_python():
     """The newest CPython 3.11+ on this machine (Colab has 3.13): its path and version."""
     candidates = [shutil.which(f"python3.{minor}") for minor in range(14, 10, -1)]
@@ -104,6 +110,9 @@ def colab_env(tmp_path_factory):
     subprocess.run([*uv, "venv", "-q", "--seed", "--python", python, str(folder)], check=True)
     subprocess.run([*uv, "pip", "install", "-q", "--compile-bytecode",  # as pip does, and so Colab
                     "--python", str(folder / "bin" / "python"), "-r", str(requirements)], check=True)
+    colab = pins(COLAB / "pip-freeze.txt")
+    subprocess.run([*uv, "pip", "install", "-q", "--compile-bytecode", "--no-deps", "--python", str(folder / "bin" / "python"),
+                    *[f"{colab[n][0]}=={colab[n][1]}" for n in HF_DEPENDENT]], check=True)
     env_python = str(folder / "bin" / "python")
     versions = installed(env_python)
     for name in ("tensorflow", "tf-keras", "transformers", "numpy", "pandas", "protobuf"):
@@ -252,6 +261,8 @@ def test_setup_cell_installs_what_colab_lacks_without_a_restart(sessions, planne
     for name, (version, _) in planned.items():  # everything it installed is listed
         assert re.search(rf"^  {re.escape(name)} (\S+ -> )?{re.escape(version)}", setup, re.MULTILINE), (name, setup)
     assert "RESTART" not in setup and "set-up took" in setup
+    # gradio 6.24 needs huggingface_hub >= 1.16: pip says so, and the cell passes it on in one line.
+    assert re.search(r"pip notes that some of Colab's preinstalled packages want other versions \(.*gradio", setup)
     # It kept Colab's TensorFlow, tf_keras, NumPy, pandas and protobuf.
     assert not {"tensorflow", "tf-keras", "numpy", "pandas", "protobuf", "keras", "ml-dtypes"} & set(planned)
     took = int(re.search(r"set-up took (\d+) s", setup).group(1))
