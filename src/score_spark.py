@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -253,9 +254,12 @@ def main(argv=None):
     args = parse_args(argv)
     check_model(args.model, args.backend)  # before Spark starts: a wrong folder is reported in a second
     created = _no_active_session()
+    started = time.time()
     spark = session(args.master)
+    ready = time.time()
     try:
         counts = score(spark, args)
+        scored = time.time()
     finally:
         if created:
             spark.stop()
@@ -263,6 +267,7 @@ def main(argv=None):
     summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
     print(f"wrote {sum(counts.values()) + empty} rows ({summary}) to {args.output}"
           + (f"; {empty} rows had no text: their label and probabilities are null" if empty else ""))
+    print(f"took {scored - started:.1f} s: {ready - started:.1f} s starting Spark, {scored - ready:.1f} s reading, scoring and writing")
 
 
 def _no_active_session():
