@@ -12,6 +12,7 @@ no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/expo
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -63,14 +64,12 @@ def check_model(model_dir, backend):
 
 def pack_model(model_dir, backend, folder):
     """A zip of what the ONNX backend reads (settings, tokenizer, model), for Spark to ship to executors."""
-    import json
-
     settings = json.loads((model_dir / backends.ONNX_SETTINGS).read_text())
     archive = Path(folder) / f"predictor-{uuid.uuid4().hex[:8]}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:  # the ONNX files hardly compress
         for name in (backends.ONNX_SETTINGS, settings["tokenizer"], backends.ONNX_FILES[backend]):
             z.write(model_dir / name, name)
-    return archive, settings["classes"]
+    return archive
 
 
 def session(master=None):
@@ -109,11 +108,16 @@ def read(spark, path, text_column):
     fs, hpath = hadoop_fs(spark, path)
     if not fs.globStatus(hpath):
         raise UserError(f"--input {path} does not exist; give a Parquet file or folder, or a .csv file.")
-    if path.rstrip("/").lower().endswith(".csv"):
-        # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
-        frame = spark.read.csv(path, header=True, multiLine=True, escape='"')
-    else:
-        frame = spark.read.parquet(path)
+    is_csv = path.rstrip("/").lower().endswith(".csv")
+    try:
+        if is_csv:
+            # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
+            frame = spark.read.csv(path, header=True, multiLine=True, escape='"')
+        else:
+            frame = spark.read.parquet(path)
+    except Exception as error:  # Spark's AnalysisException, or a Java error from a file it cannot parse
+        raise UserError(f"could not read --input {path} as {'CSV' if is_csv else 'Parquet'} ({first_line(error)}); "
+                        "give Parquet, or CSV with a header line in a path ending in .csv.") from None
     columns = dict(frame.dtypes)
     if text_column not in columns:
         raise UserError(f"--input {path} has no {text_column} column (it has: {', '.join(frame.columns) or 'none'}); "
@@ -176,60 +180,57 @@ def batch_scorer(archive_name, backend, batch_size, text_column, classes):
 
 def score(spark, args):
     """Read, score and write, all or nothing. Returns {label or None: rows}."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
-
     check_model(args.model, args.backend)
     out_fs, out_path = hadoop_fs(spark, args.output)
     if out_fs.exists(out_path) and not args.overwrite:
         raise UserError(f"--output {args.output} already exists; choose a new path, or add --overwrite to replace it.")
     frame = read(spark, args.input, args.text_column)
-    packed = tempfile.mkdtemp(prefix="score-spark-")
-    try:
-        archive, classes = pack_model(args.model, args.backend, packed)
-        new_columns = ["label", *(f"prob_{c}" for c in classes)]
-        clash = [c for c in new_columns if c in frame.columns]
-        if clash:
-            raise UserError(f"--input {args.input} already has a {clash[0]} column, which the scores would replace; "
-                            "rename or drop it first.")
-        sc = spark.sparkContext
+    classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
+    clash = [c for c in ["label", *(f"prob_{c}" for c in classes)] if c in frame.columns]
+    if clash:
+        raise UserError(f"--input {args.input} already has a {clash[0]} column, which the scores would replace; "
+                        "rename or drop it first.")
+    sc = spark.sparkContext
+    partitions = args.partitions or max(4 * sc.defaultParallelism, frame.rdd.getNumPartitions())
+    with tempfile.TemporaryDirectory(prefix="score-spark-") as packed:
+        archive = pack_model(args.model, args.backend, packed)
         sc.addArchive(str(archive))  # unpacked on every executor, found there with SparkFiles.get
         for module in SHIPPED_MODULES:
             sc.addPyFile(str(SRC / module))
-        partitions = args.partitions or max(4 * sc.defaultParallelism, frame.rdd.getNumPartitions())
-        model = (archive.name, args.backend, args.batch_size)
-        batch_size = args.batch_size
-
-        # 1. Number the rows in input order, and count each text's tokens.
-        numbered = frame.withColumn(ROW, F.monotonically_increasing_id())
-        counts = numbered.select(ROW, args.text_column).mapInPandas(
-            token_counter(*model, args.text_column), schema=f"{ROW} long, {TOKENS} int").persist()
-        # 2. The batches src/predict.py makes: texts sorted by length (input order among equals), cut every
-        #    --batch-size. The int8 model's scores depend slightly on a review's batch (its activations are
-        #    quantized per batch), so the same batches give the same numbers as predict.py, and tight padding.
-        ranked = (counts.where(F.col(TOKENS).isNotNull()).rdd.map(tuple)
-                  .sortBy(lambda r: (r[1], r[0]), numPartitions=partitions).zipWithIndex()
-                  .map(lambda pair: (pair[0][0], pair[1] // batch_size)))
-        batches = spark.createDataFrame(ranked, schema=f"{ROW} long, {BATCH} long")
-        # 3. Score batch by batch (rows without text form one batch of their own: nulls, no model call).
-        schema = StructType([*numbered.schema.fields, StructField(BATCH, LongType()),
-                             StructField("label", StringType()), *(StructField(c, DoubleType()) for c in new_columns[1:])])
-        scored = (numbered.join(batches, ROW, "left").repartition(partitions, BATCH)
-                  .groupBy(BATCH).applyInPandas(batch_scorer(*model, args.text_column, classes), schema=schema))
-        # 4. Back to the input order, in contiguous ranges of rows. Kept (memory, else disk) once scored, as
-        #    the range partitioning reads the rows twice: once to sample where the ranges split, then to move them.
-        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-        ordered = scored.repartitionByRange(partitions, ROW).sortWithinPartitions(ROW).drop(ROW, BATCH)
         print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr, flush=True)
-        write_atomically(spark, ordered, args.output)
-    finally:
-        shutil.rmtree(packed, ignore_errors=True)
-        for kept in ("scored", "counts"):
-            if kept in locals():
-                locals()[kept].unpersist()
+        write_atomically(spark, scored_in_input_order(spark, frame, args, archive.name, classes, partitions), args.output)
+    spark.catalog.clearCache()  # what scored_in_input_order kept
     counts = spark.read.parquet(args.output).groupBy("label").count().collect()
     return {r["label"]: r["count"] for r in counts}
+
+
+def scored_in_input_order(spark, frame, args, archive_name, classes, partitions):
+    """`frame` plus label and probabilities, scored in src/predict.py's batches, rows in input order."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    model, batch_size = (archive_name, args.backend, args.batch_size), args.batch_size
+    # 1. Number the rows in input order, and count each text's tokens (kept: the sort reads them three times).
+    numbered = frame.withColumn(ROW, F.monotonically_increasing_id())
+    counts = numbered.select(ROW, args.text_column).mapInPandas(
+        token_counter(*model, args.text_column), schema=f"{ROW} long, {TOKENS} int").persist()
+    # 2. The batches src/predict.py makes: texts sorted by length (input order among equals), cut every
+    #    --batch-size. The int8 model's scores depend slightly on a review's batch (its activations are
+    #    quantized per batch), so the same batches give the same numbers as predict.py, and tight padding.
+    ranked = (counts.where(F.col(TOKENS).isNotNull()).rdd.map(tuple)
+              .sortBy(lambda r: (r[1], r[0]), numPartitions=partitions).zipWithIndex()
+              .map(lambda pair: (pair[0][0], pair[1] // batch_size)))
+    batches = spark.createDataFrame(ranked, schema=f"{ROW} long, {BATCH} long")
+    # 3. Score batch by batch (rows without text form one batch of their own: nulls, no model call).
+    schema = StructType([*numbered.schema.fields, StructField(BATCH, LongType()), StructField("label", StringType()),
+                         *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
+    scored = (numbered.join(batches, ROW, "left").repartition(partitions, BATCH)
+              .groupBy(BATCH).applyInPandas(batch_scorer(*model, args.text_column, classes), schema=schema))
+    # 4. Back to the input order, in contiguous ranges of rows. Kept (in memory, else on disk) once scored:
+    #    range partitioning reads the rows twice, once to sample where the ranges split and once to move them.
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    return scored.repartitionByRange(partitions, ROW).sortWithinPartitions(ROW).drop(ROW, BATCH)
 
 
 def write_atomically(spark, frame, output):
@@ -248,6 +249,13 @@ def write_atomically(spark, frame, output):
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
+
+
+def first_line(error):
+    """The first line of `error`'s message; for an error from Spark's JVM, of the Java exception's."""
+    java = getattr(error, "java_exception", None)
+    text = str(java.getMessage() if java is not None else error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:300]
 
 
 def main(argv=None):

@@ -123,6 +123,9 @@ def score(*args):
 def test_missing_input(spark, exported, tmp_path):
     with pytest.raises(UserError, match="--input .*nothing-here.parquet does not exist"):
         score("--model", exported[0], "--input", tmp_path / "nothing-here.parquet", "--output", tmp_path / "out")
+    (tmp_path / "notes.parquet").write_text("not a Parquet file")
+    with pytest.raises(UserError, match="could not read --input .*notes.parquet as Parquet"):
+        score("--model", exported[0], "--input", tmp_path / "notes.parquet", "--output", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
