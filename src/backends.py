@@ -7,6 +7,7 @@ The ONNX backends import only NumPy, ONNX Runtime and the `tokenizers` package: 
 or src/compat.py, so a server can score without a TensorFlow install (requirements-onnx.txt).
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def load(model_dir, backend="ktrain", batch_size=32):
     if backend == "ktrain":
         return KtrainBackend(model_dir, batch_size)
     return OnnxBackend(model_dir, backend, batch_size)
+
+
+@functools.lru_cache(maxsize=2)
+def onnx_once(model_dir, backend="onnx-int8", batch_size=32, threads=None):
+    """An OnnxBackend loaded once per process and then reused: Spark runs many tasks in each of
+    its Python workers (src/score_spark.py), and loading the model for every task would be wasted."""
+    return OnnxBackend(model_dir, backend, batch_size, threads)
 
 
 class KtrainBackend:

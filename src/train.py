@@ -49,6 +49,9 @@ def parse_args(argv=None):
                    "bfloat16 on a CPU with bfloat16 instructions (AVX-512 BF16, AMX), where it is about 1.5x faster, "
                    "else float32. float16 (with loss scaling) is for GPUs with float16 tensor cores, such as "
                    "Colab's T4, L4 and A100 (default: auto). The saved predictor is float32 either way")
+    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
+                   help="default: train on one device (a GPU if there is one); mirrored: a copy of the model on every "
+                   "GPU of this machine (tf.distribute.MirroredStrategy), each taking --batch-size reviews per step")
     p.add_argument("--lr-find", action="store_true", help="run the learning-rate finder before training "
                    "and save lr_find.png with the suggested rates")
     p.add_argument("--lr-find-only", action="store_true", help="run the learning-rate finder, save lr_find.png "
@@ -118,7 +121,7 @@ def check_checkpoints(args):
 
 def run_settings(args):
     """What must match between an interrupted run and its --resume."""
-    keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation")
+    keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation", "strategy")
     return {**{k: getattr(args, k) for k in keys}, "train": str(args.train.resolve()), "test": str(args.test.resolve())}
 
 
@@ -193,7 +196,7 @@ class Run:
         args = self.args
         training.set_seed(args.seed)
         train, val, preproc = training.preprocess(train_df, val_df, args.maxlen, args.truncation)
-        learner = training.build_learner(train, val, preproc, args.batch_size, args.precision)
+        learner = training.build_learner(train, val, preproc, args.batch_size, args.precision, args.strategy)
         self.lap("preprocess")
         return learner, preproc
 
@@ -222,6 +225,8 @@ class Run:
 
         args = self.args
         self.facts["training_precision"] = training.precision_of(learner)  # "precision" is the metric
+        # Replicas, devices, the batch of a step (--batch-size x replicas) and the peak rate it trains with.
+        self.facts["distribution"] = {**training.distribution_of(learner), "lr": args.lr}
         checkpoints = training.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
         if args.resume:
             checkpoints.resume(learner)

@@ -95,22 +95,48 @@ def cpu_has_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def build_learner(train, val, preproc, batch_size, precision="auto"):
+def build_learner(train, val, preproc, batch_size, precision="auto", strategy="default"):
     """DistilBERT with a fresh classification head, wrapped in a ktrain Learner.
 
     With `precision` bfloat16 or float16 (mixed precision), the weights stay float32 and the matrix
     products run in the 16-bit type; fit() hands back a float32 model for evaluating and saving.
     For float16, Keras wraps the optimizer in a LossScaleOptimizer when the model is compiled
     (dynamic loss scaling, so small gradients do not underflow to zero).
+    With `strategy` "mirrored", the model is copied onto every GPU (see distribution()); each copy
+    trains on `batch_size` reviews per step, so a step sees `batch_size` x replicas.
     """
     precision = choose_precision(precision)
     tf.keras.mixed_precision.set_global_policy(MIXED_POLICY.get(precision, "float32"))
-    model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
-    if precision in MIXED_POLICY:
-        # The last layer in float32, as Keras advises for mixed precision: the logits, and so the loss the
-        # lr finder and the history report, keep float32's resolution (bfloat16 has 8 significant bits).
-        model.classifier._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
-    return ktrain.get_learner(model, train_data=train, val_data=val, batch_size=batch_size)
+    strategy = distribution(strategy)
+    # The model's and the optimizer's variables must be made inside the scope: text_classifier creates and
+    # compiles the model, get_learner keeps it (see ktrain issues #60, #78 and #122).
+    with strategy.scope():
+        model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
+        if precision in MIXED_POLICY:
+            # The last layer in float32, as Keras advises for mixed precision: the logits, and so the loss the
+            # lr finder and the history report, keep float32's resolution (bfloat16 has 8 significant bits).
+            model.classifier._set_dtype_policy(tf.keras.mixed_precision.Policy("float32"))
+        return ktrain.get_learner(model, train_data=train, val_data=val,
+                                  batch_size=batch_size * strategy.num_replicas_in_sync)
+
+
+def distribution(strategy="default"):
+    """The tf.distribute strategy named `strategy`: "default" (one device: the first GPU, else the CPU)
+    or "mirrored" (tf.distribute.MirroredStrategy: one copy of the model per GPU of this machine, its
+    gradients summed across the copies at every step; with no GPU, one per logical CPU device, normally one)."""
+    if strategy == "default":
+        return tf.distribute.get_strategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def distribution_of(learner):
+    """How `learner` trains: strategy, replicas, their devices, and the batch of one training step."""
+    strategy = learner.model.distribute_strategy
+    mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
+    return {"strategy": "mirrored" if mirrored else "default", "replicas": strategy.num_replicas_in_sync,
+            "devices": list(strategy.extended.worker_devices) if mirrored else [],
+            "global_batch_size": learner.batch_size}
 
 
 def precision_of(learner):
@@ -215,9 +241,10 @@ class Checkpoints(tf.keras.callbacks.Callback):
             raise UserError(f"the checkpoint in {self.folder} is from a run with {was}; "
                             "rerun with the same settings to resume it, or drop --resume to start over.")
         # The optimizer's state (Adam's moments, the step count) is restored when the optimizer
-        # creates it, at the first training step.
-        tf.train.Checkpoint(model=learner.model, optimizer=learner.model.optimizer).read(
-            str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
+        # creates it, at the first training step; under --strategy mirrored, in the model's strategy.
+        with learner.model.distribute_strategy.scope():
+            tf.train.Checkpoint(model=learner.model, optimizer=learner.model.optimizer).read(
+                str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
         self.done, self.history = state["epochs_done"], state["history"]
 
     def clear(self):

@@ -1,0 +1,290 @@
+"""Score a large table of reviews on Apache Spark with the predictor's ONNX export: Parquet or CSV in, Parquet out.
+
+    python src/score_spark.py --model models/distilbert-imdb --input reviews.parquet --output scored.parquet
+    spark-submit --master spark://host:7077 src/score_spark.py --model models/distilbert-imdb \\
+        --input hdfs:///reviews/ --output hdfs:///reviews-scored/
+
+The output has every input column, in the input's row order, plus `label` and one `prob_<class>` column
+per class (prob_neg, prob_pos). Rows whose text is empty or missing get nulls there, and are counted.
+Locally (the default, `local[*]`) it needs `pip install -r requirements-spark.txt` and Java 17.
+Each Spark executor loads the ONNX model once per Python worker and scores with ONNX Runtime:
+no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/export.py --model DIR` first.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import backends
+from errors import UserError, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = Path(__file__).resolve().parent
+SHIPPED_MODULES = ("score_spark.py", "backends.py", "truncation.py", "errors.py")  # what the executors import
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
+                   help="the predictor folder, exported with src/export.py (default: models/distilbert-imdb)")
+    p.add_argument("--input", required=True, metavar="PATH", help="Parquet (a file or a folder of them) or CSV "
+                   "(a path ending in .csv, with a header line); any path Spark reads, such as hdfs:// or s3a://")
+    p.add_argument("--output", required=True, metavar="PATH", help="where to write the scored rows, as a folder of Parquet files")
+    p.add_argument("--text-column", default="Reviews", metavar="NAME", help="the column holding the text (default: Reviews)")
+    p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8",
+                   help="onnx-int8 (the default, about 2.6x faster) or onnx (fp32)")
+    p.add_argument("--master", metavar="URL", help="Spark master (default: local[*], all cores of this machine; "
+                   "under spark-submit, its --master)")
+    p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
+                   "(default: 4 per core Spark has, or the input's own number if larger)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.partitions is not None and args.partitions < 1:
+        p.error("--partitions must be at least 1")
+    return args
+
+
+def check_model(model_dir, backend):
+    """The model folder has the files the executors need; stop with one sentence if not."""
+    backends.check_predictor_folder(model_dir)
+    if not (model_dir / backends.ONNX_SETTINGS).is_file() or not (model_dir / backends.ONNX_FILES[backend]).is_file():
+        raise UserError(f"{model_dir} has no ONNX export yet ({backends.ONNX_FILES[backend]}); run "
+                        f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
+
+
+def pack_model(model_dir, backend, folder):
+    """A zip of what the ONNX backend reads (settings, tokenizer, model), for Spark to ship to executors."""
+    settings = json.loads((model_dir / backends.ONNX_SETTINGS).read_text())
+    archive = Path(folder) / f"predictor-{uuid.uuid4().hex[:8]}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:  # the ONNX files hardly compress
+        for name in (backends.ONNX_SETTINGS, settings["tokenizer"], backends.ONNX_FILES[backend]):
+            z.write(model_dir / name, name)
+    return archive
+
+
+def session(master=None):
+    """The active SparkSession, or a new one (local[*] unless `master` or spark-submit says otherwise)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise UserError("scoring on Spark needs pyspark; install it with `pip install -r requirements-spark.txt`.") from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise UserError("Spark needs Java 17 or later, and none was found; install it (Debian/Ubuntu: "
+                        "`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME.")
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not launched_by_spark_submit and (master or "local").startswith("local"):
+        # Local Python workers run `python3` from PATH by default, which may lack our packages: use this Python.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("imdb-distilbert scoring")
+    if master:
+        builder = builder.master(master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def hadoop_fs(spark, path):
+    """(FileSystem, Path) of Hadoop, which knows local paths, hdfs://, s3a:// and the rest alike."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def read(spark, path, text_column):
+    """The input as a DataFrame: CSV if the path ends in .csv, else Parquet. Checks the text column."""
+    fs, hpath = hadoop_fs(spark, path)
+    if not fs.globStatus(hpath):
+        raise UserError(f"--input {path} does not exist; give a Parquet file or folder, or a .csv file.")
+    is_csv = path.rstrip("/").lower().endswith(".csv")
+    try:
+        if is_csv:
+            # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
+            frame = spark.read.csv(path, header=True, multiLine=True, escape='"')
+        else:
+            frame = spark.read.parquet(path)
+    except Exception as error:  # Spark's AnalysisException, or a Java error from a file it cannot parse
+        raise UserError(f"could not read --input {path} as {'CSV' if is_csv else 'Parquet'} ({first_line(error)}); "
+                        "give Parquet, or CSV with a header line in a path ending in .csv.") from None
+    columns = dict(frame.dtypes)
+    if text_column not in columns:
+        raise UserError(f"--input {path} has no {text_column} column (it has: {', '.join(frame.columns) or 'none'}); "
+                        "name the text column with --text-column.")
+    if columns[text_column] != "string":
+        raise UserError(f"the {text_column} column of {path} holds {columns[text_column]}, not text; "
+                        "name the text column with --text-column.")
+    return frame
+
+
+ROW, TOKENS, BATCH = "__row", "__tokens", "__batch"  # helper columns, dropped before writing
+
+
+def executor_model(archive_name, backend, batch_size):
+    """The ONNX model on an executor, loaded once per Python worker from the archive Spark shipped."""
+    from pyspark import SparkFiles, TaskContext
+
+    # Each task gets spark.task.cpus cores (1 by default): ONNX Runtime uses that many threads.
+    return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
+
+
+def texts_of(frame, text_column):
+    """The texts as src/predict.py reads them (stripped), and which rows have one."""
+    texts = frame[text_column].fillna("").str.strip()
+    return texts, (texts != "").to_numpy()
+
+
+def token_counter(archive_name, backend, batch_size, text_column):
+    """mapInPandas function: each row's number of tokens as the model sees them (null without text)."""
+    def count(frames):
+        model = executor_model(archive_name, backend, batch_size)
+        for frame in frames:
+            texts, has_text = texts_of(frame, text_column)
+            tokens = [len(ids) for ids in model.encode(texts[has_text].tolist())]
+            counts = frame[[ROW]].copy()
+            counts[TOKENS] = None
+            counts.loc[has_text, TOKENS] = tokens
+            yield counts.astype({TOKENS: "Int32"})
+    return count
+
+
+def batch_scorer(archive_name, backend, batch_size, text_column, classes):
+    """applyInPandas function: one batch of rows in, the same rows plus label and probabilities out."""
+    import numpy as np
+
+    def score(frame):
+        model = executor_model(archive_name, backend, batch_size)
+        texts, has_text = texts_of(frame, text_column)
+        proba = np.full((len(frame), len(classes)), np.nan)  # NaN becomes null in Spark
+        if has_text.any():
+            proba[has_text] = model.predict_proba(texts[has_text].tolist())
+        label = np.array(classes, dtype=object)[np.nan_to_num(proba).argmax(axis=1)]
+        frame["label"] = np.where(has_text, label, None)
+        for i, name in enumerate(classes):
+            frame[f"prob_{name}"] = proba[:, i]
+        return frame
+
+    return score
+
+
+def score(spark, args):
+    """Read, score and write, all or nothing. Returns {label or None: rows}."""
+    check_model(args.model, args.backend)
+    out_fs, out_path = hadoop_fs(spark, args.output)
+    if out_fs.exists(out_path) and not args.overwrite:
+        raise UserError(f"--output {args.output} already exists; choose a new path, or add --overwrite to replace it.")
+    frame = read(spark, args.input, args.text_column)
+    classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
+    clash = [c for c in ["label", *(f"prob_{c}" for c in classes)] if c in frame.columns]
+    if clash:
+        raise UserError(f"--input {args.input} already has a {clash[0]} column, which the scores would replace; "
+                        "rename or drop it first.")
+    sc = spark.sparkContext
+    partitions = args.partitions or max(4 * sc.defaultParallelism, frame.rdd.getNumPartitions())
+    with tempfile.TemporaryDirectory(prefix="score-spark-") as packed:
+        archive = pack_model(args.model, args.backend, packed)
+        sc.addArchive(str(archive))  # unpacked on every executor, found there with SparkFiles.get
+        for module in SHIPPED_MODULES:
+            sc.addPyFile(str(SRC / module))
+        print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr, flush=True)
+        write_atomically(spark, scored_in_input_order(spark, frame, args, archive.name, classes, partitions), args.output)
+    spark.catalog.clearCache()  # what scored_in_input_order kept
+    counts = spark.read.parquet(args.output).groupBy("label").count().collect()
+    return {r["label"]: r["count"] for r in counts}
+
+
+def scored_in_input_order(spark, frame, args, archive_name, classes, partitions):
+    """`frame` plus label and probabilities, scored in src/predict.py's batches, rows in input order."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    model, batch_size = (archive_name, args.backend, args.batch_size), args.batch_size
+    # 1. Number the rows in input order, and count each text's tokens (kept: the sort reads them three times).
+    numbered = frame.withColumn(ROW, F.monotonically_increasing_id())
+    counts = numbered.select(ROW, args.text_column).mapInPandas(
+        token_counter(*model, args.text_column), schema=f"{ROW} long, {TOKENS} int").persist()
+    # 2. The batches src/predict.py makes: texts sorted by length (input order among equals), cut every
+    #    --batch-size. The int8 model's scores depend slightly on a review's batch (its activations are
+    #    quantized per batch), so the same batches give the same numbers as predict.py, and tight padding.
+    ranked = (counts.where(F.col(TOKENS).isNotNull()).rdd.map(tuple)
+              .sortBy(lambda r: (r[1], r[0]), numPartitions=partitions).zipWithIndex()
+              .map(lambda pair: (pair[0][0], pair[1] // batch_size)))
+    batches = spark.createDataFrame(ranked, schema=f"{ROW} long, {BATCH} long")
+    # 3. Score batch by batch (rows without text form one batch of their own: nulls, no model call).
+    schema = StructType([*numbered.schema.fields, StructField(BATCH, LongType()), StructField("label", StringType()),
+                         *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
+    scored = (numbered.join(batches, ROW, "left").repartition(partitions, BATCH)
+              .groupBy(BATCH).applyInPandas(batch_scorer(*model, args.text_column, classes), schema=schema))
+    # 4. Back to the input order, in contiguous ranges of rows. Kept (in memory, else on disk) once scored:
+    #    range partitioning reads the rows twice, once to sample where the ranges split and once to move them.
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    return scored.repartitionByRange(partitions, ROW).sortWithinPartitions(ROW).drop(ROW, BATCH)
+
+
+def write_atomically(spark, frame, output):
+    """Write `frame` as Parquet to a hidden folder beside `output`, then rename it to `output`.
+
+    A failed or interrupted job leaves no `output` (and an earlier one, with --overwrite, stays until the end).
+    """
+    fs, target = hadoop_fs(spark, output)
+    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        frame.write.parquet(staging.toString())
+        if fs.exists(target):
+            fs.delete(target, True)
+        if not fs.rename(staging, target):
+            raise OSError(f"could not rename {staging} to {target}")
+    finally:
+        if fs.exists(staging):
+            fs.delete(staging, True)
+
+
+def first_line(error):
+    """The first line of `error`'s message; for an error from Spark's JVM, of the Java exception's."""
+    java = getattr(error, "java_exception", None)
+    text = str(java.getMessage() if java is not None else error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:300]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_model(args.model, args.backend)  # before Spark starts: a wrong folder is reported in a second
+    created = _no_active_session()
+    started = time.time()
+    spark = session(args.master)
+    ready = time.time()
+    try:
+        counts = score(spark, args)
+        scored = time.time()
+    finally:
+        if created:
+            spark.stop()
+    empty = counts.pop(None, 0)
+    summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+    print(f"wrote {sum(counts.values()) + empty} rows ({summary}) to {args.output}"
+          + (f"; {empty} rows had no text: their label and probabilities are null" if empty else ""))
+    print(f"took {scored - started:.1f} s: {ready - started:.1f} s starting Spark, {scored - ready:.1f} s reading, scoring and writing")
+
+
+def _no_active_session():
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return True
+    return SparkSession.getActiveSession() is None
+
+
+if __name__ == "__main__":
+    run_cli(main)

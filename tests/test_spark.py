@@ -1,0 +1,159 @@
+"""src/score_spark.py on Spark local[2]: real reviews in, the same scores as predict.py out, and bad input.
+
+One SparkSession for the module. Its Python workers (Spark's executors) cannot import TensorFlow,
+ktrain or torch, as on a cluster with only requirements-onnx.txt installed.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import score_spark
+from conftest import ROOT, assert_user_error, run_predict, run_train
+from errors import UserError
+from test_export import blocking
+
+REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"  # CI clones the project with shared/ beside it
+SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"  # 100 real reviews, for a clone without shared/
+N = 2000
+EMPTY = {17: None, 50: "", 93: "   \n "}  # rows with no text: kept, with null scores
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    """local[2], whose Python workers (and only they) cannot import TensorFlow, ktrain, transformers or torch."""
+    from pyspark.sql import SparkSession
+
+    env = blocking(tmp_path_factory.mktemp("spark-blocker"), "tensorflow", "tf_keras", "keras", "ktrain", "compat",
+                   "transformers", "torch")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # as score_spark.session() does: workers run this Python
+    builder = SparkSession.builder.master("local[2]")
+    for name, value in env.items():
+        builder = builder.config(f"spark.executorEnv.{name}", value)
+    session = builder.getOrCreate()
+    assert score_spark.session() is session  # score_spark uses the active session
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """2,000 random real test reviews with their row number in test.xlsx as `id` (so not sorted), 3 of them emptied.
+
+    Written as Parquet for Spark, and as CSV without the empty rows for predict.py.
+    """
+    folder = tmp_path_factory.mktemp("reviews")
+    frame = pd.read_excel(REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS, dtype=str)
+    frame = frame.sample(n=min(N, len(frame)), random_state=1)
+    frame.insert(0, "id", frame.index)
+    frame = frame.reset_index(drop=True)
+    for row, text in EMPTY.items():
+        frame.loc[row, "Reviews"] = text
+    frame.to_parquet(folder / "reviews.parquet", index=False)
+    frame.drop(index=list(EMPTY)).to_csv(folder / "for-predict.csv", index=False)
+    return frame, folder
+
+
+@pytest.fixture(scope="module")
+def predict_py(exported, reviews):
+    """predict.py --backend onnx-int8 on the same reviews: its CSV, one row per non-empty review."""
+    out = reviews[1] / "predict.csv"
+    result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--file", reviews[1] / "for-predict.csv",
+                         "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return pd.read_csv(out)
+
+
+def test_executors_cannot_import_tensorflow(spark):
+    def try_import(_):
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError as error:
+            return str(error)
+        return "imported"
+
+    assert "blocked by the test" in spark.sparkContext.parallelize([0], 1).map(try_import).collect()[0]
+
+
+def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, predict_py, tmp_path, capsys):
+    frame, folder = reviews
+    output = tmp_path / "scored"
+    score_spark.main(["--model", str(exported[0]), "--input", str(folder / "reviews.parquet"), "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert f"wrote {len(frame)} rows (neg " in printed and "3 rows had no text" in printed
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+    scored = pd.read_parquet(output)
+    assert list(scored.columns) == ["id", "Reviews", "Sentiment", "label", "prob_neg", "prob_pos"]
+    # Every input row and column, in the input order.
+    assert list(scored["id"]) == list(frame["id"])
+    assert scored["Sentiment"].equals(frame["Sentiment"])
+    has_text = ~frame.index.isin(list(EMPTY))
+    assert list(scored["Reviews"][has_text]) == list(frame["Reviews"][has_text])
+    # Rows without text: null scores. The rest: predict.py's labels and probabilities (it writes 6 decimals).
+    assert scored.loc[~has_text, ["label", "prob_neg", "prob_pos"]].isna().all().all()
+    assert list(scored["label"][has_text]) == list(predict_py["label"])
+    assert np.abs(scored.loc[has_text, ["prob_neg", "prob_pos"]].to_numpy()
+                  - predict_py[["prob_neg", "prob_pos"]].to_numpy()).max() <= 1e-6
+    assert (scored["label"][has_text] == frame["Sentiment"][has_text]).mean() > 0.5  # the tiny model knows some words
+
+
+# Bad input: one sentence, and no output folder.
+
+def run_spark_cli(*args):
+    return run_train(*args, script=ROOT / "src" / "score_spark.py")
+
+
+def test_missing_model_folder_is_reported_before_spark_starts(tmp_path):
+    result = run_spark_cli("--model", tmp_path / "nope", "--input", tmp_path / "in.parquet", "--output", tmp_path / "out")
+    assert_user_error(result, "nope does not exist")
+    assert "Spark" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_model_without_onnx_export(trained, tmp_path):
+    result = run_spark_cli("--model", trained[0], "--input", tmp_path / "in.parquet", "--output", tmp_path / "out")
+    assert_user_error(result, "has no ONNX export yet", "src/export.py")
+
+
+def score(*args):
+    return score_spark.score(score_spark.session(), score_spark.parse_args(list(map(str, args))))
+
+
+def test_missing_input(spark, exported, tmp_path):
+    with pytest.raises(UserError, match="--input .*nothing-here.parquet does not exist"):
+        score("--model", exported[0], "--input", tmp_path / "nothing-here.parquet", "--output", tmp_path / "out")
+    (tmp_path / "notes.parquet").write_text("not a Parquet file")
+    with pytest.raises(UserError, match="could not read --input .*notes.parquet as Parquet"):
+        score("--model", exported[0], "--input", tmp_path / "notes.parquet", "--output", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_or_wrong_text_column(spark, exported, reviews, tmp_path):
+    folder = reviews[1]
+    with pytest.raises(UserError, match=r"has no Text column \(it has: id, Reviews, Sentiment\); .*--text-column"):
+        score("--model", exported[0], "--input", folder / "reviews.parquet", "--output", tmp_path / "out",
+              "--text-column", "Text")
+    pd.DataFrame({"Reviews": [1, 2]}).to_parquet(tmp_path / "numbers.parquet")
+    with pytest.raises(UserError, match="holds bigint, not text"):
+        score("--model", exported[0], "--input", tmp_path / "numbers.parquet", "--output", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_csv_input_and_an_existing_output(spark, exported, tmp_path):
+    """CSV as pandas and spreadsheets write it (quotes, commas, line breaks in a review); --output is
+    refused while it exists, and replaced with --overwrite."""
+    texts = ['a wonderful film, "superb" acting', "an awful boring mess,\nthe worst", "the movie was great"]
+    pd.DataFrame({"Reviews": texts, "stars": ["9", "2", "8"]}).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="already exists; .*--overwrite"):
+        score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
+    counts = score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out", "--overwrite")
+    assert counts == {"pos": 2, "neg": 1}
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["Reviews"]) == texts and list(scored["stars"]) == ["9", "2", "8"]
+    assert list(scored["label"]) == ["pos", "neg", "pos"] and not (tmp_path / "out" / "notes.txt").exists()
