@@ -113,7 +113,6 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
 
     model = backends.KtrainBackend(args.model)
     texts = list(frame["Reviews"])
-    rng = np.random.default_rng(args.seed)
     results = {"reviews": len(texts), "k": k, "random_draws": draws,
                "accuracy": float(np.mean(np.array(model.predict_proba(texts)).argmax(1)
                                          == [model.classes.index(t) for t in frame["Sentiment"]]))}
@@ -122,6 +121,7 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
         found = explain.explain(model.predictor, texts, steps=steps, cut=truncation.saved_settings(args.model)[1])
         seconds = (time.perf_counter() - started) / len(texts)
         top, random = [], [[] for _ in range(draws)]
+        rng = np.random.default_rng(args.seed)  # the same random words for every --steps
         for f in found:
             by_score = sorted(f["words"], key=lambda w: -w["scores"][f["label"]])
             top.append(delete(f["text"], [(w["start"], w["end"]) for w in by_score[:k]]))

@@ -79,7 +79,7 @@ def explain(predictor_or_folder, texts, steps=STEPS, cut=None, done=None):
     for n, i in enumerate(order):
         batch.append(i)
         last = n + 1 == len(order)
-        if last or (len(batch) + 1) * steps * lengths[order[n + 1]] > TOKENS_PER_CALL:
+        if last or (len(batch) + 1) * max(steps, 1) * lengths[order[n + 1]] > TOKENS_PER_CALL:
             for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut)):
                 results[j] = found
             if done:
@@ -92,6 +92,8 @@ class Explainer:
     """Integrated gradients for one ktrain DistilBERT predictor (its Hugging Face TF model)."""
 
     def __init__(self, predictor, steps=STEPS):
+        """`steps` points on the path; 0: the gradient at the review itself times (review - baseline)
+        ("gradient x input"), one forward and one backward pass, whose forward pass also gives the prediction."""
         import tensorflow as tf
 
         self.tf = tf
@@ -101,9 +103,10 @@ class Explainer:
         self.classes = list(predictor.get_classes())
         self.embeddings = self.model.get_input_embeddings().weight  # (vocabulary, width)
         # Gauss-Legendre nodes and weights, moved from [-1, 1] to [0, 1]
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        self.alphas = tf.constant((nodes + 1) / 2, dtype=tf.float32)[:, None, None]
+        nodes, weights = np.polynomial.legendre.leggauss(steps) if steps else (np.array([1.0]), np.array([2.0]))
+        self.alphas = tf.constant((nodes + 1) / 2 if steps else nodes, dtype=tf.float32)[:, None, None]
         self.weights = tf.constant(weights / 2, dtype=tf.float32)[:, None, None]
+        self.at_input = steps == 0
 
     def encode(self, text, cut):
         """Token ids ([CLS] kept word pieces [SEP]), each kept piece's (word, start, end), and the cut spans."""
@@ -156,7 +159,9 @@ class Explainer:
         if len(per_class) == 1:  # two classes: towards the second is away from the first
             per_class.append(-per_class[0])
         scores = np.stack(per_class, axis=-1)  # (reviews, width, classes)
-        proba = tf.nn.softmax(self.model({"input_ids": ids, "attention_mask": mask}, training=False).logits).numpy()
+        if not self.at_input:  # the path does not reach the review itself: one more forward pass
+            logits = self.model({"input_ids": ids, "attention_mask": mask}, training=False).logits
+        proba = tf.nn.softmax(logits).numpy()
         return [(scores[row, 1:len(review) - 1], proba[row]) for row, review in enumerate(batch)]
 
     def explain_batch(self, texts, cut):
