@@ -29,6 +29,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 
+import compat  # noqa: E402,F401  (before TensorFlow: Keras 2)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +154,6 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
 def main(argv=None):
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
-    import explain  # noqa: F401  (compat before TensorFlow, via backends)
     from importlib import metadata
 
     source = args.reviews or (REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS)

@@ -114,9 +114,9 @@ class Explainer:
         ids, offsets, word_ids = encoding["input_ids"], encoding["offset_mapping"], encoding.word_ids()
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
         kept = truncation.kept(tokens, self.maxlen - 2, cut)
-        dropped = sorted(set(range(len(ids))) - set(kept))
+        dropped = set(range(len(ids))) - set(kept)
         cut_spans = []
-        for i in dropped:  # merge neighbouring dropped pieces into spans of text
+        for i in sorted(dropped):  # merge neighbouring dropped pieces into spans of text
             start, end = offsets[i]
             if cut_spans and i - 1 in dropped:
                 cut_spans[-1][1] = end

@@ -60,20 +60,20 @@ def test_integrated_gradients_add_up_to_the_change_in_margin(predictor, held_out
         assert scores[:, 1].sum() == pytest.approx(margin[0] - margin[1], rel=0.02, abs=0.02)
 
 
-def test_synthetic_faithfulness(found, held_out):
+def test_synthetic_faithfulness(predictor, found, held_out):
     """Where the model relies on the polarity words, the explanation says so.
 
-    The tiny model learnt "negative words mean neg, anything else pos": it scores a review stripped of
-    its positive words pos all the same (checked below). So its negative reviews are the ones whose
-    polarity words decide the label; in those, the top-scored word must be a negative word.
+    The tiny model learnt "negative words mean neg, anything else pos": a positive review stripped of its
+    positive words is still pos to it (checked first), so no faithful method can credit those words.
+    Its negative reviews are the ones whose polarity words decide the label: there, the word that pushed
+    hardest towards neg must be a negative word. (Measured: 86% at the default 8 steps; docs/explain.md.)
     """
+    positive = held_out[held_out["Sentiment"] == "pos"]["Reviews"]
+    stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in positive]
+    assert np.mean(predictor.predict(stripped, return_proba=True)[:, 1] > 0.5) > 0.9
     negative = [f for f, label in zip(found, held_out["Sentiment"]) if label == "neg"]
-    hits = [top_words_of(f, 1)[0] in synthetic.NEGATIVE for f in negative]
+    hits = [max(f["words"], key=lambda w: w["scores"]["neg"])["word"].lower() in synthetic.NEGATIVE for f in negative]
     assert np.mean(hits) >= 0.8, np.mean(hits)
-
-
-def top_words_of(found, n):
-    return [w.lower() for w, _ in explain.top_words(found, n)]
 
 
 def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(predictor, found):
