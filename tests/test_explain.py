@@ -61,19 +61,22 @@ def test_integrated_gradients_add_up_to_the_change_in_margin(predictor, held_out
 
 
 def test_synthetic_faithfulness(predictor, found, held_out):
-    """Where the model relies on the polarity words, the explanation says so.
+    """The words that decide a synthetic review's label are the ones the explanation puts first.
 
-    The tiny model learnt "negative words mean neg, anything else pos": a positive review stripped of its
-    positive words is still pos to it (checked first), so no faithful method can credit those words.
-    Its negative reviews are the ones whose polarity words decide the label: there, the word that pushed
-    hardest towards neg must be a negative word. (Measured: 86% at the default 8 steps; docs/explain.md.)
+    The top-scored word (either sign) must be a polarity word. The tiny model learnt "negative words
+    mean neg, anything else pos": a positive review stripped of its positive words is still pos to it
+    (checked first), so only in negative reviews do the polarity words decide its label, and there the
+    word that pushed hardest towards neg must be a negative word. Measured with the default 1 step:
+    90% and 75% (docs/explain.md); the floors leave room for another training of the tiny model.
     """
     positive = held_out[held_out["Sentiment"] == "pos"]["Reviews"]
     stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in positive]
     assert np.mean(predictor.predict(stripped, return_proba=True)[:, 1] > 0.5) > 0.9
+    top = np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found])
     negative = [f for f, label in zip(found, held_out["Sentiment"]) if label == "neg"]
-    hits = [max(f["words"], key=lambda w: w["scores"]["neg"])["word"].lower() in synthetic.NEGATIVE for f in negative]
-    assert np.mean(hits) >= 0.8, np.mean(hits)
+    towards_neg = np.mean([max(f["words"], key=lambda w: w["scores"]["neg"])["word"].lower() in synthetic.NEGATIVE
+                           for f in negative])
+    assert top >= 0.85 and towards_neg >= 0.7, (top, towards_neg)
 
 
 def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(predictor, found):
