@@ -39,6 +39,7 @@ from errors import UserError
 
 STEPS = 1  # points on the integration path: as faithful as 8 on real text, at an eighth of the cost (docs/explain.md)
 TOKENS_PER_CALL = 4096  # path points x tokens per model call: several full-length reviews, or many short ones
+BUCKET = 32  # lengths are padded to a multiple of this, so TensorFlow's CPU kernels set up for one length are reused
 
 
 def load(predictor_or_folder):
@@ -137,6 +138,7 @@ class Explainer:
         (lists of token ids): all their path points in one forward and one backward pass."""
         tf = self.tf
         width, steps = max(len(ids) for ids in batch), len(self.alphas)
+        width = min(-(-width // BUCKET) * BUCKET, max(self.maxlen, width))  # masked padding: same scores
         ids = np.full((len(batch), width), self.tokenizer.pad_token_id)
         mask = np.zeros((len(batch), width), dtype=np.int32)
         moves = np.zeros((len(batch), width, 1), dtype=np.float32)  # 1 where the embedding moves: not [CLS], [SEP], padding
