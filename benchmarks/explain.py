@@ -91,11 +91,11 @@ def speed(args, texts, steps_list):
         predictor.model({"input_ids": ids, "attention_mask": mask}, training=False)
 
     def forward_backward(ids, mask):
+        embeds = tf.gather(explainer.embeddings, ids)
         with tf.GradientTape() as tape:
-            embeds = tf.gather(explainer.embeddings, ids)
             tape.watch(embeds)
-            logits = predictor.model({"inputs_embeds": embeds, "attention_mask": mask}, training=False).logits
-        tape.gradient(logits[:, 0], embeds).numpy()
+            margin = predictor.model({"inputs_embeds": embeds, "attention_mask": mask}, training=False).logits[:, 0]
+        tape.gradient(margin, embeds).numpy()
 
     for name, step in (("forward_s", forward), ("forward_backward_s", forward_backward)):
         for _ in range(2):  # the second time, with TensorFlow's kernels set up for these lengths
