@@ -17,19 +17,26 @@ def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20):
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
-    `history`, as training.fit returns it) and top_losses.csv (the `top_n` worst mistakes).
+    `history`, as training.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
+    top_losses.html (those reviews with the words that decided them highlighted, src/explain.py).
     Reviews are cut to `maxlen` tokens the `cut` way, as in training.
     """
+    import ktrain
+
+    import explain
+
     texts = truncation.truncate(list(test_df[TEXT]), preproc.get_tokenizer(), maxlen, cut)
     proba = predict(learner, preproc, texts)
     classes = preproc.get_classes()
     metrics = {**score(test_df[LABEL], proba, classes), "history": history}
+    worst = top_losses(test_df, proba, classes, top_n)
     files = {
         "report.txt": report_text(metrics),
         "confusion_matrix.png": plots.confusion_matrix(metrics),
         "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
         "training_curves.png": plots.training_curves(history),
-        "top_losses.csv": top_losses(test_df, proba, classes, top_n).to_csv(index=False),
+        "top_losses.csv": worst.to_csv(index=False),
+        "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut),
     }
     return metrics, files
 

@@ -4,10 +4,12 @@
     python src/predict.py --model models/distilbert-imdb --file reviews.xlsx --out predictions.csv
     cat reviews.txt | python src/predict.py --model models/distilbert-imdb - --json
     python src/predict.py --model models/distilbert-imdb --backend onnx-int8 --file reviews.csv   # after src/export.py
+    python src/predict.py --model models/distilbert-imdb --explain "great film, awful ending"     # and the top words
 
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
 class (columns text, label, prob_neg, prob_pos). The onnx backends need `python src/export.py` once,
-and then neither TensorFlow nor ktrain.
+and then neither TensorFlow nor ktrain. --explain adds top_words: the words that pushed the prediction
+most, each with its score (positive: towards the predicted label; see src/explain.py and docs/explain.md).
 
 Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
 can run code. The onnx backends unpickle nothing.
@@ -23,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import backends
+import truncation
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
+                   "src/explain.py; about 4x the time of scoring alone; ktrain backend only)")
+    p.add_argument("--top-words", type=int, metavar="N", default=5, help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)
     if not args.texts and not args.file:
         p.error("give reviews to classify: texts, - for standard input, or --file PATH")
@@ -50,6 +56,10 @@ def parse_args(argv=None):
         p.error("give either texts (or -) or --file, not both")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.explain and args.backend != "ktrain":
+        p.error("--explain needs the ktrain backend (it takes gradients through the TensorFlow model)")
+    if args.top_words < 1:
+        p.error("--top-words must be at least 1")
     return args
 
 
@@ -106,18 +116,34 @@ def rows(texts, proba, classes):
         yield {"text": text, "label": classes[int(p.argmax())], **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p)}}
 
 
+def with_top_words(rows, explanations, n):
+    """`rows` with top_words added: the `n` words with the largest scores towards (or, negative, away
+    from) the predicted label, as [word, score] pairs."""
+    import explain
+
+    for row, found in zip(rows, explanations):
+        yield {**row, "top_words": [list(pair) for pair in explain.top_words(found, n)]}
+
+
+def words_text(pairs):
+    """top_words as one CSV cell or terminal column: 'great +1.23; awful -0.41'."""
+    return "; ".join(f"{word} {score:+.2f}" for word, score in pairs)
+
+
 def format_rows(rows, as_json, for_terminal=False):
     """The predictions as JSON lines, CSV, or (for_terminal) aligned columns with shortened texts."""
     rows = list(rows)
     if as_json:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    rows = [{**r, "top_words": words_text(r["top_words"])} if "top_words" in r else r for r in rows]
     if for_terminal:  # label and probabilities first, so the columns line up; long texts shortened
-        columns = list(rows[0])[1:]
-        lines = ["\t".join(columns + ["text"])]
+        columns = [c for c in rows[0] if c not in ("text", "top_words")]
+        extra = ["top_words"] if "top_words" in rows[0] else []
+        lines = ["\t".join(columns + extra + ["text"])]
         for r in rows:
             text = " ".join(r["text"].split())  # one line per review
             text = text if len(text) <= 80 else text[:77] + "..."
-            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [text]))
+            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [r[c] for c in extra] + [text]))
         return "\n".join(lines) + "\n"
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
@@ -157,6 +183,12 @@ def main(argv=None):
               disable=len(texts) <= args.batch_size) as bar:
         proba = model.predict_proba(texts, done=bar.update)
     predictions = list(rows(texts, proba, model.classes))
+    if args.explain:
+        import explain
+
+        with tqdm(total=len(texts), unit="review", desc="explaining", file=sys.stderr) as bar:
+            found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1], done=bar.update)
+        predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
         write_atomically(args.out, format_rows(predictions, args.json))
         counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)

@@ -263,7 +263,7 @@ class Run:
         self.files["metrics.json"] = to_json(self.record(metrics))
         output = training.save_predictor(learner, preproc, self.args.output, self.files)
         self.checkpoints.clear()  # the predictor holds the final weights
-        print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv to {output}")
+        print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv/.html to {output}")
         return output
 
     def record(self, metrics=None):

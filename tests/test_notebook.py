@@ -85,6 +85,19 @@ def test_notebook_trains_saves_and_predicts(executed):
     assert re.match(r"(neg|pos) \(\d+%\)", text_of(mine))
 
 
+def test_explanation_cells_highlight_the_words(executed):
+    """The cells at the end: the tutorial sentences and own reviews, then the worst mistakes, as HTML."""
+    nb, output = executed
+    shown = next(c for c in nb.cells if "explain.show(" in c.source)
+    page = shown.outputs[0]["data"]["text/html"]
+    assert page.count("class='review'") == 4  # the three tutorial sentences and the one in my_reviews
+    assert re.search(r"background: rgba\(0, 150, 0, 0\.60\)' title='[+-]\d\.\d+'>bad<", page)  # the top word
+    worst = next(c for c in nb.cells if "explain.show_top_losses(" in c.source)
+    page = worst.outputs[0]["data"]["text/html"]
+    mistakes = min(5, len(open(output / "top_losses.csv").read().splitlines()) - 1)
+    assert page.count("class='review'") == mistakes and (mistakes or "every test review right" in page)
+
+
 def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
     """A new kernel that runs only the set-up, parameters and prediction cells."""
     _, output = executed

@@ -1,0 +1,174 @@
+"""src/explain.py on the tiny trained model: faithful word scores, the cut, the HTML, the CLI, ktrain's own explain()."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import explain
+import predict
+import synthetic
+from conftest import assert_user_error, run_predict
+from errors import UserError
+
+POLARITY = set(synthetic.POSITIVE + synthetic.NEGATIVE)
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    import ktrain
+
+    return ktrain.load_predictor(str(trained[0]))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Synthetic reviews the model never saw (train and test use seeds 0 and 1)."""
+    return synthetic.reviews(200, seed=5)
+
+
+@pytest.fixture(scope="module")
+def found(predictor, held_out):
+    return explain.explain(predictor, list(held_out["Reviews"]))
+
+
+def test_scores_are_about_the_model(predictor, found, held_out):
+    """The same probabilities as ktrain's predict, words in text order, and scores per class that mirror."""
+    proba = predictor.predict(list(held_out["Reviews"]), return_proba=True)
+    assert np.allclose([[f["probabilities"][c] for c in ("neg", "pos")] for f in found], proba, atol=1e-5)
+    assert [f["label"] for f in found] == [["neg", "pos"][i] for i in proba.argmax(1)]
+    for f, text in zip(found, held_out["Reviews"]):
+        assert [w["word"] for w in f["words"]] == re.findall(r"\w+|[^\w\s]", text)
+        assert all(text[w["start"]:w["end"]] == w["word"] for w in f["words"])
+        assert all(w["scores"]["pos"] == -w["scores"]["neg"] for w in f["words"])
+        assert f["cut"] == [] and f["tokens_cut"] == 0
+
+
+def test_integrated_gradients_add_up_to_the_change_in_margin(predictor, held_out):
+    """Completeness: with many steps, a review's scores sum to its margin minus the baseline's margin."""
+    import tensorflow as tf
+
+    model = explain.Explainer(predictor, steps=64)
+    for text in held_out["Reviews"][:5]:
+        ids = model.encode(text, "head")[0]
+        (scores, _), = model.attributions([ids])
+        real = tf.gather(model.embeddings, [ids])
+        baseline = tf.concat([real[:, :1], tf.gather(model.embeddings, [[0] * (len(ids) - 2)]), real[:, -1:]], axis=1)
+        margin = [float(np.diff(predictor.model({"inputs_embeds": e}).logits.numpy()[0])[0]) for e in (real, baseline)]
+        assert scores[:, 1].sum() == pytest.approx(margin[0] - margin[1], rel=0.02, abs=0.02)
+
+
+def test_synthetic_faithfulness(predictor, found, held_out):
+    """The words that decide a synthetic review's label are the ones the explanation puts first.
+
+    The top-scored word (either sign) must be a polarity word. The tiny model learnt "negative words
+    mean neg, anything else pos": a positive review stripped of its positive words is still pos to it
+    (checked first), so only in negative reviews do the polarity words decide its label, and there the
+    word that pushed hardest towards neg must be a negative word. Measured with the default 1 step:
+    90% and 75% (docs/explain.md); the floors leave room for another training of the tiny model.
+    """
+    positive = held_out[held_out["Sentiment"] == "pos"]["Reviews"]
+    stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in positive]
+    assert np.mean(predictor.predict(stripped, return_proba=True)[:, 1] > 0.5) > 0.9
+    top = np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found])
+    negative = [f for f, label in zip(found, held_out["Sentiment"]) if label == "neg"]
+    towards_neg = np.mean([max(f["words"], key=lambda w: w["scores"]["neg"])["word"].lower() in synthetic.NEGATIVE
+                           for f in negative])
+    assert top >= 0.85 and towards_neg >= 0.7, (top, towards_neg)
+
+
+def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(predictor, found):
+    """The deletion test of benchmarks/explain.py, in small: the top-2 words against 2 random ones."""
+    rng = np.random.default_rng(0)
+    top, random = [], []
+    for f in found:
+        ranked = sorted(f["words"], key=lambda w: -w["scores"][f["label"]])
+        top.append(without(f["text"], ranked[:2]))
+        random.append(without(f["text"], [f["words"][i] for i in rng.choice(len(f["words"]), 2, replace=False)]))
+    labels = np.array([["neg", "pos"].index(f["label"]) for f in found])
+    before = np.array([f["probabilities"][f["label"]] for f in found])
+    fall = {name: before - predictor.predict(texts, return_proba=True)[np.arange(len(found)), labels]
+            for name, texts in (("top", top), ("random", random))}
+    assert fall["top"].mean() > 3 * fall["random"].mean() and fall["top"].mean() > 0.1
+
+
+def without(text, words):
+    for w in sorted(words, key=lambda w: -w["start"]):
+        text = text[:w["start"]] + text[w["end"]:]
+    return text
+
+
+def test_long_reviews_are_cut_as_training_cut_them(predictor):
+    """maxlen 32: 30 word pieces are read; the rest is reported as cut, at the end (head) or start (tail)."""
+    text = " ".join(["the film was great"] * 10 + ["and the ending was awful"] * 5)
+    head, = explain.explain(predictor, [text], cut="head")
+    tail, = explain.explain(predictor, [text], cut="tail")
+    for f in (head, tail):
+        assert f["tokens_read"] == 30 and f["tokens_read"] + f["tokens_cut"] == len(text.split())
+        assert len(f["cut"]) == 1 and len(f["words"]) == 30
+    assert head["cut"][0][1] == len(text) and head["words"][0]["start"] == 0
+    assert tail["cut"][0][0] == 0 and tail["words"][-1]["end"] == len(text)
+    page = explain.to_html([head])
+    assert "class='cut'" in page and "was cut" in page
+
+
+def test_html_highlights_and_escapes(found):
+    f = dict(found[0], text=found[0]["text"])
+    page = explain.to_html([f])
+    colours = re.findall(r"background: rgba\((0, 150, 0|220, 0, 0)", page)
+    assert len(colours) >= len(f["words"]) and f["label"] in page
+    tricky = explain.to_html([{**f, "text": "<b>" + f["text"][3:], "words": f["words"][1:]}])
+    assert "<b>" not in tricky.replace("<b>" + f["label"], "")  # the review's own markup is shown, not obeyed
+
+
+def test_top_losses_html_is_written(trained):
+    """train.py writes top_losses.html beside top_losses.csv, with one highlighted review per mistake."""
+    folder = trained[0]
+    mistakes = pd.read_csv(folder / "top_losses.csv")
+    page = (folder / "top_losses.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("class='review'") == len(mistakes)
+    if len(mistakes) == 0:  # the tiny model usually gets every synthetic test review right
+        assert "every test review right" in page
+
+
+def test_top_losses_page_shows_the_true_labels(predictor, held_out):
+    frame = pd.DataFrame({"review": held_out["Reviews"][:3], "true_label": ["pos", "neg", "pos"]})
+    page = explain.top_losses_page(predictor, frame)
+    assert page.count("class='review'") == 3 and page.count("true label") == 3 and "(wrong)" in page
+
+
+def test_predict_explain_json_and_csv(trained, tmp_path, capsys):
+    texts = ["the movie was dull and the acting was awful", "a wonderful film with a superb cast"]
+    predict.main(["--model", str(trained[0]), "--explain", "--top-words", "2", "--json", *texts])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["neg", "pos"]
+    assert all(len(r["top_words"]) == 2 and all(isinstance(s, float) for _, s in r["top_words"]) for r in rows)
+    assert {w for w, _ in rows[0]["top_words"]} == {"dull", "awful"}
+    predict.main(["--model", str(trained[0]), "--explain", "--out", str(tmp_path / "out.csv"), *texts])
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert list(table.columns) == ["text", "label", "prob_neg", "prob_pos", "top_words"]
+    assert re.fullmatch(r"(\w+ [+-]\d+\.\d\d; ){4}\w+ [+-]\d+\.\d\d", table["top_words"][0])
+
+
+def test_bad_input_gets_one_sentence(trained, tmp_path):
+    with pytest.raises(UserError, match="empty text"):
+        explain.explain(trained[0], ["a fine film", "  "])
+    with pytest.raises(UserError, match="not a saved predictor"):
+        explain.explain(tmp_path, ["a fine film"])
+    assert_user_error(run_predict("--model", tmp_path, "--explain", "a fine film"), "not a saved predictor")
+    assert_user_error(run_predict("--model", trained[0], "--explain", " "), "no reviews to classify")
+    result = run_predict("--model", trained[0], "--explain", "--backend", "onnx", "a fine film")
+    assert result.returncode == 2 and "--explain needs the ktrain backend" in result.stderr
+
+
+def test_ktrain_explain_works_with_pypi_eli5(predictor):
+    """ktrain's own predictor.explain() (LIME through eli5 0.16.0 from PyPI): it names the predicted
+    label and weighs a negative word most in a negative review."""
+    text = "the plot was awful and the music was boring"
+    shown = predictor.explain(text, n_samples=300)
+    assert shown is not None, "eli5 is missing: install requirements-explain.txt"
+    assert re.search(r"y=\s*<?/?b?>?\s*neg", re.sub(r"\s+", " ", shown.data))
+    weights = {word: float(w) for w, word in re.findall(r'title="([-\d.]+)">(\w+)<', shown.data)}
+    assert max(weights, key=weights.get) in synthetic.NEGATIVE
