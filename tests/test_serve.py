@@ -19,6 +19,7 @@ import pytest
 
 import synthetic
 from conftest import ROOT, assert_user_error, run_predict, run_train
+from test_export import blocking  # a Python in which the named modules cannot be imported
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, longer than the tiny model's maxlen: cut
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,8 +28,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 class Server:
     """src/serve.py running as a subprocess on 127.0.0.1 and a free port; its output collected as it comes."""
 
-    def __init__(self, *args):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, *args, env=None):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--port", "0", *map(str, args)],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines = []
@@ -75,9 +76,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(exported):
-    """The default server on the exported folder: onnx-int8."""
-    running = Server("--model", exported[0])
+def server(exported, tmp_path_factory):
+    """The default server on the exported folder (onnx-int8), in a Python where TensorFlow and its kin cannot import."""
+    no_tensorflow = blocking(tmp_path_factory.mktemp("serve"), "tensorflow", "tf_keras", "keras", "ktrain", "compat",
+                             "transformers", "torch")
+    running = Server("--model", exported[0], env=no_tensorflow)
     yield running
     running.stop()
 
@@ -125,6 +128,18 @@ def test_fp32_server_gives_predict_py_numbers(exported, texts, tmp_path):
         fp32.stop()
     assert status == 200 and answer["backend"] == "onnx"
     assert answer["predictions"] == predict_py(exported[0], "onnx", texts, tmp_path)
+
+
+def test_default_is_ktrain_without_an_export(trained):
+    """Said at start-up, before the model loads (the ktrain backend's scoring is predict.py's: tests/test_predict.py)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(trained[0]), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert first.startswith("backend ktrain (the folder has no ONNX export; run src/export.py for the faster onnx-int8)")
 
 
 def test_busy_port_is_one_sentence(server, exported):
