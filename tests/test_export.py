@@ -192,7 +192,6 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, expo
     assert sorted(p.name for p in folder.iterdir()) == before  # no files moved, no staging left
 
 
-
 def test_min_agreement_must_be_a_share(trained):
     result = run_export("--model", trained[0], "--min-agreement", "99")
     assert result.returncode == 2 and "--min-agreement must be between 0 and 1" in result.stderr
