@@ -109,7 +109,9 @@ def main(argv=None):
         "weights only (attention's activation MatMuls in fp32)": {"extra_options": {"MatMulConstBOnly": True}},
         "weights only, per channel": {"per_channel": True, "extra_options": {"MatMulConstBOnly": True}},
         "classifier in fp32": {"nodes_to_exclude": [n for n in all_nodes if "classifier" in n]},
+        "embeddings (Gather) in fp32": {"nodes_to_exclude": [n for n in all_nodes if "Gather" in n]},
         "MatMul only (embeddings, classifier in fp32)": {"op_types_to_quantize": ["MatMul"]},
+        "MatMul only, reduce_range": {"op_types_to_quantize": ["MatMul"], "reduce_range": True},
         "MatMul weights only, per channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True,
                                              "extra_options": {"MatMulConstBOnly": True}},
     }
@@ -129,15 +131,15 @@ def main(argv=None):
     sensitivity = {}
     for name, _ in nodes:
         path = work / "one.onnx"
-        quantize(fp32, path, nodes_to_quantize=[name], extra_options={"MatMulConstBOnly": False})
+        quantize(fp32, path, nodes_to_quantize=[name])
         sensitivity[name] = float(np.abs(scorer(folder, path).predict_proba(few) - base).mean())
     ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
     for k in (2, 4, 8):
-        name = f"weights only, per channel, {k} most sensitive weight MatMuls in fp32"
+        name = f"MatMul only, {k} most sensitive weight MatMuls in fp32"
         print(f"scheme: {name}...", file=sys.stderr)
         path = work / f"int8-top{k}.onnx"
         keep = [n for n in ranked if n not in activation_matmuls][:k]
-        quantize(fp32, path, per_channel=True, nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})
+        quantize(fp32, path, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
         rows.append({"scheme": name, "excluded": keep, **measure(scorer(folder, path), texts, reference, truth)})
 
     lines = [f"{len(texts)} real test reviews (seeded random sample of {args.reviews.name}), model {args.model.name}; "
