@@ -7,7 +7,8 @@ Starts the server (backend onnx-int8), then for each number of --clients (defaul
 clients for --seconds, each posting one review per request on its own keep-alive connection, the next as
 soon as the last is answered. Prints a markdown table: requests/s, p50/p95/p99 latency, errors, and the
 requests/s as a share of `predict.py --backend onnx-int8` scoring the same reviews in batches of 32
-(measured with benchmarks/inference.py's worker: the same backend call predict.py makes, model loaded).
+(measured with benchmarks/inference.py's worker, the same backend call predict.py makes, before and after
+the server runs: the share is of the better of the two).
 
 The model and reviews are those of benchmarks/inference.py: without --model, DistilBERT's full shape with
 random weights (right for speed), exported with src/export.py; a seeded random --n of the real test reviews.
@@ -43,14 +44,16 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=96, help="how many reviews (default: 96)")
     p.add_argument("--clients", default="1,8,32", help="numbers of concurrent clients, comma-separated (default: 1,8,32)")
     p.add_argument("--seconds", type=float, default=20, help="how long each number of clients runs (default: 20)")
+    p.add_argument("--batch-size", default="32", help="the server's --batch-size; several, comma-separated, "
+                   "each run with every number of clients (default: 32)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
 
-def start_server(model):
+def start_server(model, batch_size):
     process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(model), "--port", "0",
-                                "--backend", "onnx-int8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                "--backend", "onnx-int8", "--batch-size", str(batch_size)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         print(f"  server: {line.rstrip()}", file=sys.stderr)
         found = re.search(r"serving on http://([\d.]+):(\d+)/", line)
@@ -121,31 +124,36 @@ def main(argv=None):
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))
     worker_args = argparse.Namespace(model=args.model, batch_size=32, latency_n=1)
-    batch = inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"]
+    batch = [inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"]]
 
-    process, host, port = start_server(args.model)
     rows = []
-    try:
-        for clients in [int(c) for c in args.clients.split(",") if c]:
-            print(f"{clients} client(s) for {args.seconds:g} s...", file=sys.stderr)
-            rate, latencies, errors = load(host, port, texts, clients, args.seconds)
-            ms = 1000 * np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
-            rows.append({"clients": clients, "requests_per_s": rate, "p50_ms": ms[0], "p95_ms": ms[1], "p99_ms": ms[2],
-                         "requests": len(latencies), "errors": errors, "share_of_batch": rate / batch})
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    for batch_size in [int(b) for b in args.batch_size.split(",") if b]:
+        process, host, port = start_server(args.model, batch_size)
+        try:
+            for clients in [int(c) for c in args.clients.split(",") if c]:
+                print(f"{clients} client(s) for {args.seconds:g} s, server batch size {batch_size}...", file=sys.stderr)
+                rate, latencies, errors = load(host, port, texts, clients, args.seconds)
+                ms = 1000 * np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+                rows.append({"batch_size": batch_size, "clients": clients, "requests_per_s": rate, "p50_ms": ms[0],
+                             "p95_ms": ms[1], "p99_ms": ms[2], "requests": len(latencies), "errors": errors})
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    # Measured again after the server runs: other work on the machine moves both; compare with the better one.
+    batch.append(inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"])
+    for r in rows:
+        r["share_of_batch"] = r["requests_per_s"] / max(batch)
 
     settings = json.loads((args.model / "onnx.json").read_text())
     header = (f"{len(texts)} reviews from {source.name} (seeded random sample), one review per request, "
               f"{args.seconds:g} s per row; model {args.model.name}, maxlen {settings['maxlen']}, onnx-int8; "
-              f"predict.py batch throughput (batch 32, same reviews): {batch:.2f} reviews/s; "
+              f"predict.py batch throughput (batch 32, same reviews), before and after: {batch[0]:.2f} and {batch[1]:.2f} reviews/s; "
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load average before: {load_before:.2f}; "
               f"Python {platform.python_version()}, " + ", ".join(f"{n} {metadata.version(n)}" for n in ("onnxruntime", "starlette", "uvicorn")))
-    lines = ["| clients | requests/s | p50 / p95 / p99 latency | requests (errors) | share of predict.py batch throughput |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| server --batch-size | clients | requests/s | p50 / p95 / p99 latency | requests (errors) | share of predict.py batch throughput |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['clients']} | {r['requests_per_s']:.2f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f} ms "
+        lines.append(f"| {r['batch_size']} | {r['clients']} | {r['requests_per_s']:.2f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f} ms "
                      f"| {r['requests']} ({r['errors']}) | {r['share_of_batch']:.0%} |")
     print(header + "\n\n" + "\n".join(lines))
     if args.json:
