@@ -30,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--reviews", type=Path, metavar="PATH", default=REAL_REVIEWS, help="labelled reviews (Reviews, Sentiment)")
     p.add_argument("--n", type=int, default=400, help="reviews to score (default: 400)")
     p.add_argument("--sensitivity-n", type=int, default=100, help="reviews for the one-MatMul-at-a-time search (default: 100)")
+    p.add_argument("--sensitivity", type=Path, metavar="PATH", help="the --json of an earlier run: reuse its ranking, "
+                   "and try only per-channel MatMul quantization with the most sensitive 1-4 left in fp32")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
@@ -115,6 +117,8 @@ def main(argv=None):
         "MatMul weights only, per channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True,
                                              "extra_options": {"MatMulConstBOnly": True}},
     }
+    if args.sensitivity:  # only today's scheme and the best so far, for speeds measured in this run
+        schemes = {k: v for k, v in schemes.items() if k in ("dynamic, per tensor (export.py before)", "MatMul weights only, per channel")}
     results = {}
     for name, options in schemes.items():
         print(f"scheme: {name}...", file=sys.stderr)
@@ -123,23 +127,28 @@ def main(argv=None):
         results[name] = path
         rows.append({"scheme": name, **measure(scorer(folder, path), texts, reference, truth)})
 
-    # Sensitivity: quantize one weight MatMul at a time (the rest fp32); largest probability change on a few reviews.
-    print(f"sensitivity of {len(nodes)} MatMuls...", file=sys.stderr)
-    fp32_model = backends.OnnxBackend(folder, "onnx")
+    # Sensitivity: quantize one MatMul at a time (the rest fp32); mean probability change on a few reviews.
     few = texts[:args.sensitivity_n]
-    base = fp32_model.predict_proba(few)
-    sensitivity = {}
-    for name, _ in nodes:
-        path = work / "one.onnx"
-        quantize(fp32, path, nodes_to_quantize=[name])
-        sensitivity[name] = float(np.abs(scorer(folder, path).predict_proba(few) - base).mean())
+    if args.sensitivity:
+        sensitivity = json.loads(args.sensitivity.read_text())["sensitivity"]
+    else:
+        print(f"sensitivity of {len(nodes)} MatMuls...", file=sys.stderr)
+        base = backends.OnnxBackend(folder, "onnx").predict_proba(few)
+        sensitivity = {}
+        for name, _ in nodes:
+            path = work / "one.onnx"
+            quantize(fp32, path, nodes_to_quantize=[name])
+            sensitivity[name] = float(np.abs(scorer(folder, path).predict_proba(few) - base).mean())
     ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
-    for k in (2, 4, 8):
-        name = f"MatMul only, {k} most sensitive weight MatMuls in fp32"
+    ranked = [n for n in ranked if n not in activation_matmuls]
+    tries = [(k, True) for k in (1, 2, 3, 4)] if args.sensitivity else [(k, False) for k in (2, 4, 8)]
+    for k, per_channel in tries:
+        name = f"MatMul only{', per channel' if per_channel else ''}, {k} most sensitive weight MatMuls in fp32"
         print(f"scheme: {name}...", file=sys.stderr)
         path = work / f"int8-top{k}.onnx"
-        keep = [n for n in ranked if n not in activation_matmuls][:k]
-        quantize(fp32, path, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep)
+        keep = ranked[:k]
+        quantize(fp32, path, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep, per_channel=per_channel,
+                 extra_options={"MatMulConstBOnly": True})
         rows.append({"scheme": name, "excluded": keep, **measure(scorer(folder, path), texts, reference, truth)})
 
     lines = [f"{len(texts)} real test reviews (seeded random sample of {args.reviews.name}), model {args.model.name}; "
