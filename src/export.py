@@ -33,6 +33,7 @@ from errors import UserError, run_cli
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 FP32_TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and ONNX fp32
+FP32_FFN_LAYERS = 0  # how many of the first layers keep their FFN output MatMul in float32 (quantize())
 MIN_AGREEMENT = 0.99  # smallest share of the checked reviews on which int8 must give TensorFlow's label
 OPSET = 17
 
@@ -99,11 +100,18 @@ def export_onnx(pt_model, path):
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
 
 
-def quantize(fp32_path, int8_path):
-    """Dynamic int8 quantization: int8 weights, activations quantized on the fly per batch."""
+def quantize(fp32_path, int8_path, fp32_layers=FP32_FFN_LAYERS):
+    """Dynamic int8 for the MatMuls: int8 weights with a scale per output channel, activations quantized
+    on the fly per batch. Kept in float32: the embeddings, the classifier, and the FFN output MatMul
+    (lin2) of the first `fp32_layers` layers, the most sensitive ones (benchmarks/int8.py: with one scale
+    per tensor and everything quantized, a trained model changed 4% of its labels; see docs/performance.md)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    names = [node.name for node in onnx.load(str(fp32_path)).graph.node if node.op_type == "MatMul"]
+    sensitive = [name for name in names if any(f"/layer.{i}/ffn/lin2/" in name for i in range(fp32_layers))]
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     per_channel=True, nodes_to_exclude=sensitive, extra_options={"MatMulConstBOnly": True})
 
 
 def settings(preproc, tokenizer_file, folder):
