@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--reviews", type=Path, metavar="PATH", default=SAMPLE_REVIEWS,
                    help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) "
                    "(default: data/sample/test.xlsx)")
-    p.add_argument("--n", type=int, default=32, metavar="N", help="how many of them to check (default: 32)")
+    p.add_argument("--n", type=int, default=100, metavar="N", help="how many of them to check (default: 100, all of "
+                   "data/sample/test.xlsx: with --min-agreement 0.99, one changed label is allowed)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="F",
                    help="refuse the export (write nothing) when the int8 model gives TensorFlow's label on a smaller "
                    f"share of the checked reviews than this (default: {MIN_AGREEMENT}; 0 accepts any)")

@@ -64,7 +64,7 @@ def test_export_writes_onnx_files_and_settings(exported):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging left behind"
     settings = json.loads((folder / "onnx.json").read_text())
     assert settings["maxlen"] == 32 and settings["classes"] == ["neg", "pos"] and settings["truncation"] == "head"
-    assert settings["parity"]["n_reviews"] == 32
+    assert settings["parity"]["n_reviews"] == 100
     assert settings["parity"]["onnx"]["max_abs_diff"] <= 1e-4
     assert "fp32: largest probability difference" in result.stdout and "wrote model.onnx" in result.stdout
 
