@@ -157,7 +157,8 @@ def main(argv=None):
         build_random_predictor(args.model, args.maxlen, common_words(all_texts))
     if {"onnx", "onnx-int8"} & set(names) and not (args.model / "onnx.json").exists():
         print("exporting it to ONNX...", file=sys.stderr)
-        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model)], check=True,
+        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
+        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model), "--min-agreement", "0"], check=True,
                        stdout=sys.stderr)
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))

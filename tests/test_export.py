@@ -64,7 +64,7 @@ def test_export_writes_onnx_files_and_settings(exported):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging left behind"
     settings = json.loads((folder / "onnx.json").read_text())
     assert settings["maxlen"] == 32 and settings["classes"] == ["neg", "pos"] and settings["truncation"] == "head"
-    assert settings["parity"]["n_reviews"] == 32
+    assert settings["parity"]["n_reviews"] == 100
     assert settings["parity"]["onnx"]["max_abs_diff"] <= 1e-4
     assert "fp32: largest probability difference" in result.stdout and "wrote model.onnx" in result.stdout
 
@@ -155,3 +155,43 @@ def test_export_bad_model_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     assert_user_error(run_export("--model", tmp_path), "is not a saved predictor")
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, exported, tmp_path):
+    """Reviews on which this int8 model really gives another label than TensorFlow: the export writes nothing."""
+    import random
+    import shutil
+
+    rng = random.Random(3)  # mixed reviews, praise and blame together: some land near 0.5
+    mixed = []
+    for _ in range(3000):
+        words = rng.choices(synthetic.FILLER, k=rng.randint(8, 24))
+        for polar in (synthetic.POSITIVE, synthetic.NEGATIVE):
+            for _ in range(rng.randint(1, 3)):
+                words.insert(rng.randrange(len(words) + 1), rng.choice(polar))
+        mixed.append(" ".join(words))
+    expected = backends.OnnxBackend(exported[0], "onnx").predict_proba(mixed).argmax(1)  # fp32: TensorFlow's to 1e-4, faster
+    int8 = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba(mixed).argmax(1)
+    flipped = [text for text, a, b in zip(mixed, expected, int8) if a != b]
+    agreeing = [text for text, a, b in zip(mixed, expected, int8) if a == b][:60]
+    assert flipped, "no review found on which int8 and TensorFlow disagree"
+    texts = flipped[:10] + agreeing
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(texts) + "\n")
+    # What export.py will find: int8 depends a little on batch-mates, so score as its check does (batches of 8).
+    agreement = np.mean(tensorflow_model.predict_proba(texts).argmax(1)
+                        == backends.OnnxBackend(exported[0], "onnx-int8", batch_size=8).predict_proba(texts).argmax(1))
+    assert agreement < 0.99
+
+    folder = tmp_path / "predictor"
+    shutil.copytree(trained[0], folder)
+    before = sorted(p.name for p in folder.iterdir())
+    result = run_export("--model", folder, "--reviews", reviews, "--n", len(texts))
+    assert_user_error(result, f"the int8 ONNX model gives the TensorFlow predictor's label on only {agreement:.1%} of "
+                      f"{len(texts)} reviews", "below --min-agreement 0.99", "nothing was written")
+    assert sorted(p.name for p in folder.iterdir()) == before  # no files moved, no staging left
+
+
+def test_min_agreement_must_be_a_share(trained):
+    result = run_export("--model", trained[0], "--min-agreement", "99")
+    assert result.returncode == 2 and "--min-agreement must be between 0 and 1" in result.stderr

@@ -1,0 +1,292 @@
+"""Serve a predictor over HTTP: a JSON API and a small web page to try it in a browser.
+
+    python src/serve.py --model models/distilbert-imdb                 # then open http://127.0.0.1:8000/
+    curl -s http://127.0.0.1:8000/predict -d '{"texts": ["a great film", "awful, boring"]}'
+
+POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]},
+the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
+GET / is the web page (everything it needs is in it: no CDN).
+
+Requests that arrive together are scored together (micro-batching: the first one waits at most a few
+milliseconds for others), in one worker thread, so the event loop keeps accepting requests while the
+model runs. The default backend is onnx-int8 when the folder has an ONNX export (src/export.py),
+else ktrain. With an onnx backend nothing imports TensorFlow: requirements-serve.txt is enough.
+"""
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import backends
+import predict
+from errors import UserError, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
+MAX_TEXTS = 64  # texts per request
+MAX_CHARS = 20_000  # characters per text (the longest IMDB review has about 13,700)
+MAX_BATCH = 64  # texts gathered into one model call, from however many requests
+WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
+                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    p.add_argument("--backend", choices=backends.BACKENDS,
+                   help="default: onnx-int8 when the folder has an ONNX export (src/export.py), else ktrain")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    return args
+
+
+def default_backend(model_dir):
+    """onnx-int8 when `model_dir` has an ONNX export, else ktrain; and why, in words."""
+    model_dir = Path(model_dir)
+    if (model_dir / backends.ONNX_SETTINGS).is_file() and (model_dir / backends.ONNX_FILES["onnx-int8"]).is_file():
+        return "onnx-int8", "the folder has an ONNX export"
+    return "ktrain", "the folder has no ONNX export; run src/export.py for the faster onnx-int8"
+
+
+class Batcher:
+    """Scores the texts of concurrent requests together, one model call at a time, off the event loop."""
+
+    def __init__(self, model, max_batch=MAX_BATCH, wait=WAIT_SECONDS):
+        self.model, self.max_batch, self.wait = model, max_batch, wait
+        self.queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.task = None
+        self.requests = self.batches = 0  # how many of each were scored (GET /health shows them)
+
+    async def predict_proba(self, texts):
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        held = None  # a request that did not fit into the last batch
+        while True:
+            items = [held or await self.queue.get()]
+            held = None
+            count = len(items[0][0])
+            if count < self.max_batch:
+                await asyncio.sleep(self.wait)  # let requests that arrive meanwhile join this batch
+            while count < self.max_batch and not self.queue.empty():
+                item = self.queue.get_nowait()
+                if count + len(item[0]) > self.max_batch:
+                    held = item
+                    break
+                items.append(item)
+                count += len(item[0])
+            items = [(texts, future) for texts, future in items if not future.done()]  # drop abandoned requests
+            if not items:
+                continue
+            texts = [text for batch, _ in items for text in batch]
+            self.requests, self.batches = self.requests + len(items), self.batches + 1
+            try:
+                proba = await loop.run_in_executor(self.executor, self.model.predict_proba, texts)
+            except Exception as error:  # noqa: BLE001  (reported to each waiting request as a 500)
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            start = 0
+            for batch, future in items:
+                if not future.done():
+                    future.set_result(proba[start:start + len(batch)])
+                start += len(batch)
+
+
+class BadRequest(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_texts(request):
+    """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
+    try:
+        payload = json.loads(bytes(body).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest(400, "the request body is not UTF-8; send JSON encoded as UTF-8.") from None
+    except ValueError:
+        raise BadRequest(400, 'the request body is not JSON; send {"texts": ["a review", ...]}.') from None
+    if not isinstance(payload, dict) or "texts" not in payload:
+        raise BadRequest(422, 'the JSON has no "texts"; send {"texts": ["a review", ...]}.')
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise BadRequest(422, '"texts" must be a list of strings; send {"texts": ["a review", ...]}.')
+    if not texts:
+        raise BadRequest(422, '"texts" is empty; send at least one review.')
+    if len(texts) > MAX_TEXTS:
+        raise BadRequest(413, f'"texts" has {len(texts)} reviews; send at most {MAX_TEXTS} per request.')
+    for i, text in enumerate(texts):
+        if len(text) > MAX_CHARS:
+            raise BadRequest(413, f"texts[{i}] has {len(text)} characters; send at most {MAX_CHARS} per review.")
+        if not text.strip():
+            raise BadRequest(422, f"texts[{i}] is empty; send reviews with some text.")
+    return [t.strip() for t in texts]  # as src/predict.py does
+
+
+def create_app(model, backend):
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    state = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher = state["batcher"] = Batcher(model)
+        batcher.task = asyncio.create_task(batcher.run())
+        yield
+        batcher.task.cancel()
+        batcher.executor.shutdown(wait=False, cancel_futures=True)
+
+    def error(status, message):
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def predict_route(request):
+        try:
+            texts = await read_texts(request)
+        except BadRequest as bad:
+            return error(bad.status, str(bad))
+        try:
+            proba = await state["batcher"].predict_proba(texts)
+        except Exception as failure:  # noqa: BLE001  (a model failure must not take the server down)
+            print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
+            return error(500, "the model failed on this request; see the server's log.")
+        rows = [{k: v for k, v in row.items() if k != "text"} for row in predict.rows(texts, proba, model.classes)]
+        return JSONResponse({"backend": backend, "predictions": rows})
+
+    async def health(request):
+        batcher = state["batcher"]
+        return JSONResponse({"status": "ok", "backend": backend, "classes": model.classes,
+                             "requests_scored": batcher.requests, "model_calls": batcher.batches})
+
+    async def page(request):
+        return HTMLResponse(PAGE)
+
+    async def http_error(request, exc):
+        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health or POST /predict.")
+
+    routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
+              Route("/predict", predict_route, methods=["POST"])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+
+
+def listen(host, port):
+    """A listening socket on host:port (port 0: a free one), or a UserError saying why not."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(256)
+    except OSError as failure:
+        raise UserError(f"cannot listen on {host}:{port} ({failure.strerror or failure}); "
+                        "choose another --port, or stop what is using it.") from None
+    return sock
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    backends.check_predictor_folder(args.model)
+    backend, why = (args.backend, "chosen with --backend") if args.backend else default_backend(args.model)
+    try:
+        import uvicorn  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as missing:
+        raise UserError(f"serving needs {missing.name}, which is not installed; "
+                        "run `pip install -r requirements-serve.txt`.") from None
+    sock = listen(args.host, args.port)  # before loading: a busy port is reported at once
+    print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
+    model = backends.load(args.model, backend, args.batch_size)
+    model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(model, backend), log_level="warning", access_log=False))
+    server.run(sockets=[sock])
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>IMDB review sentiment</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  textarea { width: 100%; box-sizing: border-box; font: inherit; padding: .5rem; }
+  button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; cursor: pointer; }
+  #result { margin-top: 1.2rem; min-height: 3rem; }
+  #label { font-weight: bold; font-size: 1.3rem; }
+  .track { background: #eee; height: 1rem; border-radius: .5rem; overflow: hidden; margin-top: .4rem; }
+  #bar { background: #3a7; height: 100%; width: 0; transition: width .2s; }
+  #bar.neg { background: #c44; }
+  #error { color: #b00; }
+</style>
+</head>
+<body>
+<h1>Is this review positive or negative?</h1>
+<textarea id="review" rows="8" placeholder="Paste or type a movie review"></textarea>
+<button id="classify" type="button">Classify</button>
+<div id="result" aria-live="polite">
+  <span id="label"></span> <span id="probability"></span>
+  <div class="track"><div id="bar"></div></div>
+  <p id="error"></p>
+</div>
+<script>
+const $ = (id) => document.getElementById(id);
+$("classify").addEventListener("click", async () => {
+  const text = $("review").value;
+  $("error").textContent = ""; $("label").textContent = ""; $("probability").textContent = "";
+  $("bar").style.width = "0";
+  $("classify").disabled = true;
+  try {
+    const response = await fetch("predict", {method: "POST", headers: {"Content-Type": "application/json"},
+                                             body: JSON.stringify({texts: [text]})});
+    const answer = await response.json();
+    if (!response.ok) { $("error").textContent = answer.error; return; }
+    const p = answer.predictions[0], probability = p["prob_" + p.label];
+    $("label").textContent = p.label;
+    $("probability").textContent = probability.toFixed(4);
+    $("bar").style.width = (100 * probability).toFixed(1) + "%";
+    $("bar").className = p.label;
+  } catch (failure) {
+    $("error").textContent = "the server did not answer (" + failure + ")";
+  } finally {
+    $("classify").disabled = false;
+  }
+});
+</script>
+</body>
+</html>
+"""
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,336 @@
+"""src/serve.py on the tiny exported model: the API against predict.py, bad requests, load, and a real browser."""
+
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+import synthetic
+from conftest import ROOT, assert_user_error, run_predict, run_train
+from test_export import blocking  # a Python in which the named modules cannot be imported
+
+SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, longer than the tiny model's maxlen: cut
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Server:
+    """src/serve.py running as a subprocess on 127.0.0.1 and a free port; its output collected as it comes."""
+
+    def __init__(self, *args, env=None):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--port", "0", *map(str, args)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines = []
+        started = threading.Event()
+        threading.Thread(target=self._read, args=(started,), daemon=True).start()
+        started.wait(timeout=120)
+        found = [re.search(r"serving on http://([\d.]+):(\d+)/", line) for line in self.lines]
+        found = [m for m in found if m]
+        if not found:
+            self.stop()
+            raise AssertionError("the server did not start:\n" + "".join(self.lines)[-3000:])
+        self.host, self.port = found[0].group(1), int(found[0].group(2))
+        self.url = f"http://{self.host}:{self.port}/"
+
+    def _read(self, started):
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "serving on" in line:
+                started.set()
+        started.set()  # it exited
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, parsed JSON or text) of one request on a new connection."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read()
+            kind = response.getheader("content-type", "")
+            return response.status, json.loads(data) if kind.startswith("application/json") else data.decode()
+        finally:
+            connection.close()
+
+    def predict(self, texts):
+        return self.request("POST", "/predict", json.dumps({"texts": texts}), {"Content-Type": "application/json"})
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    """The default server on the exported folder (onnx-int8), in a Python where TensorFlow and its kin cannot import."""
+    no_tensorflow = blocking(tmp_path_factory.mktemp("serve"), "tensorflow", "tf_keras", "keras", "ktrain", "compat",
+                             "transformers", "torch")
+    running = Server("--model", exported[0], env=no_tensorflow)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def texts():
+    """Reviews the model knows, and real ones it must cut (one line each, for predict.py's .txt input)."""
+    real = [" ".join(t.split()) for t in pd.read_excel(SAMPLE)["Reviews"].dropna()][:12]
+    return list(synthetic.reviews(30, seed=21)["Reviews"]) + real
+
+
+def predict_py(folder, backend, texts, tmp_path):
+    """What `predict.py --backend BACKEND --json` answers for `texts`: one dict per text, without the text."""
+    path = tmp_path / f"reviews-{backend}.txt"
+    path.write_text("\n".join(texts) + "\n")
+    result = run_predict("--model", folder, "--backend", backend, "--json", "--file", path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r.pop("text") for r in rows] == texts
+    return rows
+
+
+def test_says_its_default_backend_and_is_healthy(server, exported):
+    assert f"backend onnx-int8 (the folder has an ONNX export); loading {exported[0]}" in "".join(server.lines)
+    status, health = server.request("GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["backend"] == "onnx-int8"
+    assert health["classes"] == ["neg", "pos"]
+
+
+def test_api_gives_predict_py_numbers(server, exported, texts, tmp_path):
+    status, answer = server.predict(texts)
+    assert status == 200, answer
+    assert answer["backend"] == "onnx-int8"
+    assert answer["predictions"] == predict_py(exported[0], "onnx-int8", texts, tmp_path)
+    labels = [p["label"] for p in answer["predictions"]]
+    assert labels[:30] == list(synthetic.reviews(30, seed=21)["Sentiment"])  # and the model is right on these
+
+
+def test_fp32_server_gives_predict_py_numbers(exported, texts, tmp_path):
+    fp32 = Server("--model", exported[0], "--backend", "onnx")
+    try:
+        assert "backend onnx (chosen with --backend)" in "".join(fp32.lines)
+        status, answer = fp32.predict(texts)
+    finally:
+        fp32.stop()
+    assert status == 200 and answer["backend"] == "onnx"
+    assert answer["predictions"] == predict_py(exported[0], "onnx", texts, tmp_path)
+
+
+def test_default_is_ktrain_without_an_export(trained):
+    """Said at start-up, before the model loads (the ktrain backend's scoring is predict.py's: tests/test_predict.py)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(trained[0]), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert first.startswith("backend ktrain (the folder has no ONNX export; run src/export.py for the faster onnx-int8)")
+
+
+def test_busy_port_is_one_sentence(server, exported):
+    result = run_train("--model", exported[0], "--port", server.port, script=ROOT / "src" / "serve.py", timeout=120)
+    assert_user_error(result, f"cannot listen on 127.0.0.1:{server.port}", "choose another --port")
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("method, path, body, status, fragment", [
+    ("POST", "/predict", b"great film", 400, "not JSON"),
+    ("POST", "/predict", b'{"texts": ["caf\xe9"]}', 400, "not UTF-8"),
+    ("POST", "/predict", b"", 400, "not JSON"),
+    ("POST", "/predict", b'["great film"]', 422, 'no "texts"'),
+    ("POST", "/predict", b'{"text": "great film"}', 422, 'no "texts"'),
+    ("POST", "/predict", b'{"texts": "great film"}', 422, "must be a list of strings"),
+    ("POST", "/predict", b'{"texts": ["great", 3]}', 422, "must be a list of strings"),
+    ("POST", "/predict", b'{"texts": [["great"]]}', 422, "must be a list of strings"),
+    ("POST", "/predict", b'{"texts": []}', 422, '"texts" is empty'),
+    ("POST", "/predict", b'{"texts": ["great", "  "]}', 422, "texts[1] is empty"),
+    ("POST", "/predict", json.dumps({"texts": ["great"] * 65}).encode(), 413, "at most 64 per request"),
+    ("POST", "/predict", json.dumps({"texts": ["great", "a" * 20_001]}).encode(), 413, "texts[1] has 20001 characters"),
+    ("POST", "/predict", json.dumps({"texts": ["a" * 19_000] * 60}).encode(), 413, "larger than 1000000 bytes"),
+    ("POST", "/predict", b"{" * 200_000, 400, "not JSON"),  # deep nesting
+    ("GET", "/predict", None, 405, "GET /predict"),
+    ("POST", "/health", b"{}", 405, "POST /health"),
+    ("GET", "/nothing-here", None, 404, "GET /nothing-here"),
+])
+def test_bad_request_gets_4xx_json_and_server_keeps_serving(server, method, path, body, status, fragment):
+    got, answer = server.request(method, path, body, JSON)
+    assert got == status, answer
+    assert fragment in answer["error"] and answer["error"].endswith("."), answer
+    got, answer = server.predict(["a wonderful film"])
+    assert got == 200 and answer["predictions"][0]["label"] == "pos"
+
+
+def test_garbage_and_broken_connections_do_not_stop_it(server):
+    for data in (b"\x00\xff garbage\r\n\r\n", b"POST /predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"te"):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(data)  # the second one hangs up mid-body
+            if data.startswith(b"\x00"):
+                assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    got, answer = server.request("POST", "/predict", b'{"texts": ["great"]}', {"Content-Length": "99999999"})
+    assert got == 413
+    assert server.predict(["an awful film"])[1]["predictions"][0]["label"] == "neg"
+    assert server.process.poll() is None
+
+
+CLIENTS, SECONDS = 8, 4
+
+
+def test_load_on_loopback(server, exported, texts, tmp_path):
+    """CLIENTS clients post 1-3 random texts each, again and again, for SECONDS seconds: every answer is predict.py's."""
+    expected = dict(zip(texts, predict_py(exported[0], "onnx-int8", texts, tmp_path)))
+    before = server.request("GET", "/health")[1]
+    answers, failures, responses = [], [], []
+
+    def client(seed):
+        rng = random.Random(seed)
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            chosen = rng.sample(texts, rng.randint(1, 3))
+            try:
+                status, answer = server.predict(chosen)
+            except OSError as error:
+                failures.append(repr(error))
+                continue
+            if status != 200:
+                failures.append((status, answer))
+            else:
+                answers.extend(zip(chosen, answer["predictions"]))
+                responses.append(status)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SECONDS + 60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not failures, failures[:5]
+    assert len(answers) >= 2 * CLIENTS
+    for text, answer in answers:
+        want = expected[text]
+        assert answer["label"] == want["label"], text
+        # int8 quantizes each batch's activations with one scale, so a text's probabilities move slightly
+        # with the texts it is batched with (predict.py batches differently): equal labels, near-equal numbers.
+        assert abs(answer["prob_pos"] - want["prob_pos"]) < 2e-3, (text, answer, want)
+    after = server.request("GET", "/health")[1]
+    requests = after["requests_scored"] - before["requests_scored"]
+    calls = after["model_calls"] - before["model_calls"]
+    assert requests == len(responses) and calls < requests  # concurrent requests were batched
+
+
+class Chromium:
+    """Headless Chromium driven over its DevTools protocol (a websocket): no driver binary needed."""
+
+    def __init__(self, url):
+        import websocket  # websocket-client, in requirements.txt
+
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--remote-debugging-port=0",
+             f"--user-data-dir={self.profile}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        endpoint = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and endpoint is None:
+            line = self.process.stderr.readline()
+            if not line and self.process.poll() is not None:
+                break
+            endpoint = re.search(r"DevTools listening on ws://([\d.]+:\d+)/", line)
+        if endpoint is None:
+            self.close()
+            raise AssertionError("Chromium did not start its DevTools endpoint")
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()  # keep its pipe drained
+        page = None
+        while time.monotonic() < deadline and page is None:
+            with urllib.request.urlopen(f"http://{endpoint.group(1)}/json/list", timeout=10) as response:
+                page = next((t for t in json.load(response) if t["type"] == "page" and t["url"].startswith(url)), None)
+            time.sleep(0.1) if page is None else None
+        assert page, "Chromium opened no page"
+        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.next_id = 0
+
+    def send(self, method, **params):
+        self.next_id += 1
+        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:  # skip events; the answer carries our id
+            message = json.loads(self.socket.recv())
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_for(self, expression, seconds=20):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def click(self, element_id):
+        """A real mouse click at the middle of the element."""
+        box = self.evaluate(f"(() => {{ const r = document.getElementById('{element_id}').getBoundingClientRect(); "
+                            "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def close(self):
+        if getattr(self, "socket", None):
+            self.socket.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def test_browser_types_a_review_and_reads_the_label(server, exported, tmp_path):
+    assert CHROMIUM, "the browser test needs Chromium: `apt-get install chromium` (.ci/run does it as root)"
+    review = "A wonderful film with superb acting and a brilliant script, I loved it."
+    want = predict_py(exported[0], "onnx-int8", [review], tmp_path)[0]
+    browser = Chromium(server.url)
+    try:
+        browser.wait_for("document.readyState === 'complete' && !!document.getElementById('classify')")
+        html = browser.evaluate("document.documentElement.outerHTML")
+        assert "://" not in html  # everything the page needs is in it: no CDN, no other server
+        browser.click("review")
+        browser.send("Input.insertText", text=review)  # typed, as from a keyboard
+        assert browser.evaluate("document.getElementById('review').value") == review
+        browser.click("classify")
+        label = browser.wait_for("document.getElementById('label').textContent")
+        probability = browser.evaluate("document.getElementById('probability').textContent")
+        bar = browser.evaluate("document.getElementById('bar').style.width")
+        # A review the server refuses shows its one-sentence error on the page.
+        browser.evaluate("document.getElementById('review').value = '   '")
+        browser.click("classify")
+        error = browser.wait_for("document.getElementById('error').textContent")
+    finally:
+        browser.close()
+    assert label == want["label"] == "pos"
+    assert probability == f"{want['prob_' + label]:.4f}"
+    assert bar == f"{100 * want['prob_' + label]:.1f}%"
+    assert error == "texts[0] is empty; send reviews with some text."
