@@ -172,3 +172,17 @@ def test_ktrain_explain_works_with_pypi_eli5(predictor):
     assert re.search(r"y=\s*<?/?b?>?\s*neg", re.sub(r"\s+", " ", shown.data))
     weights = {word: float(w) for w, word in re.findall(r'title="([-\d.]+)">(\w+)<', shown.data)}
     assert max(weights, key=weights.get) in synthetic.NEGATIVE
+
+
+def test_benchmark_runs_end_to_end(trained, synthetic_splits, tmp_path):
+    """benchmarks/explain.py on the tiny model (its numbers are not judged here)."""
+    from conftest import ROOT, run_train
+
+    result = run_train("--faithfulness", "--speed", "--model", trained[0], "--reviews", synthetic_splits / "test.xlsx",
+                       "--n", 12, "--steps", "0,1", "--json", tmp_path / "bench.json",
+                       script=ROOT / "benchmarks" / "explain.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| 1 |" in result.stdout and "explain, 1 steps" in result.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["faithfulness"]["reviews"] == 12 and report["speed"]["reviews"] == 12
+    assert report["speed"]["steps_1_second_s"] > 0 and report["faithfulness"]["steps_1"]["random_fall"] is not None
