@@ -115,12 +115,13 @@ def test_long_reviews_are_cut_as_training_cut_them(predictor):
 
 
 def test_html_highlights_and_escapes(found):
-    f = dict(found[0], text=found[0]["text"])
+    f = found[0]
     page = explain.to_html([f])
-    colours = re.findall(r"background: rgba\((0, 150, 0|220, 0, 0)", page)
-    assert len(colours) >= len(f["words"]) and f["label"] in page
-    tricky = explain.to_html([{**f, "text": "<b>" + f["text"][3:], "words": f["words"][1:]}])
-    assert "<b>" not in tricky.replace("<b>" + f["label"], "")  # the review's own markup is shown, not obeyed
+    assert len(re.findall(r"<span style='background: rgba\((0, 150, 0|220, 0, 0), ", page)) == len(f["words"])
+    assert f"<b>{f['label']}</b> ({f['probabilities'][f['label']]:.0%})" in page
+    tricky = {**f, "text": "<script>" + f["text"][8:], "words": [w for w in f["words"] if w["start"] >= 8]}
+    page = explain.to_html([tricky])  # same length, so the words' places still fit
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 1  # shown, not obeyed
 
 
 def test_top_losses_html_is_written(trained):
