@@ -3,10 +3,10 @@
     python benchmarks/explain.py --speed                              # full-size random DistilBERT, maxlen 400
     python benchmarks/explain.py --faithfulness --model /work/standin-predictor --n 200
 
---speed: seconds per review of explain() for each --steps, on --n real reviews (cut at maxlen 400)
-with DistilBERT's full shape and random weights (benchmarks/inference.py builds it: right for speed,
-meaningless for faithfulness). Also the plain forward pass (ktrain's predict, one review at a time)
-and one forward + backward pass, so the cost reads as passes.
+--speed: seconds per review of explain() for each --steps (a first and a second pass over --n real
+reviews), without --model with DistilBERT's full shape and random weights at maxlen 400
+(benchmarks/inference.py builds it: right for speed, meaningless for faithfulness). Also one forward
+pass and one forward + backward pass of one review, so the cost reads as passes.
 
 --faithfulness: the deletion test on --n real test reviews with a trained --model (for real text, the
 pretrained stand-in trained as docs/explain.md says). For each review: delete the 5 words explain()
@@ -187,7 +187,7 @@ def main(argv=None):
         lines.append("")
     if args.speed:
         steps_list = [int(s) for s in (args.steps or "1,4,8").split(",")]
-        if args.model is None or args.faithfulness:
+        if args.model is None:
             import inference
             import predict
 

@@ -115,12 +115,13 @@ def test_long_reviews_are_cut_as_training_cut_them(predictor):
 
 
 def test_html_highlights_and_escapes(found):
-    f = dict(found[0], text=found[0]["text"])
+    f = found[0]
     page = explain.to_html([f])
-    colours = re.findall(r"background: rgba\((0, 150, 0|220, 0, 0)", page)
-    assert len(colours) >= len(f["words"]) and f["label"] in page
-    tricky = explain.to_html([{**f, "text": "<b>" + f["text"][3:], "words": f["words"][1:]}])
-    assert "<b>" not in tricky.replace("<b>" + f["label"], "")  # the review's own markup is shown, not obeyed
+    assert len(re.findall(r"<span style='background: rgba\((0, 150, 0|220, 0, 0), ", page)) == len(f["words"])
+    assert f"<b>{f['label']}</b> ({f['probabilities'][f['label']]:.0%})" in page
+    tricky = {**f, "text": "<script>" + f["text"][8:], "words": [w for w in f["words"] if w["start"] >= 8]}
+    page = explain.to_html([tricky])  # same length, so the words' places still fit
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 1  # shown, not obeyed
 
 
 def test_top_losses_html_is_written(trained):
@@ -172,3 +173,17 @@ def test_ktrain_explain_works_with_pypi_eli5(predictor):
     assert re.search(r"y=\s*<?/?b?>?\s*neg", re.sub(r"\s+", " ", shown.data))
     weights = {word: float(w) for w, word in re.findall(r'title="([-\d.]+)">(\w+)<', shown.data)}
     assert max(weights, key=weights.get) in synthetic.NEGATIVE
+
+
+def test_benchmark_runs_end_to_end(trained, synthetic_splits, tmp_path):
+    """benchmarks/explain.py on the tiny model (its numbers are not judged here)."""
+    from conftest import ROOT, run_train
+
+    result = run_train("--faithfulness", "--speed", "--model", trained[0], "--reviews", synthetic_splits / "test.xlsx",
+                       "--n", 12, "--steps", "0,1", "--json", tmp_path / "bench.json",
+                       script=ROOT / "benchmarks" / "explain.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| 1 |" in result.stdout and "explain, 1 steps" in result.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["faithfulness"]["reviews"] == 12 and report["speed"]["reviews"] == 12
+    assert report["speed"]["steps_1_second_s"] > 0 and report["faithfulness"]["steps_1"]["random_fall"] is not None
