@@ -18,7 +18,9 @@ from conftest import ROOT
 def learner_and_preproc():
     frame = synthetic.reviews(32)
     train, val, preproc = training.preprocess(frame, frame, maxlen=16)
-    return training.build_learner(train, val, preproc, batch_size=16), preproc
+    learner = training.build_learner(train, val, preproc, batch_size=16)
+    training.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
+    return learner, preproc
 
 
 def hidden(folder):
