@@ -134,6 +134,21 @@ def table(results, baseline):
     return "\n".join(lines)
 
 
+def prepare_model(model, maxlen, texts, work, export=True):
+    """`model`, or (when None) a full-size random-weight predictor built in `work` with `texts`' words;
+    exported to ONNX first when `export` and it has no export yet. Shared by the speed benchmarks."""
+    if model is None:
+        model = work / "distilbert-full-size-random"
+        print(f"building a full-size random-weight DistilBERT predictor (maxlen {maxlen}) in {model}...", file=sys.stderr)
+        build_random_predictor(model, maxlen, common_words(texts))
+    if export and not (model / "onnx.json").exists():
+        print("exporting it to ONNX...", file=sys.stderr)
+        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
+        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(model), "--min-agreement", "0"],
+                       check=True, stdout=sys.stderr)
+    return model
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
@@ -151,15 +166,7 @@ def main(argv=None):
     texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
 
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
-    if args.model is None:
-        args.model = work / "distilbert-full-size-random"
-        print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen}) in {args.model}...", file=sys.stderr)
-        build_random_predictor(args.model, args.maxlen, common_words(all_texts))
-    if {"onnx", "onnx-int8"} & set(names) and not (args.model / "onnx.json").exists():
-        print("exporting it to ONNX...", file=sys.stderr)
-        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
-        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model), "--min-agreement", "0"], check=True,
-                       stdout=sys.stderr)
+    args.model = prepare_model(args.model, args.maxlen, all_texts, work, export={"onnx", "onnx-int8"} & set(names))
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))
     results = [run_worker(backend, args, texts_file) for backend in names]

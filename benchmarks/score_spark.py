@@ -68,14 +68,7 @@ def main(argv=None):
     all_texts = predict.read_texts(source)
     texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
     work = Path(tempfile.mkdtemp(prefix="bench-spark-"))
-    if args.model is None:
-        args.model = work / "distilbert-full-size-random"
-        print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen}) in {args.model}...", file=sys.stderr)
-        inference.build_random_predictor(args.model, args.maxlen, inference.common_words(all_texts))
-    if not (args.model / "onnx.json").exists():
-        print("exporting it to ONNX...", file=sys.stderr)
-        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model)], check=True,
-                       stdout=sys.stderr)
+    args.model = inference.prepare_model(args.model, args.maxlen, all_texts, work)
     frame = pd.DataFrame({"id": range(len(texts)), "Reviews": texts})
     frame.to_csv(work / "reviews.csv", index=False)
     frame.to_parquet(work / "reviews.parquet", index=False)

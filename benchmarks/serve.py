@@ -112,15 +112,7 @@ def main(argv=None):
     all_texts = predict.read_texts(source)
     texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    if args.model is None:
-        args.model = work / "distilbert-full-size-random"
-        print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen}) in {args.model}...", file=sys.stderr)
-        inference.build_random_predictor(args.model, args.maxlen, inference.common_words(all_texts))
-    if not (args.model / "onnx.json").exists():
-        print("exporting it to ONNX...", file=sys.stderr)
-        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
-        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(args.model), "--min-agreement", "0"], check=True,
-                       stdout=sys.stderr)
+    args.model = inference.prepare_model(args.model, args.maxlen, all_texts, work)
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))
     worker_args = argparse.Namespace(model=args.model, batch_size=32, latency_n=1)

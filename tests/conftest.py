@@ -6,6 +6,7 @@ so it is set here, at import time, for this process and every subprocess the tes
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,19 @@ def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeo
     env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run([sys.executable, str(script), *map(str, args)], input=input,
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def interrupt_after_first_epoch(command, timeout=300):
+    """Start a training `command`, press Ctrl-C (SIGINT) once it has saved epoch 1's checkpoint, and wait.
+    Returns (exit code, everything it printed)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if "saved a checkpoint of epoch 1 of" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    printed, _ = process.communicate(timeout=timeout)
+    return process.returncode, printed
 
 
 def run_predict(*args, **kwargs):

@@ -14,7 +14,6 @@ Then, as a user would:
    gets the same labels and probabilities from the predictor on Drive.
 """
 
-import importlib.metadata
 import json
 import os
 import re

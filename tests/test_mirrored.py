@@ -5,16 +5,13 @@ data, seed, learning rate and global batch (2 replicas x 8 = 16 reviews per step
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
 import evaluation
-from conftest import ROOT, TINY, run_train
+from conftest import ROOT, TINY, interrupt_after_first_epoch, run_train
 
 LAUNCHER = ROOT / "tests" / "two_cpu_devices.py"
 FLAGS = dict(zip(TINY[::2], TINY[1::2]))
@@ -27,14 +24,8 @@ def mirrored(synthetic_splits, tmp_path_factory):
     output = tmp_path_factory.mktemp("mirrored") / "predictor"
     command = [sys.executable, str(LAUNCHER), "--data-dir", str(synthetic_splits), "--output", str(output),
                *map(str, MIRRORED)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in process.stdout:
-        if "saved a checkpoint of epoch 1 of 3" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    interrupted, _ = process.communicate(timeout=300)
-    assert process.returncode == 130, interrupted[-3000:]
+    returncode, interrupted = interrupt_after_first_epoch(command)
+    assert returncode == 130, interrupted[-3000:]
     assert "run the same command with --resume" in interrupted
     resumed = run_train(*command[2:], "--resume", script=LAUNCHER)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -2,16 +2,13 @@
 that change how it trains: --lr-find, --val-split, --truncation, checkpoints and --resume."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
 
 import matplotlib.image
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, assert_user_error, run_train
+from conftest import ROOT, TINY, assert_user_error, interrupt_after_first_epoch, run_train
 
 PLOTS = ["confusion_matrix.png", "training_curves.png", "roc_curve.png"]
 
@@ -112,14 +109,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     output = tmp_path / "predictor"
     command = [sys.executable, str(ROOT / "src" / "train.py"), "--data-dir", str(synthetic_splits),
                "--output", str(output), *map(str, TINY)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in process.stdout:
-        if "saved a checkpoint of epoch 1 of 3" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    printed, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, printed[-2000:]
+    returncode, printed = interrupt_after_first_epoch(command, timeout=120)
+    assert returncode == 130, printed[-2000:]
     assert "run the same command with --resume" in printed and "Traceback" not in printed
     assert sorted(p.name for p in output.iterdir()) == ["checkpoints"], "no predictor before the end"
 
