@@ -134,6 +134,22 @@ def table(results, baseline):
     return "\n".join(lines)
 
 
+def reviews_and_model(args, prefix, export=True):
+    """The benchmarks' common start: a seeded sample of args.n reviews (args.reviews, else the real test split
+    when ../shared is there, else data/sample), a new work folder, and args.model made ready (prepare_model).
+    Returns (texts, their source file, work folder)."""
+    import pandas as pd
+
+    import predict
+
+    source = args.reviews or (REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS)
+    all_texts = predict.read_texts(source)
+    texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    args.model = prepare_model(args.model, args.maxlen, all_texts, work, export)
+    return texts, source, work
+
+
 def prepare_model(model, maxlen, texts, work, export=True):
     """`model`, or (when None) a full-size random-weight predictor built in `work` with `texts`' words;
     exported to ONNX first when `export` and it has no export yet. Shared by the speed benchmarks."""
@@ -154,19 +170,10 @@ def main(argv=None):
     if args.worker:
         return worker(args)
     load_before = os.getloadavg()[0]
-    import pandas as pd
-
-    import predict
-
     names = [b for b in args.backends.split(",") if b]
     if not set(names) <= set(BACKENDS):
         sys.exit(f"--backends: choose from {', '.join(BACKENDS)}")
-    source = args.reviews or (REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS)
-    all_texts = predict.read_texts(source)
-    texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
-
-    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
-    args.model = prepare_model(args.model, args.maxlen, all_texts, work, export={"onnx", "onnx-int8"} & set(names))
+    texts, source, work = reviews_and_model(args, "bench-inference-", export={"onnx", "onnx-int8"} & set(names))
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))
     results = [run_worker(backend, args, texts_file) for backend in names]

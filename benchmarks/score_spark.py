@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -62,13 +61,7 @@ def timed(command):
 def main(argv=None):
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
-    import predict
-
-    source = args.reviews or (inference.REAL_REVIEWS if inference.REAL_REVIEWS.is_file() else inference.SAMPLE_REVIEWS)
-    all_texts = predict.read_texts(source)
-    texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
-    work = Path(tempfile.mkdtemp(prefix="bench-spark-"))
-    args.model = inference.prepare_model(args.model, args.maxlen, all_texts, work)
+    texts, source, work = inference.reviews_and_model(args, "bench-spark-")
     frame = pd.DataFrame({"id": range(len(texts)), "Reviews": texts})
     frame.to_csv(work / "reviews.csv", index=False)
     frame.to_parquet(work / "reviews.parquet", index=False)

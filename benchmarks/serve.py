@@ -23,7 +23,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from importlib import metadata
@@ -104,15 +103,7 @@ def load(host, port, texts, clients, seconds):
 def main(argv=None):
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
-    import pandas as pd
-
-    import predict
-
-    source = args.reviews or (inference.REAL_REVIEWS if inference.REAL_REVIEWS.is_file() else inference.SAMPLE_REVIEWS)
-    all_texts = predict.read_texts(source)
-    texts = pd.Series(all_texts).sample(n=min(args.n, len(all_texts)), random_state=0).tolist()
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    args.model = inference.prepare_model(args.model, args.maxlen, all_texts, work)
+    texts, source, work = inference.reviews_and_model(args, "bench-serve-")
     texts_file = work / "texts.json"
     texts_file.write_text(json.dumps(texts))
     worker_args = argparse.Namespace(model=args.model, batch_size=32, latency_n=1)
