@@ -5,7 +5,11 @@
 
 POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]},
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
-GET / is the web page (everything it needs is in it: no CDN).
+GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
+and the review with the words that decided it highlighted.
+POST /explain {"texts": [...]} answers {"explanations": [...]}, src/explain.py's word scores, which are
+gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
+requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
 
 Requests that arrive together are scored together (micro-batching: the first one waits at most a few
 milliseconds for others), in one worker thread, so the event loop keeps accepting requests while the
@@ -23,6 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import backends
+import explain
 import predict
 from errors import UserError, run_cli
 
@@ -31,6 +36,7 @@ MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
 MAX_TEXTS = 64  # texts per request
 MAX_CHARS = 20_000  # characters per text (the longest IMDB review has about 13,700)
 MAX_BATCH = 64  # texts gathered into one model call, from however many requests
+MAX_EXPLAIN_TEXTS = 8  # texts per /explain request (about a second each for full-size DistilBERT at maxlen 400)
 WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
 
 
@@ -43,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--no-explain", action="store_true",
+                   help="no POST /explain and no highlighted words on the page (default: on when TensorFlow is installed)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -109,13 +117,44 @@ class Batcher:
                 start += len(batch)
 
 
+def why_no_explanations():
+    """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
+    import importlib.util
+
+    for name in ("tensorflow", "tf_keras", "ktrain"):
+        try:
+            found = importlib.util.find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            return f"{name} is not installed; install requirements.txt to have them"
+    return None
+
+
+class Explanations:
+    """src/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
+    (so predictions keep flowing while a review is explained); the model is loaded at the first request."""
+
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+        self.loaded = None  # (ktrain predictor, how the training run cut long reviews)
+
+    def explain(self, texts):
+        if self.loaded is None:
+            print("loading the TensorFlow model for explanations...", flush=True)
+            self.loaded = explain.load(str(self.model_dir))
+        predictor, cut = self.loaded
+        return explain.explain(predictor, texts, cut=cut)
+
+
 class BadRequest(Exception):
     def __init__(self, status, message):
         super().__init__(message)
         self.status = status
 
 
-async def read_texts(request):
+async def read_texts(request, max_texts=MAX_TEXTS):
     """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -138,8 +177,8 @@ async def read_texts(request):
         raise BadRequest(422, '"texts" must be a list of strings; send {"texts": ["a review", ...]}.')
     if not texts:
         raise BadRequest(422, '"texts" is empty; send at least one review.')
-    if len(texts) > MAX_TEXTS:
-        raise BadRequest(413, f'"texts" has {len(texts)} reviews; send at most {MAX_TEXTS} per request.')
+    if len(texts) > max_texts:
+        raise BadRequest(413, f'"texts" has {len(texts)} reviews; send at most {max_texts} per request.')
     for i, text in enumerate(texts):
         if len(text) > MAX_CHARS:
             raise BadRequest(413, f"texts[{i}] has {len(text)} characters; send at most {MAX_CHARS} per review.")
@@ -148,7 +187,8 @@ async def read_texts(request):
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
-def create_app(model, backend):
+def create_app(model, backend, explanations=None, no_explain_because="it was started with --no-explain"):
+    """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import HTMLResponse, JSONResponse
@@ -163,6 +203,8 @@ def create_app(model, backend):
         yield
         batcher.task.cancel()
         batcher.executor.shutdown(wait=False, cancel_futures=True)
+        if explanations:
+            explanations.executor.shutdown(wait=False, cancel_futures=True)
 
     def error(status, message):
         return JSONResponse({"error": message}, status_code=status)
@@ -180,19 +222,35 @@ def create_app(model, backend):
         rows = [{k: v for k, v in row.items() if k != "text"} for row in predict.rows(texts, proba, model.classes)]
         return JSONResponse({"backend": backend, "predictions": rows})
 
+    async def explain_route(request):
+        if explanations is None:
+            return error(503, f"explanations are off on this server: {no_explain_because}.")
+        try:
+            texts = await read_texts(request, MAX_EXPLAIN_TEXTS)
+        except BadRequest as bad:
+            return error(bad.status, str(bad))
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(explanations.executor, explanations.explain, texts)
+        except Exception as failure:  # noqa: BLE001  (as for /predict)
+            print(f"error explaining {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
+            return error(500, "the explanation failed on this request; see the server's log.")
+        return JSONResponse({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
+
     async def health(request):
         batcher = state["batcher"]
         return JSONResponse({"status": "ok", "backend": backend, "classes": model.classes,
+                             "explain": explanations is not None,
+                             **({} if explanations else {"explain_off_because": no_explain_because}),
                              "requests_scored": batcher.requests, "model_calls": batcher.batches})
 
     async def page(request):
         return HTMLResponse(PAGE)
 
     async def http_error(request, exc):
-        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health or POST /predict.")
+        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health, POST /predict or POST /explain.")
 
     routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
-              Route("/predict", predict_route, methods=["POST"])]
+              Route("/predict", predict_route, methods=["POST"]), Route("/explain", explain_route, methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
 
@@ -224,12 +282,16 @@ def main(argv=None):
     print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
     model = backends.load(args.model, backend, args.batch_size)
     model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
+    why_not = "it was started with --no-explain" if args.no_explain else why_no_explanations()
+    explanations = None if why_not else Explanations(args.model)
+    print("explanations: " + (f"off ({why_not})" if why_not else
+                              "on (POST /explain; the TensorFlow model is loaded at the first request)"), flush=True)
     import uvicorn
 
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(model, backend), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(create_app(model, backend, explanations, why_not), log_level="warning", access_log=False))
     server.run(sockets=[sock])
 
 
@@ -249,6 +311,12 @@ PAGE = """<!doctype html>
   #bar { background: #3a7; height: 100%; width: 0; transition: width .2s; }
   #bar.neg { background: #c44; }
   #error { color: #b00; }
+  #why { margin-top: 1rem; }
+  #key, #note { font-size: .85rem; color: #555; }
+  #key span { padding: 0 .3em; border-radius: 3px; }
+  #words { line-height: 1.7; white-space: pre-wrap; }
+  #words span[data-score] { border-radius: 3px; }
+  #words .cut { color: #999; }
 </style>
 </head>
 <body>
@@ -260,11 +328,73 @@ PAGE = """<!doctype html>
   <div class="track"><div id="bar"></div></div>
   <p id="error"></p>
 </div>
+<div id="why" aria-live="polite">
+  <div id="key"></div>
+  <p id="words"></p>
+  <p id="note"></p>
+</div>
 <script>
 const $ = (id) => document.getElementById(id);
+const health = fetch("health").then((r) => r.json()).catch(() => ({explain: false}));
+
+// The review with each word on a green (towards the explained label) or red (away from it) background,
+// as strong as its score, and the text the model did not read (longer than maxlen) in grey.
+// Offsets count characters (code points), as Python does, hence Array.from.
+function highlight(found) {
+  const chars = Array.from(found.text), label = found.label, box = $("words");
+  const largest = Math.max(1e-12, ...found.words.map((w) => Math.abs(w.scores[label])));
+  const marks = found.words.map((w) => ({start: w.start, end: w.end, score: w.scores[label]}))
+    .concat(found.cut.map(([start, end]) => ({start, end, cut: true})))
+    .sort((a, b) => a.start - b.start);
+  box.replaceChildren();
+  let at = 0;
+  for (const m of marks) {
+    box.append(chars.slice(at, m.start).join(""));
+    const span = document.createElement("span");
+    span.textContent = chars.slice(m.start, m.end).join("");
+    if (m.cut) {
+      span.className = "cut";
+      span.title = "not read: the review is longer than the model's maxlen";
+    } else {
+      const strength = m.score / largest;
+      span.style.background = `rgba(${strength > 0 ? "0, 150, 0" : "220, 0, 0"}, ${(Math.min(Math.abs(strength), 1) * 0.6).toFixed(2)})`;
+      span.title = (m.score >= 0 ? "+" : "") + m.score.toFixed(3);
+      span.dataset.score = m.score;
+    }
+    box.append(span);
+    at = m.end;
+  }
+  box.append(chars.slice(at).join(""));
+  const others = Object.keys(found.probabilities).filter((c) => c !== label).join(", ");
+  $("key").replaceChildren();
+  const to = document.createElement("span"), away = document.createElement("span");
+  to.textContent = "towards " + label; to.style.background = "rgba(0, 150, 0, 0.45)";
+  away.textContent = "towards " + others; away.style.background = "rgba(220, 0, 0, 0.45)";
+  $("key").append("The words that decided it: ", to, " ", away);
+  let note = found.tokens_cut ? `The model read ${found.tokens_read} word pieces; the grey text (${found.tokens_cut}) was cut. ` : "";
+  if (label !== $("label").textContent) {
+    note += `The words are explained for the TensorFlow model, which says ${label} (${found.probabilities[label].toFixed(4)}).`;
+  }
+  $("note").textContent = note;
+}
+
+async function explain(text) {
+  const info = await health;
+  if (!info.explain) {
+    $("note").textContent = "Word highlighting is off on this server: " + info.explain_off_because + ".";
+    return;
+  }
+  $("note").textContent = "Finding the words that decided it...";
+  const response = await fetch("explain", {method: "POST", headers: {"Content-Type": "application/json"},
+                                           body: JSON.stringify({texts: [text]})});
+  const answer = await response.json();
+  if (!response.ok) { $("note").textContent = answer.error; return; }
+  highlight(answer.explanations[0]);
+}
+
 $("classify").addEventListener("click", async () => {
   const text = $("review").value;
-  $("error").textContent = ""; $("label").textContent = ""; $("probability").textContent = "";
+  for (const id of ["error", "label", "probability", "key", "words", "note"]) $(id).textContent = "";
   $("bar").style.width = "0";
   $("classify").disabled = true;
   try {
@@ -277,6 +407,7 @@ $("classify").addEventListener("click", async () => {
     $("probability").textContent = probability.toFixed(4);
     $("bar").style.width = (100 * probability).toFixed(1) + "%";
     $("bar").className = p.label;
+    await explain(text);
   } catch (failure) {
     $("error").textContent = "the server did not answer (" + failure + ")";
   } finally {

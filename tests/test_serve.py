@@ -328,9 +328,102 @@ def test_browser_types_a_review_and_reads_the_label(server, exported, tmp_path):
         browser.evaluate("document.getElementById('review').value = '   '")
         browser.click("classify")
         error = browser.wait_for("document.getElementById('error').textContent")
+        browser.evaluate("document.getElementById('review').value = 'an awful film'")
+        browser.click("classify")
+        off = browser.wait_for("document.getElementById('note').textContent")
     finally:
         browser.close()
+    assert off == "Word highlighting is off on this server: tensorflow is not installed; install requirements.txt to have them."
     assert label == want["label"] == "pos"
     assert probability == f"{want['prob_' + label]:.4f}"
     assert bar == f"{100 * want['prob_' + label]:.1f}%"
     assert error == "texts[0] is empty; send reviews with some text."
+
+
+# Explanations (src/explain.py) through the server: a server whose Python has TensorFlow.
+
+@pytest.fixture(scope="module")
+def explaining_server(exported):
+    running = Server("--model", exported[0])
+    yield running
+    running.stop()
+
+
+def explain_py(folder, texts):
+    import explain
+
+    return explain.explain(str(folder), texts)
+
+
+def test_explain_is_off_without_tensorflow(server):
+    assert "explanations: off (tensorflow is not installed; install requirements.txt to have them)" in "".join(server.lines)
+    status, health = server.request("GET", "/health")
+    assert health["explain"] is False
+    status, answer = server.request("POST", "/explain", json.dumps({"texts": ["a great film"]}), JSON)
+    assert status == 503 and answer["error"] == ("explanations are off on this server: tensorflow is not installed; "
+                                                 "install requirements.txt to have them.")
+
+
+def test_no_explain_turns_them_off(exported):
+    running = Server("--model", exported[0], "--no-explain")
+    try:
+        status, answer = running.request("POST", "/explain", json.dumps({"texts": ["a great film"]}), JSON)
+        assert status == 503 and "it was started with --no-explain" in answer["error"]
+        assert running.predict(["a great film"])[0] == 200
+    finally:
+        running.stop()
+
+
+def test_explain_api_gives_explain_py_scores(explaining_server, exported, texts):
+    """The words and scores of src/explain.py on the TensorFlow model, cut as training cut (the real reviews)."""
+    chosen = texts[:3] + texts[-2:]
+    assert "explanations: on (POST /explain" in "".join(explaining_server.lines)
+    assert explaining_server.request("GET", "/health")[1]["explain"] is True
+    status, answer = explaining_server.request("POST", "/explain", json.dumps({"texts": chosen}), JSON)
+    assert status == 200, answer
+    want = explain_py(exported[0], chosen)
+    assert [a["text"] for a in answer["explanations"]] == chosen
+    for got, expected in zip(answer["explanations"], want):
+        assert got["label"] == expected["label"] and got["cut"] == [list(c) for c in expected["cut"]]
+        assert [(w["word"], w["start"], w["end"]) for w in got["words"]] == [(w["word"], w["start"], w["end"]) for w in expected["words"]]
+        assert got["words"] and all(g["scores"]["pos"] == pytest.approx(e["scores"]["pos"], abs=1e-5)
+                                    for g, e in zip(got["words"], expected["words"]))
+    assert answer["explanations"][-1]["tokens_cut"] > 0  # the real reviews are longer than maxlen 32
+    for body, status, fragment in [(json.dumps({"texts": ["great"] * 9}), 413, "at most 8 per request"),
+                                   (json.dumps({"texts": [" "]}), 422, "texts[0] is empty"), ("great", 400, "not JSON")]:
+        got, answer = explaining_server.request("POST", "/explain", body, JSON)
+        assert got == status and fragment in answer["error"], answer
+    assert explaining_server.predict(["a great film"])[0] == 200
+
+
+def test_browser_shows_the_words_highlighted(explaining_server, exported):
+    """The page colours each word by its score, as src/explain.py gives it, and greys what the model did not read."""
+    assert CHROMIUM, "the browser test needs Chromium: `apt-get install chromium` (.ci/run does it as root)"
+    review = ("An awful film, boring and dull from start to end; the worst script, hated it. "
+              "The music was great though, and the cast did a wonderful job with the little they had \U0001F3AC.")
+    want, = explain_py(exported[0], [review])
+    browser = Chromium(explaining_server.url)
+    try:
+        browser.wait_for("document.readyState === 'complete' && !!document.getElementById('classify')")
+        browser.click("review")
+        browser.send("Input.insertText", text=review)
+        browser.click("classify")
+        browser.wait_for("document.querySelectorAll('#words span[data-score]').length > 0", seconds=60)
+        spans = browser.evaluate("Array.from(document.querySelectorAll('#words span')).map("
+                                 "(s) => [s.textContent, s.dataset.score || null, s.className, s.style.background])")
+        shown = browser.evaluate("document.getElementById('words').textContent")
+        key = browser.evaluate("document.getElementById('key').textContent")
+        note = browser.evaluate("document.getElementById('note').textContent")
+        label = browser.evaluate("document.getElementById('label').textContent")
+    finally:
+        browser.close()
+    assert shown == review  # every character once, in order (the emoji counted as one, as Python counts)
+    words = [(text, float(score)) for text, score, _, _ in spans if score is not None]
+    assert [w for w, _ in words] == [w["word"] for w in want["words"]]
+    assert all(score == pytest.approx(w["scores"][want["label"]], abs=1e-4) for (_, score), w in zip(words, want["words"]))
+    assert all(background.startswith("rgba(0, 150, 0" if score and float(score) > 0 else "rgba(220, 0, 0")
+               for _, score, _, background in spans if score is not None)
+    assert [s[0] for s in spans if s[2] == "cut"] == [review[a:b] for a, b in want["cut"]] and want["cut"]
+    assert key == "The words that decided it: towards neg towards pos"
+    assert f"The model read {want['tokens_read']} word pieces; the grey text ({want['tokens_cut']}) was cut." in note
+    assert label == want["label"] == "neg"
