@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=None, help="reviews (default: 8 for --speed, 200 for --faithfulness)")
     p.add_argument("--steps", default=None, help="comma-separated path steps to compare (default: 1,4,8 for --speed, "
                    "1,2,4,8,16 for --faithfulness)")
+    p.add_argument("--reference-steps", type=int, default=16, help="--faithfulness also compares each --steps with "
+                   "this many (a close estimate of the exact integral); 0: do not (default: 16)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the model built without --model (default: 400)")
     p.add_argument("--seed", type=int, default=0, help="seed for the review sample and the random deletions (default: 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
@@ -127,9 +129,11 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
     results = {"reviews": len(texts), "k": k, "random_draws": draws,
                "accuracy": float(np.mean(np.array(model.predict_proba(texts)).argmax(1)
                                          == [model.classes.index(t) for t in frame["Sentiment"]]))}
+    cut = truncation.saved_settings(args.model)[1]
+    reference = explain.explain(model.predictor, texts, steps=args.reference_steps, cut=cut) if args.reference_steps else None
     for steps in steps_list:
         started = time.perf_counter()
-        found = explain.explain(model.predictor, texts, steps=steps, cut=truncation.saved_settings(args.model)[1])
+        found = explain.explain(model.predictor, texts, steps=steps, cut=cut)
         seconds = (time.perf_counter() - started) / len(texts)
         top, random = [], [[] for _ in range(draws)]
         rng = np.random.default_rng(args.seed)  # the same random words for every --steps
@@ -156,8 +160,24 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
             "ratio": float(top_fall.mean() / random_fall.mean()) if random_fall.mean() > 0 else None,
             "top_flips": float(top_flip.mean()), "random_flips": float(random_flip), "seconds_per_review": seconds,
         }
+        if reference:
+            results[f"steps_{steps}"].update(against_reference(found, reference, k))
         print(f"steps {steps}: {json.dumps(results[f'steps_{steps}'])}", file=sys.stderr)
     return results
+
+
+def against_reference(found, reference, k):
+    """How close `found` is to the `reference` explanations (many more steps): the share of the reference's
+    top-k words (by size of score) whose score has the same sign, and the mean share of the top-k words
+    towards the predicted class that both rank there."""
+    same_sign, overlap = [], []
+    for f, r in zip(found, reference):
+        label = r["label"]
+        biggest = sorted(range(len(r["words"])), key=lambda i: -abs(r["words"][i]["scores"][label]))[:k]
+        same_sign += [(f["words"][i]["scores"][label] > 0) == (r["words"][i]["scores"][label] > 0) for i in biggest]
+        tops = [set(sorted(range(len(x["words"])), key=lambda i: -x["words"][i]["scores"][label])[:k]) for x in (f, r)]
+        overlap.append(len(tops[0] & tops[1]) / len(tops[1]))
+    return {"same_sign_as_reference": float(sum(same_sign) / len(same_sign)), "top_k_shared_with_reference": float(sum(overlap) / len(overlap))}
 
 
 def main(argv=None):
@@ -177,13 +197,15 @@ def main(argv=None):
         lines += [f"Deletion test: {result['reviews']} reviews from {source.name}, model {args.model} "
                   f"(accuracy on them {result['accuracy']:.3f}); fall in the predicted class's probability "
                   f"after deleting {result['k']} words", "",
-                  "| steps | top-5 words: mean fall | random 5: mean fall | ratio | top-5: labels flipped | random 5: flipped | s/review |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| steps | top-5 words: mean fall | random 5: mean fall | ratio | top-5: labels flipped | random 5: flipped | s/review "
+                  f"| sign as with {args.reference_steps} steps (top 5) | top 5 shared with {args.reference_steps} steps |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for steps in steps_list:
             r = result[f"steps_{steps}"]
             ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "-"
             lines.append(f"| {steps} | {r['top_fall']:.3f} | {r['random_fall']:.3f} | {ratio} | {r['top_flips']:.1%} "
-                         f"| {r['random_flips']:.1%} | {r['seconds_per_review']:.3f} |")
+                         f"| {r['random_flips']:.1%} | {r['seconds_per_review']:.3f} "
+                         f"| {r.get('same_sign_as_reference', float('nan')):.1%} | {r.get('top_k_shared_with_reference', float('nan')):.1%} |")
         lines.append("")
     if args.speed:
         steps_list = [int(s) for s in (args.steps or "1,4,8").split(",")]

@@ -10,7 +10,7 @@ import pytest
 import explain
 import predict
 import synthetic
-from conftest import assert_user_error, run_predict
+from conftest import TINY, assert_user_error, run_predict, run_train
 from errors import UserError
 
 POLARITY = set(synthetic.POSITIVE + synthetic.NEGATIVE)
@@ -60,27 +60,50 @@ def test_integrated_gradients_add_up_to_the_change_in_margin(predictor, held_out
         assert scores[:, 1].sum() == pytest.approx(margin[0] - margin[1], rel=0.02, abs=0.02)
 
 
-def test_synthetic_faithfulness(predictor, found, held_out):
-    """The words that decide a synthetic review's label are the ones the explanation puts first.
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A tiny model trained on reviews whose words of *both* polarities decide the label (the majority's):
+    (loaded predictor, folder). The session's tiny model is a poor subject for faithfulness: it learnt
+    "negative words mean neg, anything else pos", so its positive words barely matter to it (docs/explain.md)."""
+    import ktrain
 
-    The top-scored word (either sign) must be a polarity word. The tiny model learnt "negative words
-    mean neg, anything else pos": a positive review stripped of its positive words is still pos to it
-    (checked first), so only in negative reviews do the polarity words decide its label, and there the
-    word that pushed hardest towards neg must be a negative word. Measured with the default 1 step:
-    90% and 75% (docs/explain.md); the floors leave room for another training of the tiny model.
-    """
-    positive = held_out[held_out["Sentiment"] == "pos"]["Reviews"]
-    stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in positive]
-    assert np.mean(predictor.predict(stripped, return_proba=True)[:, 1] > 0.5) > 0.9
+    splits = synthetic.write_splits(tmp_path_factory.mktemp("mixed"), 800, 200, mixed=True)
+    folder = tmp_path_factory.mktemp("mixed-run") / "predictor"
+    settings = list(TINY)
+    settings[settings.index("--epochs") + 1] = 6
+    result = run_train("--data-dir", splits, "--output", folder, *settings)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return ktrain.load_predictor(str(folder)), folder
+
+
+@pytest.mark.parametrize("kind", ["mixed", "plain"])
+def test_synthetic_faithfulness(mixed, kind):
+    """On 200 held-out synthetic reviews, with the default steps: the top-scored word (either sign) is a
+    polarity word, and each polarity word's score points towards its own class, in at least 95%.
+
+    Checked first, the premise: the model needs the words of both polarities (a positive review that
+    holds negative words turns neg when its positive words are deleted). Measured on four trainings
+    (seeds 7-10) with 3 steps: top word 98-100%, signs 99.6-100%; with 1 step the signs fell to 30%
+    on one of them (docs/explain.md), which is why the default is 3."""
+    predictor, _ = mixed
+    held_out = synthetic.reviews(200, seed=5, mixed=kind == "mixed")
+    if kind == "mixed":
+        torn = [text for text, label in zip(held_out["Reviews"], held_out["Sentiment"])
+                if label == "pos" and any(w.strip(".").lower() in synthetic.NEGATIVE for w in text.split())]
+        stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in torn]
+        assert len(torn) >= 30 and np.mean(predictor.predict(stripped, return_proba=True)[:, 1] < 0.5) > 0.9
+    found = explain.explain(predictor, list(held_out["Reviews"]))
+    assert np.mean([f["label"] == label for f, label in zip(found, held_out["Sentiment"])]) >= 0.95
     top = np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found])
-    negative = [f for f, label in zip(found, held_out["Sentiment"]) if label == "neg"]
-    towards_neg = np.mean([max(f["words"], key=lambda w: w["scores"]["neg"])["word"].lower() in synthetic.NEGATIVE
-                           for f in negative])
-    assert top >= 0.85 and towards_neg >= 0.7, (top, towards_neg)
+    signs = [(w["scores"]["pos"] > 0) == (w["word"].lower() in synthetic.POSITIVE)
+             for f in found for w in f["words"] if w["word"].lower() in POLARITY]
+    assert top >= 0.95 and np.mean(signs) >= 0.95, (top, np.mean(signs))
 
 
-def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(predictor, found):
+def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(mixed):
     """The deletion test of benchmarks/explain.py, in small: the top-2 words against 2 random ones."""
+    predictor, _ = mixed
+    found = explain.explain(predictor, list(synthetic.reviews(200, seed=5, mixed=True)["Reviews"]))
     rng = np.random.default_rng(0)
     top, random = [], []
     for f in found:
@@ -140,9 +163,9 @@ def test_top_losses_page_shows_the_true_labels(predictor, held_out):
     assert page.count("class='review'") == 3 and page.count("true label") == 3 and "(wrong)" in page
 
 
-def test_predict_explain_json_and_csv(trained, tmp_path, capsys):
+def test_predict_explain_json_and_csv(trained, mixed, tmp_path, capsys):
     texts = ["the movie was dull and the acting was awful", "a wonderful film with a superb cast"]
-    predict.main(["--model", str(trained[0]), "--explain", "--top-words", "2", "--json", *texts])
+    predict.main(["--model", str(mixed[1]), "--explain", "--top-words", "2", "--json", *texts])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in rows] == ["neg", "pos"]
     assert all(len(r["top_words"]) == 2 and all(isinstance(s, float) for _, s in r["top_words"]) for r in rows)
@@ -187,3 +210,4 @@ def test_benchmark_runs_end_to_end(trained, synthetic_splits, tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["faithfulness"]["reviews"] == 12 and report["speed"]["reviews"] == 12
     assert report["speed"]["steps_1_second_s"] > 0 and report["faithfulness"]["steps_1"]["random_fall"] is not None
+    assert 0 <= report["faithfulness"]["steps_1"]["same_sign_as_reference"] <= 1
