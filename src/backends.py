@@ -21,7 +21,7 @@ ONNX_SETTINGS = "onnx.json"  # written by src/export.py next to the ONNX files
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
 # Word pieces per ONNX Runtime call (padding included), on top of the batch size: on a CPU, a call's
 # activations should stay in cache. Full-size DistilBERT, onnx-int8, 96 real reviews, 2 cores
-# (docs/inference.md): at maxlen 400, batches of 32 score 12.4-12.7 reviews/s, at most 1,024 tokens
+# (docs/inference.md): at maxlen 400, batches of 32 score 12.2-12.7 reviews/s, at most 1,024 tokens
 # per call 15.9-16.8; at maxlen 128, 37.6 against 41.6-41.8. A server's batch of 32 reviews that
 # arrived together, split this way, scores as fast as predict.py's length-sorted batches.
 MAX_TOKENS = 1024

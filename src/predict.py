@@ -47,7 +47,7 @@ def parse_args(argv=None):
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
-                   "src/explain.py; about 4x the time of scoring alone; ktrain backend only)")
+                   "src/explain.py; about 7x the time of scoring alone; ktrain backend only)")
     p.add_argument("--top-words", type=int, metavar="N", default=5, help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)
     if not args.texts and not args.file:
