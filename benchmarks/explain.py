@@ -40,8 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--reviews", type=Path, metavar="PATH", help="test reviews with Reviews and Sentiment columns "
                    "(default: ../shared/data/imdb/test.xlsx when present, else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=None, help="reviews (default: 8 for --speed, 200 for --faithfulness)")
-    p.add_argument("--steps", default=None, help="comma-separated path steps to compare (default: 1,4,8 for --speed, "
-                   "1,2,4,8,16 for --faithfulness)")
+    p.add_argument("--steps", default=None, help="comma-separated path steps to compare (default: 1,3,8 for --speed, "
+                   "1,2,3,4,8 for --faithfulness)")
     p.add_argument("--reference-steps", type=int, default=16, help="--faithfulness also compares each --steps with "
                    "this many (a close estimate of the exact integral); 0: do not (default: 16)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the model built without --model (default: 400)")
@@ -190,7 +190,7 @@ def main(argv=None):
               f"{load_before:.2f}; tensorflow {metadata.version('tensorflow')}", "reviews_from": str(source)}
     lines = []
     if args.faithfulness:
-        steps_list = [int(s) for s in (args.steps or "1,2,4,8,16").split(",")]
+        steps_list = [int(s) for s in (args.steps or "1,2,3,4,8").split(",")]
         frame = sample(source, args.n or 200, args.seed)
         result = faithfulness(args, frame, steps_list)
         report["faithfulness"] = {"model": str(args.model), **result}
@@ -208,7 +208,7 @@ def main(argv=None):
                          f"| {r.get('same_sign_as_reference', float('nan')):.1%} | {r.get('top_k_shared_with_reference', float('nan')):.1%} |")
         lines.append("")
     if args.speed:
-        steps_list = [int(s) for s in (args.steps or "1,4,8").split(",")]
+        steps_list = [int(s) for s in (args.steps or "1,3,8").split(",")]
         if args.model is None:
             import inference
             import predict
