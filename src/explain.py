@@ -225,17 +225,17 @@ def to_html(explanations, truths=None):
 
 
 def highlight(found):
-    """The text of one explanation with its words as coloured spans and its cut text in grey."""
+    """The text of one explanation as HTML: its words as coloured spans (their score in data-score and,
+    rounded, in the title) and its cut text in grey."""
     label, text = found["label"], found["text"]
     largest = max([abs(w["scores"][label]) for w in found["words"]] + [1e-12])
-    marks = [(w["start"], w["end"], span_style(w["scores"][label] / largest), f"{w['scores'][label]:+.3f}")
-             for w in found["words"]]
-    marks += [(start, end, "cut", "not read: the review was longer than maxlen") for start, end in found["cut"]]
+    marks = [(w["start"], w["end"], f"style='{span_style(w['scores'][label] / largest)}' data-score='{w['scores'][label]!r}'",
+              f"{w['scores'][label]:+.3f}") for w in found["words"]]
+    marks += [(start, end, "class='cut'", "not read: the review was longer than maxlen") for start, end in found["cut"]]
     out, at = [], 0
-    for start, end, style, title in sorted(marks):
+    for start, end, attributes, title in sorted(marks):
         out.append(html.escape(text[at:start]))
-        attribute = "class='cut'" if style == "cut" else f"style='{style}'"
-        out.append(f"<span {attribute} title='{html.escape(title)}'>{html.escape(text[start:end])}</span>")
+        out.append(f"<span {attributes} title='{html.escape(title)}'>{html.escape(text[start:end])}</span>")
         at = end
     out.append(html.escape(text[at:]))
     return "".join(out)

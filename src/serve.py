@@ -7,7 +7,8 @@ POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label"
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
 GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
 and the review with the words that decided it highlighted.
-POST /explain {"texts": [...]} answers {"explanations": [...]}, src/explain.py's word scores, which are
+POST /explain {"texts": [...]} answers {"explanations": [...]}, src/explain.py's word scores (and the
+highlighted HTML the page shows), which are
 gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
 requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
 
@@ -187,7 +188,7 @@ async def read_texts(request, max_texts=MAX_TEXTS):
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
-def create_app(model, backend, explanations=None, no_explain_because="it was started with --no-explain"):
+def create_app(model, backend, explanations, no_explain_because):
     """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -234,6 +235,7 @@ def create_app(model, backend, explanations=None, no_explain_because="it was sta
         except Exception as failure:  # noqa: BLE001  (as for /predict)
             print(f"error explaining {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the explanation failed on this request; see the server's log.")
+        found = [{**f, "html": explain.highlight(f)} for f in found]  # what the page shows
         return JSONResponse({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
 
     async def health(request):
@@ -337,34 +339,12 @@ PAGE = """<!doctype html>
 const $ = (id) => document.getElementById(id);
 const health = fetch("health").then((r) => r.json()).catch(() => ({explain: false}));
 
-// The review with each word on a green (towards the explained label) or red (away from it) background,
-// as strong as its score, and the text the model did not read (longer than maxlen) in grey.
-// Offsets count characters (code points), as Python does, hence Array.from.
+// The review highlighted: src/explain.py's HTML (explain.highlight, the colours of top_losses.html),
+// each word on a green (towards the explained label) or red (away from it) background, as strong as its
+// score; the text the model did not read (longer than maxlen) in grey. Its text is HTML-escaped there.
 function highlight(found) {
-  const chars = Array.from(found.text), label = found.label, box = $("words");
-  const largest = Math.max(1e-12, ...found.words.map((w) => Math.abs(w.scores[label])));
-  const marks = found.words.map((w) => ({start: w.start, end: w.end, score: w.scores[label]}))
-    .concat(found.cut.map(([start, end]) => ({start, end, cut: true})))
-    .sort((a, b) => a.start - b.start);
-  box.replaceChildren();
-  let at = 0;
-  for (const m of marks) {
-    box.append(chars.slice(at, m.start).join(""));
-    const span = document.createElement("span");
-    span.textContent = chars.slice(m.start, m.end).join("");
-    if (m.cut) {
-      span.className = "cut";
-      span.title = "not read: the review is longer than the model's maxlen";
-    } else {
-      const strength = m.score / largest;
-      span.style.background = `rgba(${strength > 0 ? "0, 150, 0" : "220, 0, 0"}, ${(Math.min(Math.abs(strength), 1) * 0.6).toFixed(2)})`;
-      span.title = (m.score >= 0 ? "+" : "") + m.score.toFixed(3);
-      span.dataset.score = m.score;
-    }
-    box.append(span);
-    at = m.end;
-  }
-  box.append(chars.slice(at).join(""));
+  const label = found.label;
+  $("words").innerHTML = found.html;
   const others = Object.keys(found.probabilities).filter((c) => c !== label).join(", ");
   $("key").replaceChildren();
   const to = document.createElement("span"), away = document.createElement("span");

@@ -25,6 +25,16 @@ SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, longer than the
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def stop(process, seconds):
+    """Ask `process` to end (SIGTERM); kill it if it has not within `seconds`."""
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Server:
     """src/serve.py running as a subprocess on 127.0.0.1 and a free port; its output collected as it comes."""
 
@@ -67,12 +77,7 @@ class Server:
         return self.request("POST", "/predict", json.dumps({"texts": texts}), {"Content-Type": "application/json"})
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, 20)
 
 
 @pytest.fixture(scope="module")
@@ -299,12 +304,7 @@ class Chromium:
     def close(self):
         if getattr(self, "socket", None):
             self.socket.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, 10)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
