@@ -91,7 +91,7 @@ def test_explanation_cells_highlight_the_words(executed):
     shown = next(c for c in nb.cells if "explain.show(" in c.source)
     page = shown.outputs[0]["data"]["text/html"]
     assert page.count("class='review'") == 4  # the three tutorial sentences and the one in my_reviews
-    assert re.search(r"background: rgba\(0, 150, 0, 0\.60\)' title='[+-]\d\.\d+'>bad<", page)  # the top word
+    assert re.search(r"background: rgba\(0, 150, 0, 0\.60\)' data-score='\d[\d.e+-]*' title='[+-]\d\.\d+'>bad<", page)  # the top word
     worst = next(c for c in nb.cells if "explain.show_top_losses(" in c.source)
     page = worst.outputs[0]["data"]["text/html"]
     mistakes = min(5, len(open(output / "top_losses.csv").read().splitlines()) - 1)
