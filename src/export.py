@@ -188,8 +188,9 @@ def main(argv=None):
                             f"(more than {FP32_TOLERANCE:g}), so nothing was written; check the installed versions "
                             "against requirements-export.txt.")
         if int8["label_agreement"] < args.min_agreement:
-            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only {int8['label_agreement']:.1%} "
-                            f"of {len(texts)} reviews (below --min-agreement {args.min_agreement:g}), so nothing was written; "
+            same = round(int8["label_agreement"] * len(texts))
+            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only {same} of {len(texts)} reviews "
+                            f"({int8['label_agreement']:.2%}, below --min-agreement {args.min_agreement:g}), so nothing was written; "
                             "pass a lower --min-agreement to export it anyway.")
         info["parity"] = parity
         (staging / backends.ONNX_SETTINGS).write_text(json.dumps(info, indent=2) + "\n")

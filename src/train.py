@@ -208,6 +208,7 @@ class Run:
         found = training.find_lr(learner)
         self.files["lr_find.png"] = plots.lr_find(found)
         self.facts["lr_find"] = found["suggested"]
+        self.facts["lr_find_curve"] = {"lrs": found["lrs"], "losses": found["losses"]}  # the plot's numbers
         self.lap("lr_find")
         print("suggested learning rates: " + ", ".join(f"{k} {v:.1e}" for k, v in found["suggested"].items() if v))
         return found

@@ -4,7 +4,9 @@ The cache location must be chosen before huggingface_hub is imported (it reads H
 so it is set here, at import time, for this process and every subprocess the tests start.
 """
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,8 +28,13 @@ import synthetic  # noqa: E402
 import tiny_distilbert  # noqa: E402
 
 
+# The seed of every tiny model the tests train, and of its random "pretrained" weights. tests/margins.py runs the
+# tests that assert what a trained model does over several seeds (and kernels), to show their margins.
+SEED = int(os.environ.get("IMDB_TEST_SEED", 7))
+
+
 def pytest_sessionstart(session):
-    tiny_distilbert.install(HF_HOME, extra_words=synthetic.WORDS)
+    tiny_distilbert.install(HF_HOME, extra_words=synthetic.WORDS, seed=SEED)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -47,6 +54,26 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("what the tests ran with")
         for line in REPORTED:
             terminalreporter.write_line(line)
+
+
+def at_least(name, value, threshold):
+    """Assert `value >= threshold` for a fact about a trained model (an accuracy, a share, a probability),
+    and record it under `name` for tests/margins.py, which reports the worst value seen over seeds and kernels."""
+    _record(name, value, ">=", threshold)
+    assert value >= threshold, f"{name}: {value} is below {threshold}"
+
+
+def at_most(name, value, threshold):
+    """Assert `value <= threshold`, recorded as at_least() does."""
+    _record(name, value, "<=", threshold)
+    assert value <= threshold, f"{name}: {value} is above {threshold}"
+
+
+def _record(name, value, op, threshold):
+    path = os.environ.get("IMDB_MARGINS")  # set by tests/margins.py: one JSON line per checked value
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"name": name, "value": float(value), "op": op, "threshold": threshold}) + "\n")
 
 
 def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeout=600, input=None):
@@ -89,8 +116,9 @@ def assert_user_error(result, *fragments):
     return errors[0]
 
 
-# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds.
-TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", 7]
+# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds. The precision is
+# pinned: "auto" would train in bfloat16 on a CPU with bfloat16 instructions and in float32 on others.
+TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", SEED, "--precision", "float32"]
 
 
 @pytest.fixture(scope="session")
@@ -110,9 +138,40 @@ def trained(synthetic_splits, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(trained, tmp_path_factory):
-    """A copy of the trained predictor, exported to ONNX by src/export.py: (folder, CompletedProcess)."""
+    """A copy of the trained predictor, exported to ONNX by src/export.py: (folder, CompletedProcess).
+
+    Its parity check runs on 200 fresh synthetic reviews, which the tiny model knows: on real reviews its
+    answers sit near 0.5, where int8 may change a label and the export's default bar (0.99) would be luck."""
     folder = tmp_path_factory.mktemp("exported") / "predictor"
     shutil.copytree(trained[0], folder)
-    result = run_train("--model", folder, script=ROOT / "src" / "export.py")
+    reviews = folder.parent / "parity-reviews.txt"
+    reviews.write_text("\n".join(synthetic.reviews(200, seed=13)["Reviews"]) + "\n")
+    result = run_train("--model", folder, "--reviews", reviews, "--n", 200, script=ROOT / "src" / "export.py")
+    agreement = re.search(r"int8: .* same label on ([\d.]+)%", result.stdout)
+    if agreement:
+        at_least("export: int8 label agreement in export.py's check, 200 synthetic reviews", float(agreement[1]) / 100, 0.99)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return folder, result
+
+
+@pytest.fixture(scope="session")
+def both_ends_splits(tmp_path_factory):
+    """400 training and 200 test reviews longer than TINY's maxlen: half give their verdict in their first
+    words, half in their last (synthetic.long_review)."""
+    return synthetic.write_splits(tmp_path_factory.mktemp("both-ends"), 400, 200, long=True)
+
+
+@pytest.fixture(scope="session")
+def cut_run(both_ends_splits, tmp_path_factory):
+    """cut_run(mode): the predictor folder of src/train.py with TINY and --truncation `mode` on the both-ends
+    splits, trained on first use. Treat it as read-only."""
+    runs = {}
+
+    def run(mode):
+        if mode not in runs:
+            output = tmp_path_factory.mktemp("cut-" + mode.replace("+", "-")) / "predictor"
+            result = run_train("--data-dir", both_ends_splits, "--output", output, *TINY, "--truncation", mode)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            runs[mode] = output
+        return runs[mode]
+    return run

@@ -11,7 +11,8 @@ import pytest
 
 import backends
 import synthetic
-from conftest import ROOT, assert_user_error, run_predict, run_train
+from conftest import ROOT, assert_user_error, at_least, at_most, run_predict, run_train
+from errors import UserError
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, most far longer than the tiny model's maxlen of 32
 
@@ -64,7 +65,7 @@ def test_export_writes_onnx_files_and_settings(exported):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "staging left behind"
     settings = json.loads((folder / "onnx.json").read_text())
     assert settings["maxlen"] == 32 and settings["classes"] == ["neg", "pos"] and settings["truncation"] == "head"
-    assert settings["parity"]["n_reviews"] == 100
+    assert settings["parity"]["n_reviews"] == 200
     assert settings["parity"]["onnx"]["max_abs_diff"] <= 1e-4
     assert "fp32: largest probability difference" in result.stdout and "wrote model.onnx" in result.stdout
 
@@ -102,14 +103,12 @@ def test_onnx_batches_are_length_sorted_and_bounded():
 
 
 def test_int8_labels_mostly_agree(exported, tensorflow_model):
-    # Measured for this tiny model on 1,000 synthetic reviews: int8 probabilities within 2e-4 of fp32's and
-    # every label the same (the model is confident on them); on real, out-of-domain reviews within 0.06.
-    # 98% and 0.01 leave room for a review that lands near 0.5 after retraining on another machine.
+    # On synthetic reviews the tiny model is mostly confident: int8 gives TensorFlow's label and nearly its probabilities.
     fresh = list(synthetic.reviews(200, seed=11)["Reviews"])
     expected = tensorflow_model.predict_proba(fresh)
     proba = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba(fresh)
-    assert np.mean(proba.argmax(1) == expected.argmax(1)) >= 0.98
-    assert np.abs(proba - expected).max() <= 0.01
+    at_least("export: int8 label agreement with TensorFlow, 200 synthetic reviews", np.mean(proba.argmax(1) == expected.argmax(1)), 0.98)
+    at_most("export: int8 largest probability difference, 200 synthetic reviews", np.abs(proba - expected).max(), 0.01)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
@@ -128,32 +127,37 @@ def test_onnx_backends_need_no_tensorflow(exported, tensorflow_model, tmp_path, 
     out = pd.read_csv(tmp_path / "out.csv")
     expected = np.array(tensorflow_model.classes)[tensorflow_model.predict_proba(reviews).argmax(1)]
     assert list(out["text"]) == reviews
-    assert np.mean(out["label"].to_numpy() == expected) >= (1.0 if backend == "onnx" else 0.95)
+    agreement = np.mean(out["label"].to_numpy() == expected)
+    if backend == "onnx":
+        assert agreement == 1.0  # fp32: TensorFlow's probabilities to 1e-4
+    else:
+        at_least("export: predict.py onnx-int8 label agreement with TensorFlow, 40 synthetic reviews", agreement, 0.95)
 
 
-def test_every_backend_cuts_long_reviews_as_training_did(trained, tmp_path):
-    """A model trained with --truncation tail sees the end of a long review, whichever backend scores it."""
+def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
+    """A model trained with --truncation tail reads the end of a long review, whichever backend scores it."""
     import shutil
 
     folder = tmp_path / "tail-predictor"
-    shutil.copytree(trained[0], folder)
-    metrics = json.loads((folder / "metrics.json").read_text())
-    metrics["args"]["truncation"] = "tail"  # as if trained with --truncation tail (the weights don't matter here)
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    # Praise at the start, a damning end: only the last 30 tokens fit in maxlen 32.
+    shutil.copytree(cut_run("tail"), folder)
+    # Praise at the start, a damning end (or the other way round): only the last 30 tokens fit in maxlen 32.
     filler = " ".join(["the", "movie", "was", "quite", "long"] * 10)
     long_reviews = [f"great wonderful superb film . {filler} . awful terrible boring worst",
                     f"awful terrible boring film . {filler} . great wonderful superb masterpiece"]
     (tmp_path / "long.txt").write_text("\n".join(long_reviews) + "\n")
-    result = run_export("--model", folder, "--reviews", tmp_path / "long.txt")  # parity on the long reviews
+    # fp32 parity on long reviews; the int8 bar is for test_export_refuses_int8_that_changes_labels.
+    result = run_export("--model", folder, "--reviews", tmp_path / "long.txt", "--min-agreement", 0)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads((folder / "onnx.json").read_text())["truncation"] == "tail"
     answers = {}
     for backend in backends.BACKENDS:
         out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
         assert out.returncode == 0, out.stderr[-3000:]
-        answers[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
-    assert answers["ktrain"] == answers["onnx"] == answers["onnx-int8"] == ["neg", "pos"]  # the verdicts at the end
+        answers[backend] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    at_least("export: tail model, probability of the verdict at the end (ktrain)",
+             min(answers["ktrain"][0]["prob_neg"], answers["ktrain"][1]["prob_pos"]), 0.5)
+    labels = {backend: [a["label"] for a in found] for backend, found in answers.items()}
+    assert labels["ktrain"] == labels["onnx"] == labels["onnx-int8"] == ["neg", "pos"]  # the verdicts at the end
 
 
 def test_onnx_backend_without_onnxruntime(exported, tmp_path):
@@ -174,39 +178,67 @@ def test_export_bad_model_folder(tmp_path):
     assert not list(tmp_path.glob("*.onnx"))
 
 
-def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, exported, tmp_path):
-    """Reviews on which this int8 model really gives another label than TensorFlow: the export writes nothing."""
+def mixed_reviews(n, seed=3):
+    """Reviews with praise and blame together: a tiny model's answers on some of them land near 0.5."""
     import random
-    import shutil
 
-    rng = random.Random(3)  # mixed reviews, praise and blame together: some land near 0.5
-    mixed = []
-    for _ in range(3000):
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
         words = rng.choices(synthetic.FILLER, k=rng.randint(8, 24))
         for polar in (synthetic.POSITIVE, synthetic.NEGATIVE):
             for _ in range(rng.randint(1, 3)):
                 words.insert(rng.randrange(len(words) + 1), rng.choice(polar))
-        mixed.append(" ".join(words))
-    expected = backends.OnnxBackend(exported[0], "onnx").predict_proba(mixed).argmax(1)  # fp32: TensorFlow's to 1e-4, faster
-    int8 = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba(mixed).argmax(1)
-    flipped = [text for text, a, b in zip(mixed, expected, int8) if a != b]
-    agreeing = [text for text, a, b in zip(mixed, expected, int8) if a == b][:60]
-    assert flipped, "no review found on which int8 and TensorFlow disagree"
-    texts = flipped[:10] + agreeing
+        texts.append(" ".join(words))
+    return texts
+
+
+def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, exported, tmp_path):
+    """Reviews on which this int8 model really gives another label than TensorFlow: the export writes nothing.
+
+    Dynamic int8 scores a review a little differently with other batch-mates, so the agreement is computed
+    exactly as export.py's check computes it (the same reviews, in its batches of 8), and the bar set at 1."""
+    import shutil
+
+    texts = mixed_reviews(3000)
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("\n".join(texts) + "\n")
-    # What export.py will find: int8 depends a little on batch-mates, so score as its check does (batches of 8).
-    agreement = np.mean(tensorflow_model.predict_proba(texts).argmax(1)
-                        == backends.OnnxBackend(exported[0], "onnx-int8", batch_size=8).predict_proba(texts).argmax(1))
-    assert agreement < 0.99
+    int8 = backends.OnnxBackend(exported[0], "onnx-int8", batch_size=8).predict_proba(texts).argmax(1)
+    same = int(np.sum(tensorflow_model.predict_proba(texts).argmax(1) == int8))
+    at_least("export: reviews of 3000 mixed on which int8 changes TensorFlow's label", len(texts) - same, 1)
 
     folder = tmp_path / "predictor"
     shutil.copytree(trained[0], folder)
     before = sorted(p.name for p in folder.iterdir())
-    result = run_export("--model", folder, "--reviews", reviews, "--n", len(texts))
-    assert_user_error(result, f"the int8 ONNX model gives the TensorFlow predictor's label on only {agreement:.1%} of "
-                      f"{len(texts)} reviews", "below --min-agreement 0.99", "nothing was written")
+    result = run_export("--model", folder, "--reviews", reviews, "--n", len(texts), "--min-agreement", 1)
+    assert_user_error(result, f"the int8 ONNX model gives the TensorFlow predictor's label on only {same} of {len(texts)} "
+                      "reviews", "below --min-agreement 1", "nothing was written")
     assert sorted(p.name for p in folder.iterdir()) == before  # no files moved, no staging left
+
+
+def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, monkeypatch):
+    """A conversion that changed the model (as a transformers or torch release might): nothing is written."""
+    import shutil
+
+    import export
+    import torch
+
+    folder = tmp_path / "predictor"
+    shutil.copytree(trained[0], folder)
+    before = sorted(p.name for p in folder.iterdir())
+    convert = export.to_pytorch
+
+    def changed(tf_model):
+        model = convert(tf_model)
+        with torch.no_grad():
+            model.classifier.bias[1] += 0.01  # moves every probability, by up to 0.0025
+        return model
+
+    monkeypatch.setattr(export, "to_pytorch", changed)
+    with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to \S+ \(more "
+                                        r"than 0.0001\), so nothing was written"):
+        export.main(["--model", str(folder), "--n", "20", "--min-agreement", "0"])
+    assert sorted(p.name for p in folder.iterdir()) == before
 
 
 def test_min_agreement_must_be_a_share(trained):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import synthetic
-from conftest import ROOT, run_train
+from conftest import ROOT, at_least, run_train
 
 # `trained` (src/train.py run once on the synthetic splits) is a session fixture in conftest.py,
 # shared with the prediction and export tests.
@@ -47,19 +47,20 @@ def test_loaded_predictor_gives_classes_and_probabilities(predictor):
     proba = predictor.predict(texts, return_proba=True)
     assert proba.shape == (3, 2)
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    assert predictor.predict(texts[:2]) == ["pos", "neg"]
+    at_least("train: probability of the right class, two plain reviews", min(proba[0, 1], proba[1, 0]), 0.5)
+    assert predictor.predict(texts[:2]) == list(np.array(["neg", "pos"])[proba[:2].argmax(1)])
 
 
 def test_training_learns(trained, predictor, synthetic_splits):
     """Held-out reviews: the test split train.py scored, and fresh ones it never saw."""
     metrics = json.loads((trained[0] / "metrics.json").read_text())
-    assert metrics["accuracy"] >= 0.9
+    at_least("train: test accuracy (metrics.json)", metrics["accuracy"], 0.9)
     test = pd.read_excel(synthetic_splits / "test.xlsx", dtype=str)
     predicted = predictor.predict(list(test["Reviews"]))
     assert np.mean(np.array(predicted) == test["Sentiment"].to_numpy()) == pytest.approx(metrics["accuracy"])
     fresh = synthetic.reviews(200, seed=99)
     predicted = predictor.predict(list(fresh["Reviews"]))
-    assert np.mean(np.array(predicted) == fresh["Sentiment"].to_numpy()) >= 0.9
+    at_least("train: accuracy on 200 fresh reviews", np.mean(np.array(predicted) == fresh["Sentiment"].to_numpy()), 0.9)
 
 
 def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthetic_splits):
@@ -73,14 +74,16 @@ def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthet
     assert "train: 60 reviews, test: 60 reviews (neg 30, pos 30 in train)" in result.stdout
 
 
-def test_predictor_folder_is_self_contained(trained, tmp_path):
+def test_predictor_folder_is_self_contained(trained, predictor, tmp_path):
     """Copied to a machine with an empty Hugging Face cache and no network, it still predicts."""
     copy = tmp_path / "copied-predictor"
     shutil.copytree(trained[0], copy)
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat, ktrain\n"
             f"p = ktrain.load_predictor({str(copy)!r})\n"
-            "print(p.predict(['a wonderful film, superb acting', 'an awful boring mess']))")
+            "print(p.predict(['a wonderful film, superb acting', 'an awful boring mess'], return_proba=True).tolist())")
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "['pos', 'neg']"
+    copied = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    original = predictor.predict(['a wonderful film, superb acting', 'an awful boring mess'], return_proba=True)
+    assert np.abs(copied - original).max() <= 1e-6  # the same model, loaded from the copy alone

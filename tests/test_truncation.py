@@ -1,8 +1,14 @@
-"""--truncation: which tokens of a long review are kept, on token sequences and on real text."""
+"""--truncation: which tokens of a long review are kept, on token sequences, on real text, and in real training runs."""
 
+import json
+
+import numpy as np
 import pytest
 
+import backends
+import synthetic
 import truncation
+from conftest import at_least, at_most
 from truncation import cut
 
 TOKENS = list(range(20))
@@ -67,3 +73,39 @@ def test_like_saved_run_cuts_as_the_saved_run_did(tokenizer, tmp_path):
     assert truncation.like_saved_run([review], tmp_path, tokenizer) == truncation.truncate([review], tokenizer, 32, "head+tail")
     (tmp_path / "metrics.json").write_text('{"args": {"maxlen": 32, "truncation": "head"}}')
     assert truncation.like_saved_run([review], tmp_path, tokenizer) == [review]
+
+
+# Trained for real: reviews longer than maxlen 32 whose verdict is in their first words or in their last.
+
+def accuracy_by_verdict_place(folder):
+    """Accuracy of the predictor in `folder` (cutting as its run did, as predict.py does) on 100 fresh long
+    reviews with the verdict at their start, and 100 with it at their end."""
+    model = backends.KtrainBackend(folder)
+    found = {}
+    for at in ("start", "end"):
+        fresh = synthetic.reviews(100, seed=41, long=True, at=at)
+        predicted = np.array(model.classes)[model.predict_proba(list(fresh["Reviews"])).argmax(1)]
+        found[at] = float(np.mean(predicted == fresh["Sentiment"].to_numpy()))
+    return found
+
+
+def test_tail_reads_the_end_only(cut_run):
+    """Trained with --truncation tail, the model learns the verdicts that close a review, and cannot know
+    those that open it (they were cut: chance, about 50%)."""
+    folder = cut_run("tail")
+    assert json.loads((folder / "metrics.json").read_text())["args"]["truncation"] == "tail"
+    found = accuracy_by_verdict_place(folder)
+    at_least("truncation: tail run, accuracy when the verdict ends the review", found["end"], 0.9)
+    at_most("truncation: tail run, accuracy when the verdict opens the review", found["start"], 0.75)
+
+
+def test_head_and_tail_reads_both_ends(cut_run):
+    """Trained with --truncation head+tail, the model reads a quarter of its budget from the start and the rest
+    from the end, so it learns the verdicts at both; the test split's accuracy in metrics.json says the same."""
+    folder = cut_run("head+tail")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["args"]["truncation"] == "head+tail"
+    found = accuracy_by_verdict_place(folder)
+    at_least("truncation: head+tail run, accuracy when the verdict opens the review", found["start"], 0.9)
+    at_least("truncation: head+tail run, accuracy when the verdict ends the review", found["end"], 0.9)
+    at_least("truncation: head+tail run, test accuracy (metrics.json)", metrics["accuracy"], 0.9)
