@@ -10,7 +10,7 @@ import pytest
 import explain
 import predict
 import synthetic
-from conftest import TINY, assert_user_error, run_predict, run_train
+from conftest import TINY, assert_user_error, at_least, at_most, run_predict, run_train
 from errors import UserError
 
 POLARITY = set(synthetic.POSITIVE + synthetic.NEGATIVE)
@@ -46,25 +46,11 @@ def test_scores_are_about_the_model(predictor, found, held_out):
         assert f["cut"] == [] and f["tokens_cut"] == 0
 
 
-def test_integrated_gradients_add_up_to_the_change_in_margin(predictor, held_out):
-    """Completeness: with many steps, a review's scores sum to its margin minus the baseline's margin."""
-    import tensorflow as tf
-
-    model = explain.Explainer(predictor, steps=64)
-    for text in held_out["Reviews"][:5]:
-        ids = model.encode(text, "head")[0]
-        (scores, _), = model.attributions([ids])
-        real = tf.gather(model.embeddings, [ids])
-        baseline = tf.concat([real[:, :1], tf.gather(model.embeddings, [[0] * (len(ids) - 2)]), real[:, -1:]], axis=1)
-        margin = [float(np.diff(predictor.model({"inputs_embeds": e}).logits.numpy()[0])[0]) for e in (real, baseline)]
-        assert scores[:, 1].sum() == pytest.approx(margin[0] - margin[1], rel=0.02, abs=0.02)
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """A tiny model trained on reviews whose words of *both* polarities decide the label (the majority's):
-    (loaded predictor, folder). The session's tiny model is a poor subject for faithfulness: it learnt
-    "negative words mean neg, anything else pos", so its positive words barely matter to it (docs/explain.md)."""
+    (loaded predictor, folder). The session's tiny model learns something simpler, "negative words mean neg,
+    anything else pos", so both kinds of model are explained below."""
     import ktrain
 
     splits = synthetic.write_splits(tmp_path_factory.mktemp("mixed"), 800, 200, mixed=True)
@@ -76,34 +62,84 @@ def mixed(tmp_path_factory):
     return ktrain.load_predictor(str(folder)), folder
 
 
-@pytest.mark.parametrize("kind", ["mixed", "plain"])
-def test_synthetic_faithfulness(mixed, kind):
-    """On 200 held-out synthetic reviews, with the default steps: the top-scored word (either sign) is a
-    polarity word, and each polarity word's score points towards its own class, in at least 95%.
-
-    Checked first, the premise: the model needs the words of both polarities (a positive review that
-    holds negative words turns neg when its positive words are deleted). Measured on four trainings
-    (seeds 7-10) with 3 steps: top word 98-100%, signs 99.6-100%; with 1 step the signs fell to 30%
-    on one of them (docs/explain.md), which is why the default is 3."""
-    predictor, _ = mixed
-    held_out = synthetic.reviews(200, seed=5, mixed=kind == "mixed")
-    if kind == "mixed":
-        torn = [text for text, label in zip(held_out["Reviews"], held_out["Sentiment"])
-                if label == "pos" and any(w.strip(".").lower() in synthetic.NEGATIVE for w in text.split())]
-        stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in torn]
-        assert len(torn) >= 30 and np.mean(predictor.predict(stripped, return_proba=True)[:, 1] < 0.5) > 0.9
-    found = explain.explain(predictor, list(held_out["Reviews"]))
-    assert np.mean([f["label"] == label for f, label in zip(found, held_out["Sentiment"])]) >= 0.95
-    top = np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found])
-    signs = [(w["scores"]["pos"] > 0) == (w["word"].lower() in synthetic.POSITIVE)
-             for f in found for w in f["words"] if w["word"].lower() in POLARITY]
-    assert top >= 0.95 and np.mean(signs) >= 0.95, (top, np.mean(signs))
+@pytest.fixture(scope="module", params=["plain", "mixed"])
+def subject(request, predictor, held_out, found, mixed):
+    """A trained tiny model, 200 held-out reviews of the kind it learnt, and their explanations with the default
+    steps: (kind, predictor, texts, explanations). Plain: the session's model; mixed: the `mixed` model."""
+    if request.param == "plain":
+        return "plain", predictor, list(held_out["Reviews"]), found
+    texts = list(synthetic.reviews(200, seed=5, mixed=True)["Reviews"])
+    return "mixed", mixed[0], texts, explain.explain(mixed[0], texts)
 
 
-def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(mixed):
+def margins(predictor, texts, labels):
+    """The model's margin for each of `labels`: its log-odds (for two classes, that logit minus the other's)."""
+    proba = np.clip(predictor.predict(list(texts), return_proba=True), 1e-30, 1)
+    index = [predictor.get_classes().index(label) for label in labels]
+    chosen = proba[np.arange(len(index)), index]
+    return np.log(chosen) - np.log(np.clip(1 - chosen, 1e-30, 1))
+
+
+# Faithfulness: properties a correct integrated-gradients implementation has whatever the trained weights,
+# checked against the model itself (so they hold on any CPU, for any training).
+
+def test_integrated_gradients_add_up_to_the_change_in_margin(subject):
+    """Completeness: with many steps, a review's scores sum to its margin minus the baseline's margin."""
+    import tensorflow as tf
+
+    _, predictor, texts, _ = subject
+    model = explain.Explainer(predictor, steps=64)
+    for text in texts[:5]:
+        ids = model.encode(text, "head")[0]
+        (scores, _), = model.attributions([ids])
+        real = tf.gather(model.embeddings, [ids])
+        baseline = tf.concat([real[:, :1], tf.gather(model.embeddings, [[0] * (len(ids) - 2)]), real[:, -1:]], axis=1)
+        margin = [float(np.diff(predictor.model({"inputs_embeds": e}).logits.numpy()[0])[0]) for e in (real, baseline)]
+        assert scores[:, 1].sum() == pytest.approx(margin[0] - margin[1], rel=0.02, abs=0.02)
+
+
+def test_default_steps_agree_with_a_many_step_integral(subject):
+    """The default 3 Gauss-Legendre steps against a 32-step integral (close to exact): the words that matter
+    most keep their sign, and the scores stay close as a whole."""
+    kind, predictor, texts, found = subject
+    exact = explain.explain(predictor, texts[:100], steps=32)
+    signs, errors = [], []
+    for rough, close in zip(found, exact):
+        label = close["label"]
+        a = np.array([w["scores"][label] for w in rough["words"]])
+        b = np.array([w["scores"][label] for w in close["words"]])
+        top = np.argsort(-np.abs(b))[:3]
+        signs += list(np.sign(a[top]) == np.sign(b[top]))
+        errors.append(np.abs(a - b).sum() / np.abs(b).sum())
+    at_least(f"explain ({kind}): sign of the top-3 words as with 32 steps", np.mean(signs), 0.95)
+    at_most(f"explain ({kind}): median relative difference from 32 steps", np.median(errors), 0.2)
+
+
+def test_top_words_agree_with_occlusion(subject):
+    """Exact occlusion: delete each word and measure how much the predicted class's margin falls. The word the
+    explanation ranks first is among the two whose deletion costs the most, and the words that cost the most
+    are scored towards the predicted class."""
+    kind, predictor, texts, found = subject
+    found = found[:100]
+    deleted = [without(f["text"], [w]) for f in found for w in f["words"]]
+    labels = [f["label"] for f in found for _ in f["words"]]
+    fall = np.repeat(margins(predictor, [f["text"] for f in found], [f["label"] for f in found]),
+                     [len(f["words"]) for f in found]) - margins(predictor, deleted, labels)
+    top_agrees, signs, start = [], [], 0
+    for f in found:
+        cost = fall[start:start + len(f["words"])]
+        start += len(f["words"])
+        scores = np.array([w["scores"][f["label"]] for w in f["words"]])
+        top_agrees.append(int(np.argmax(scores)) in np.argsort(-cost)[:2])
+        costly = np.abs(cost) >= 0.25 * np.abs(cost).max()  # the words whose deletion matters
+        signs += list(np.sign(scores[costly]) == np.sign(cost[costly]))
+    at_least(f"explain ({kind}): top word among the 2 costliest deletions", np.mean(top_agrees), 0.8)
+    at_least(f"explain ({kind}): sign as occlusion, for the words whose deletion matters", np.mean(signs), 0.9)
+
+
+def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(subject):
     """The deletion test of benchmarks/explain.py, in small: the top-2 words against 2 random ones."""
-    predictor, _ = mixed
-    found = explain.explain(predictor, list(synthetic.reviews(200, seed=5, mixed=True)["Reviews"]))
+    kind, predictor, _, found = subject
     rng = np.random.default_rng(0)
     top, random = [], []
     for f in found:
@@ -114,7 +150,28 @@ def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(mi
     before = np.array([f["probabilities"][f["label"]] for f in found])
     fall = {name: before - predictor.predict(texts, return_proba=True)[np.arange(len(found)), labels]
             for name, texts in (("top", top), ("random", random))}
-    assert fall["top"].mean() > 3 * fall["random"].mean() and fall["top"].mean() > 0.1
+    at_least(f"explain ({kind}): fall of the label's probability, top-2 words / 2 random words",
+             fall["top"].mean() / max(fall["random"].mean(), 1e-9), 3)
+    at_least(f"explain ({kind}): mean fall of the label's probability, top-2 words deleted", fall["top"].mean(), 0.1)
+
+
+def test_polarity_words_on_mixed_reviews(mixed):
+    """What the synthetic data makes true of every training tried (tests/margins.py): on mixed reviews the model
+    needs the words of both polarities (a positive review that holds negative words turns neg when its positive
+    words are deleted), and the word scored highest (either sign) is mostly a polarity word."""
+    predictor, _ = mixed
+    held_out = synthetic.reviews(200, seed=5, mixed=True)
+    torn = [text for text, label in zip(held_out["Reviews"], held_out["Sentiment"])
+            if label == "pos" and any(w.strip(".").lower() in synthetic.NEGATIVE for w in text.split())]
+    stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in torn]
+    assert len(torn) >= 30
+    at_least("explain (mixed): premise, stripped positive reviews that turn neg",
+             np.mean(predictor.predict(stripped, return_proba=True)[:, 1] < 0.5), 0.9)
+    found = explain.explain(predictor, list(held_out["Reviews"]))
+    at_least("explain (mixed): accuracy on held-out mixed reviews",
+             np.mean([f["label"] == label for f, label in zip(found, held_out["Sentiment"])]), 0.9)
+    at_least("explain (mixed): top-scored word is a polarity word",
+             np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found]), 0.6)
 
 
 def without(text, words):
@@ -164,16 +221,21 @@ def test_top_losses_page_shows_the_true_labels(predictor, held_out):
 
 
 def test_predict_explain_json_and_csv(trained, mixed, tmp_path, capsys):
+    """predict.py --explain shows explain.py's labels and top words (with their scores), as JSON lines or a CSV column."""
     texts = ["the movie was dull and the acting was awful", "a wonderful film with a superb cast"]
     predict.main(["--model", str(mixed[1]), "--explain", "--top-words", "2", "--json", *texts])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["label"] for r in rows] == ["neg", "pos"]
-    assert all(len(r["top_words"]) == 2 and all(isinstance(s, float) for _, s in r["top_words"]) for r in rows)
-    assert {w for w, _ in rows[0]["top_words"]} == {"dull", "awful"}
+    want = explain.explain(mixed[1], texts)
+    assert [r["label"] for r in rows] == [f["label"] for f in want]
+    for row, f in zip(rows, want):
+        assert [w for w, _ in row["top_words"]] == [w for w, _ in explain.top_words(f, 2)]
+        assert [s for _, s in row["top_words"]] == pytest.approx([s for _, s in explain.top_words(f, 2)], abs=1e-4)
     predict.main(["--model", str(trained[0]), "--explain", "--out", str(tmp_path / "out.csv"), *texts])
     table = pd.read_csv(tmp_path / "out.csv")
     assert list(table.columns) == ["text", "label", "prob_neg", "prob_pos", "top_words"]
     assert re.fullmatch(r"(\w+ [+-]\d+\.\d\d; ){4}\w+ [+-]\d+\.\d\d", table["top_words"][0])
+    first = explain.top_words(explain.explain(trained[0], texts[:1])[0], 5)
+    assert table["top_words"][0] == "; ".join(f"{w} {s:+.2f}" for w, s in first)
 
 
 def test_bad_input_gets_one_sentence(trained, tmp_path):
@@ -188,14 +250,15 @@ def test_bad_input_gets_one_sentence(trained, tmp_path):
 
 
 def test_ktrain_explain_works_with_pypi_eli5(predictor):
-    """ktrain's own predictor.explain() (LIME through eli5 0.16.0 from PyPI): it names the predicted
-    label and weighs a negative word most in a negative review."""
+    """ktrain's own predictor.explain() (LIME through eli5 0.16.0 from PyPI): it names the label the predictor
+    gives, and weighs the review's words (LIME's weights are its own estimate: not compared with ours)."""
     text = "the plot was awful and the music was boring"
     shown = predictor.explain(text, n_samples=300)
     assert shown is not None, "eli5 is missing: install requirements-explain.txt"
-    assert re.search(r"y=\s*<?/?b?>?\s*neg", re.sub(r"\s+", " ", shown.data))
+    label = predictor.predict([text])[0]
+    assert re.search(rf"y=\s*<?/?b?>?\s*{label}", re.sub(r"\s+", " ", shown.data))
     weights = {word: float(w) for w, word in re.findall(r'title="([-\d.]+)">(\w+)<', shown.data)}
-    assert max(weights, key=weights.get) in synthetic.NEGATIVE
+    assert set(weights) <= set(text.split()) and len(weights) >= 5 and any(weights.values())
 
 
 def test_benchmark_runs_end_to_end(trained, synthetic_splits, tmp_path):
