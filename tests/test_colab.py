@@ -33,13 +33,13 @@ from nbclient.exceptions import DeadKernelError
 
 import dataset
 import synthetic
-from conftest import ROOT, report
-from test_notebook import NOTEBOOK, text_of
+from conftest import ROOT, SEED, at_least, report
+from test_notebook import NOTEBOOK, check_tutorial_table, text_of
 
 COLAB = ROOT.parent / "shared" / "colab"
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
-PARAMS = {"epochs": 3, "lr": 3e-3, "batch_size": 16, "maxlen": 32, "seed": 7, "sample": 400}  # tiny model, as TINY
+PARAMS = {"epochs": 3, "lr": 3e-3, "batch_size": 16, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}  # as TINY
 CHANGED_BY_SETUP = {"transformers": ("5.15.0", "4.54.1"), "tokenizers": ("0.22.2", "0.21.4"),
                     "huggingface-hub": ("1.27.0", "0.36.2")}
 
@@ -279,7 +279,8 @@ def test_training_resumes_from_drive_after_the_runtime_died(sessions, colab):
     folder = colab["drive"] / "MyDrive" / "imdb-distilbert"
     predictor = folder / "models" / "distilbert-imdb"
     metrics = json.loads((predictor / "metrics.json").read_text())
-    assert len(metrics["history"]["val_accuracy"]) == 3 and metrics["accuracy"] >= 0.9
+    assert len(metrics["history"]["val_accuracy"]) == 3
+    at_least("colab: test accuracy, resumed after the runtime died", metrics["accuracy"], 0.9)
     assert not (predictor / "checkpoints").exists()  # cleared once the predictor was saved
     assert sorted(p.name for p in (folder / "data").iterdir()) == ["test.xlsx", "train.xlsx"]  # downloaded to Drive
     assert not [p.name for p in predictor.parent.iterdir() if p.name.startswith(".")]  # no staging left
@@ -293,8 +294,7 @@ def test_a_later_session_predicts_the_same_from_drive(sessions):
         first, later = output_of(sessions["second"], fragment), output_of(sessions["third"], fragment)
         assert first and first == later, (first, later)
     assert "['neg', 'pos']" in output_of(sessions["third"], "load_predictor(")
-    table = output_of(sessions["third"], "reviews = [")
-    assert re.findall(r"\b(neg|pos)\s+\d\.\d+\s+\d\.\d+", table) == ["neg", "pos", "pos"]
+    check_tutorial_table(output_of(sessions["third"], "reviews = ["), "colab")
     assert "imdb-distilbert/models/distilbert-imdb" in output_of(sessions["third"], "colab.keep_on_drive(")
 
 

@@ -8,10 +8,20 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, at_least, at_most
 
 NOTEBOOK = ROOT / "notebooks" / "distilbert_imdb_sentiment.ipynb"
 TUTORIAL_LABELS = ["neg", "pos", "pos"]  # the tutorial's three sentences ("bad" and "great" are learnt words)
+
+
+def check_tutorial_table(table, where):
+    """The probability table of the tutorial's three sentences: each label is its row's likelier class, and the
+    right class (TUTORIAL_LABELS) is the likelier one (recorded: a tiny model's answer, checked over seeds)."""
+    rows = re.findall(r"\b(neg|pos)\s+(\d\.\d+)\s+(\d\.\d+)", table)
+    assert len(rows) == 3, table
+    assert [label for label, *_ in rows] == [["neg", "pos"][float(b) > float(a)] for _, a, b in rows]
+    right = [float(p_neg if label == "neg" else p_pos) for label, (_, p_neg, p_pos) in zip(TUTORIAL_LABELS, rows)]
+    at_least(f"{where}: probability of the tutorial sentences' labels (neg, pos, pos)", min(right), 0.5)
 
 
 def read():
@@ -22,8 +32,8 @@ def parameters(synthetic_splits, output):
     """The TINY flags of the train.py tests, as notebook parameters."""
     flags = dict(zip(TINY[::2], TINY[1::2]))
     return {"epochs": flags["--epochs"], "lr": flags["--lr"], "batch_size": flags["--batch-size"],
-            "maxlen": flags["--maxlen"], "seed": flags["--seed"], "data_dir": str(synthetic_splits),
-            "output": str(output)}
+            "maxlen": flags["--maxlen"], "seed": flags["--seed"], "precision": flags["--precision"],
+            "data_dir": str(synthetic_splits), "output": str(output)}
 
 
 def execute(nb, params, keep=None):
@@ -80,18 +90,24 @@ def test_notebook_trains_saves_and_predicts(executed):
     outputs = [text_of(c) for c in nb.cells if c.cell_type == "code"]
     assert any("['neg', 'pos']" in text for text in outputs)  # get_classes()
     table = next(text for text in outputs if "this movie was really bad" in text)
-    assert re.findall(r"\b(neg|pos)\s+\d\.\d+\s+\d\.\d+", table) == TUTORIAL_LABELS
+    check_tutorial_table(table, "notebook")
     mine = next(c for c in nb.cells if "my_reviews = [" in c.source)
     assert re.match(r"(neg|pos) \(\d+%\)", text_of(mine))
 
 
 def test_explanation_cells_highlight_the_words(executed):
-    """The cells at the end: the tutorial sentences and own reviews, then the worst mistakes, as HTML."""
+    """The cells at the end: the tutorial sentences and own reviews, then the worst mistakes, as HTML: what
+    src/explain.py gives for the saved predictor, its strongest word in the strongest colour."""
+    import explain
+
     nb, output = executed
     shown = next(c for c in nb.cells if "explain.show(" in c.source)
     page = shown.outputs[0]["data"]["text/html"]
     assert page.count("class='review'") == 4  # the three tutorial sentences and the one in my_reviews
-    assert re.search(r"background: rgba\(0, 150, 0, 0\.60\)' data-score='\d[\d.e+-]*' title='[+-]\d\.\d+'>bad<", page)  # the top word
+    first, = explain.explain(output, ["this movie was really bad. acting was also bad. I will not watch again"])
+    (word, score), = explain.top_words(first, 1)
+    colour = "0, 150, 0" if score > 0 else "220, 0, 0"
+    assert re.search(rf"background: rgba\({colour}, 0\.60\)' data-score='[\d.e+-]+' title='[+-]\d\.\d+'>{word}<", page)
     worst = next(c for c in nb.cells if "explain.show_top_losses(" in c.source)
     page = worst.outputs[0]["data"]["text/html"]
     mistakes = min(5, len(open(output / "top_losses.csv").read().splitlines()) - 1)
@@ -111,7 +127,8 @@ def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
 
     nb = execute(read(), parameters(synthetic_splits, output), keep)
     table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
-    assert re.findall(r"\b(neg|pos)\s+\d\.\d+\s+\d\.\d+", table) == TUTORIAL_LABELS
+    first = next(text_of(c) for c in executed[0].cells if "this movie was really bad" in c.source)
+    assert table == first  # the same predictor, the same numbers
 
 
 def test_notebook_and_train_py_write_the_same_things(executed, trained):
@@ -122,5 +139,5 @@ def test_notebook_and_train_py_write_the_same_things(executed, trained):
     a, b = (json.loads((o / "metrics.json").read_text()) for o in (notebook_output, script_output))
     assert a["classes"] == b["classes"] == ["neg", "pos"]
     assert set(a) == set(b) and set(a["args"]) == set(b["args"])
-    assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.02)
+    at_most("notebook: |test accuracy - train.py's|", abs(a["accuracy"] - b["accuracy"]), 0.02)
     assert os.path.samefile(a["args"]["train"], b["args"]["train"])

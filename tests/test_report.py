@@ -99,7 +99,7 @@ def test_lr_find_and_val_split(options_run):
     assert suggested["min_loss_div_10"] == pytest.approx(lrs[lowest] / 10)
     if lowest > 33:  # ktrain looks for the steepest descent after the first 32 steps, before the lowest loss
         assert suggested["steepest"] == pytest.approx(lrs[32 + int(np.argmin(np.gradient(losses[32:lowest])))])
-    assert suggested["valley"] in pytest.approx(list(lrs)) and suggested["valley"] <= lrs[lowest]
+    assert np.isclose(lrs, suggested["valley"], rtol=1e-6).any() and suggested["valley"] <= lrs[lowest]
     assert "suggested learning rates" in result.stdout
     assert m["n_train"] == 320 and m["n_val"] == 80 and m["validation"] == "0.2 of train" and m["n_test"] == 200
     at_least("report: test accuracy, trained on 0.8 of train", m["accuracy"], 0.8)  # still learns with a fifth held out
@@ -149,3 +149,26 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
 def test_resume_without_a_checkpoint_is_refused(synthetic_splits, tmp_path):
     result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "p", "--resume")
     assert_user_error(result, "found no checkpoint")
+
+
+def test_csv_splits_and_checkpoint_dir(tmp_path):
+    """Splits given as .csv files, checkpoints kept in a --checkpoint-dir of their own: interrupted after epoch 1,
+    resumed from there, and the folder emptied once the predictor is saved."""
+    import synthetic
+
+    splits = synthetic.write_splits(tmp_path / "csv", 200, 100, suffix=".csv")
+    output, checkpoints = tmp_path / "predictor", tmp_path / "elsewhere" / "checkpoints"
+    command = [sys.executable, str(ROOT / "src" / "train.py"), "--train", str(splits / "train.csv"),
+               "--test", str(splits / "test.csv"), "--output", str(output), "--checkpoint-dir", str(checkpoints),
+               *map(str, TINY)]
+    returncode, printed = interrupt_after_first_epoch(command, timeout=120)
+    assert returncode == 130, printed[-2000:]
+    assert f"epoch 1 of 3 is saved in {checkpoints};" in printed and (checkpoints / "state.json").is_file()
+    assert not output.exists()
+    resumed = run_train(*command[2:], "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resuming from the checkpoint of epoch 1 of 3 in {checkpoints}" in resumed.stdout
+    assert not checkpoints.exists() and (output / "tf_model.preproc").is_file()
+    m = metrics_of(output)
+    assert m["n_train"] == 200 and m["n_test"] == 100 and m["args"]["train"].endswith("train.csv")
+    at_least("report: test accuracy, trained from .csv splits and resumed", m["accuracy"], 0.8)
