@@ -116,9 +116,10 @@ def assert_user_error(result, *fragments):
     return errors[0]
 
 
-# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds. The precision is
-# pinned: "auto" would train in bfloat16 on a CPU with bfloat16 instructions and in float32 on others.
-TINY = ["--maxlen", 32, "--batch-size", 16, "--lr", 3e-3, "--epochs", 3, "--seed", SEED, "--precision", "float32"]
+# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds: by the end of epoch 2
+# of 3 (val accuracy 0.985-1.0 over seeds 1-4; with batches of 16 it was 0.66-0.995, and the last epoch decided).
+# The precision is pinned: "auto" would train in bfloat16 on a CPU with bfloat16 instructions, float32 on others.
+TINY = ["--maxlen", 32, "--batch-size", 8, "--lr", 3e-3, "--epochs", 3, "--seed", SEED, "--precision", "float32"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """train.py --strategy mirrored with two replicas, on the CPU split into two logical devices (tests/two_cpu_devices.py).
 
 One run, interrupted after its first epoch and resumed, against the single-device `trained` run: same
-data, seed, learning rate and global batch (2 replicas x 8 = 16 reviews per step, as TINY's 16).
+data, seed, learning rate and global batch (2 replicas x 4 = 8 reviews per step, as TINY's 8).
 """
 
 import json
@@ -42,9 +42,9 @@ def test_two_replicas_train_resume_and_learn(mirrored, trained):
     assert 1 <= done < 3
     metrics, single = metrics_of(output), metrics_of(trained[0])
     assert metrics["distribution"] == {
-        "strategy": "mirrored", "replicas": 2, "global_batch_size": 16, "lr": FLAGS["--lr"],
+        "strategy": "mirrored", "replicas": 2, "global_batch_size": 8, "lr": FLAGS["--lr"],
         "devices": ["/job:localhost/replica:0/task:0/device:CPU:0", "/job:localhost/replica:0/task:0/device:CPU:1"]}
-    assert single["distribution"] == {"strategy": "default", "replicas": 1, "devices": [], "global_batch_size": 16,
+    assert single["distribution"] == {"strategy": "default", "replicas": 1, "devices": [], "global_batch_size": 8,
                                       "lr": FLAGS["--lr"]}
     assert len(metrics["history"]["loss"]) == 3 and metrics["history"]["lr"] == pytest.approx(single["history"]["lr"])
     print(f"test accuracy: 2 replicas {metrics['accuracy']:.3f}, 1 replica {single['accuracy']:.3f}")

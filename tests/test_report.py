@@ -57,7 +57,7 @@ def test_metrics_json_keys_and_ranges(trained):
     assert m["f1"] == pytest.approx(sum(c["f1"] for c in m["per_class"].values()) / 2)
     history = m["history"]
     assert len(history["loss"]) == len(history["val_accuracy"]) == 3  # --epochs 3
-    assert len(history["lr"]) == 3 * 25  # 400 reviews / batch 16 = 25 steps per epoch
+    assert len(history["lr"]) == 3 * 50  # 400 reviews / batch 8 = 50 steps per epoch
     assert max(history["lr"]) == pytest.approx(3e-3, rel=0.05)  # the one-cycle peak is --lr
     assert history["loss"][-1] < history["loss"][0]
     assert m["validation"] == "test split" and m["n_val"] == 200
