@@ -448,7 +448,8 @@ def test_browser_shows_the_words_highlighted(explaining_server, exported):
     assert all(background.startswith("rgba(0, 150, 0" if score and float(score) > 0 else "rgba(220, 0, 0")
                for _, score, _, background in spans if score is not None)
     assert [s[0] for s in spans if s[2] == "cut"] == [review[a:b] for a, b in want["cut"]] and want["cut"]
-    assert key == "The words that decided it: towards neg towards pos"
+    other = {"neg": "pos", "pos": "neg"}[want["label"]]
+    assert key == f"The words that decided it: towards {want['label']} towards {other}"
     assert f"The model read {want['tokens_read']} word pieces; the grey text ({want['tokens_cut']}) was cut." in note
     assert label == want["label"]
 

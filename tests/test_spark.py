@@ -89,7 +89,8 @@ def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, 
     output = tmp_path / "scored"
     score_spark.main(["--model", str(exported[0]), "--input", str(folder / "reviews.parquet"), "--output", str(output)])
     printed = capsys.readouterr().out
-    assert f"wrote {len(frame)} rows (neg " in printed and "3 rows had no text" in printed
+    counts = ", ".join(f"{label} {n}" for label, n in sorted(predict_py["label"].value_counts().items()))
+    assert f"wrote {len(frame)} rows ({counts}) to {output}; 3 rows had no text" in printed
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
 
     scored = pd.read_parquet(output)
