@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ import dataset
 import synthetic
 from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version
 from conftest import ROOT, report
-from test_notebook import NOTEBOOK, text_of
+from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, text_of
 
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
@@ -170,16 +169,6 @@ training.Checkpoints.on_epoch_end = _runtime_recycled
 """
 
 
-# What the page in Colab's frame asks the server for, asked from the kernel while the server runs.
-BROWSER = """
-import json, urllib.request
-print("health", json.dumps(page.health()))
-_ask = urllib.request.Request(page.url + "predict", data=json.dumps({"texts": reviews}).encode(),
-                              headers={"Content-Type": "application/json"})
-print("predict", urllib.request.urlopen(_ask, timeout=120).read().decode())
-"""
-
-
 @pytest.fixture(scope="module")
 def sessions(colab, colab_env, planned):  # `planned` first: it needs the environment as Colab has it
     """The three Colab sessions of the module docstring: {name: executed notebook}."""
@@ -271,8 +260,7 @@ def test_web_page_shows_through_colabs_port_proxy_and_stops(sessions, colab):
     for answer, (_, neg, pos) in zip(answers, table):
         assert abs(answer["prob_neg"] - float(neg)) < 1e-4 and abs(answer["prob_pos"] - float(pos)) < 1e-4
     assert f"stopped the server; port {port} is free" in output_of(nb, "page.stop()")
-    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
-        probe.connect(("127.0.0.1", port))  # nothing listens there any more
+    assert_port_closed(port)
 
 
 def test_hf_folder_cells_say_why_without_pytorch(sessions):
