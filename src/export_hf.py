@@ -409,7 +409,7 @@ def model_card(metrics, config, maxlen, mode, parity, name, versions):
         f"of a long review (beyond {maxlen} word pieces) are typical mistakes.",
         "- It inherits the biases of DistilBERT's pretraining text and of IMDB's reviewers.",
         "", "## Share it on the Hub", "",
-        "```bash", f"hf upload YOUR-NAME/{name} {name}   # after `hf auth login`", "```",
+        "```bash", f"hf upload YOUR-NAME/{name} path/to/{name} .   # after `hf auth login`", "```",
         "", "(or `huggingface_hub.upload_folder(repo_id=..., folder_path=...)`). Add a `license:` line to the header above "
         "first: the one you choose for your model.",
     ]
