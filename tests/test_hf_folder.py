@@ -88,7 +88,8 @@ def test_folder_holds_the_standard_files(hf_export, trained):
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
     assert config["architectures"] == ["DistilBertForSequenceClassification"]
     tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
-    assert tokenizer["model_max_length"] == 32 and tokenizer["truncation_side"] == "right"  # the run's maxlen; head
+    maxlen = json.loads((trained[0] / "metrics.json").read_text())["args"]["maxlen"]
+    assert tokenizer["model_max_length"] == maxlen and tokenizer["truncation_side"] == "right"  # the run's; head
     assert json.loads((folder / "tokenizer.json").read_text())["truncation"] is None  # no second, contradicting cut
     assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
     umask = os.umask(0)
@@ -114,8 +115,9 @@ def test_model_card_parses_with_huggingface_hub(hf_export, trained):
         assert results[key].task_type == "text-classification"
     text = card.text
     # The tiny test model is neither DistilBERT's shape nor the full recipe, and the card says both.
-    assert "Not the full recipe" in text and "not DistilBERT's shape" in text and "maxlen 32 (the recipe: 400)" in text
-    assert "| maxlen (word pieces) | 32 |" in text and "| seed | 7 |" in text
+    args = metrics["args"]
+    assert "Not the full recipe" in text and "not DistilBERT's shape" in text and f"maxlen {args['maxlen']} (the recipe: 400)" in text
+    assert f"| maxlen (word pieces) | {args['maxlen']} |" in text and f"| seed | {args['seed']} |" in text
     for name, version in metrics["versions"].items():  # training's package versions, and the export's
         assert f"{name} {version}" in text
     assert "torch 2.13.0" in text and "truncation=True" in text and "## Intended use and limitations" in text
@@ -128,7 +130,8 @@ def test_our_pinned_set_loads_it_with_one_pipeline_call(hf_export, texts, expect
 
     classify = pipeline("text-classification", model=str(hf_export[0]), truncation=True, top_k=None)
     lengths = [len(ids) for ids in tensorflow.predictor.preproc.get_tokenizer()(texts)["input_ids"]]
-    assert sum(n > 32 for n in lengths) >= 90 and max(lengths) > 512  # cut by the tokenizer, as in training
+    maxlen = tensorflow.predictor.preproc.maxlen
+    assert sum(n > maxlen for n in lengths) >= 80 and max(lengths) > 512  # cut by the tokenizer, as in training
     assert_same_answers(proba(classify(texts, batch_size=8)), expected)
     report(f"Hugging Face folder, pinned set: transformers {transformers.__version__}, "
            f"torch {__import__('torch').__version__}: TensorFlow's labels and probabilities (1e-4) on {len(texts)} reviews")
