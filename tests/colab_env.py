@@ -131,3 +131,19 @@ def build_colab_own(folder, torch_wheel, compile_bytecode=False):
     uv("pip", "install", "-q", *(["--compile-bytecode"] if compile_bytecode else []), "--python", env_python,
        "-c", constraints, torch_wheel, *HF_SET, "ipykernel")
     return str(env_python), installed(str(env_python))
+
+
+def fake_colab_kernel(base, name, python, env):
+    """A Jupyter kernel spec `name` under base/jupyter (put that folder in JUPYTER_PATH): kernels that run `python`,
+    import the stand-in google.colab at start as Colab's kernel does (tests/fake_colab), with `env` set.
+    Returns the folder."""
+    ipython, jupyter = Path(base) / "ipython", Path(base) / "jupyter"
+    startup = ipython / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-google-colab.py").write_text("import google.colab  # as Colab's kernel does at start\n")
+    spec = jupyter / "kernels" / name
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name, "language": "python",
+        "env": {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "IPYTHONDIR": str(ipython), **env}}))
+    return jupyter

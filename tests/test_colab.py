@@ -35,7 +35,7 @@ from nbclient.exceptions import DeadKernelError
 
 import dataset
 import synthetic
-from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version
+from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version, fake_colab_kernel
 from conftest import ROOT, report
 from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, text_of
 
@@ -93,7 +93,7 @@ def colab(colab_env, tmp_path_factory, data_server):
     except PermissionError:
         pytest.skip(f"cannot create {MOUNT.parent} (the fake Drive's mount point) without root")
     base = tmp_path_factory.mktemp("colab")
-    content, drive, jupyter, ipython = (base / name for name in ("content", "drive", "jupyter", "ipython"))
+    content, drive = base / "content", base / "drive"
     shown = base / "colab-output.jsonl"  # the calls of google.colab.output (tests/fake_colab)
     content.mkdir()
     # The project as a user uploads it: its files as git sees them (committed or not), zipped.
@@ -104,18 +104,10 @@ def colab(colab_env, tmp_path_factory, data_server):
         for name in filter(None, files):
             if (ROOT / name).is_file():
                 archive.write(ROOT / name, name)
-    startup = ipython / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-google-colab.py").write_text("import google.colab  # as Colab's kernel does at start\n")
-    spec = jupyter / "kernels" / "colab-like"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [colab_env[0], "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Colab-like", "language": "python",
-        "env": {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "IPYTHONDIR": str(ipython),
-                "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload), "IMDB_DATA_URL": data_server,
-                "FAKE_COLAB_OUTPUT_LOG": str(shown),
-                "HF_HOME": os.environ["HF_HOME"], "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}))
+    jupyter = fake_colab_kernel(base, "colab-like", colab_env[0], {
+        "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload), "IMDB_DATA_URL": data_server,
+        "FAKE_COLAB_OUTPUT_LOG": str(shown), "HF_HOME": os.environ["HF_HOME"], "HF_HUB_OFFLINE": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2"})
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(jupyter)
     yield {"content": content, "drive": drive, "shown": shown}

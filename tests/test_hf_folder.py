@@ -28,7 +28,7 @@ from nbclient import NotebookClient
 
 import backends
 import synthetic
-from colab_env import COLAB, HF_SET, build_colab_own, colab_pins, cpu_torch_wheel
+from colab_env import COLAB, HF_SET, build_colab_own, colab_pins, cpu_torch_wheel, fake_colab_kernel
 from conftest import ROOT, assert_user_error, report, run_train
 from test_export import blocking
 from test_notebook import NOTEBOOK
@@ -233,20 +233,13 @@ def later_session(hf_export, texts, tmp_path_factory):
     except PermissionError:
         pytest.skip(f"cannot create {os.path.dirname(MOUNT)} (the fake Drive's mount point) without root")
     python, versions = build_colab_own(base / "venv", wheel)
-    drive, content, ipython, jupyter, empty_cache = (base / name for name in ("drive", "content", "ipython", "jupyter", "hf"))
+    drive, content, empty_cache = base / "drive", base / "content", base / "hf"
     shutil.copytree(hf_export[0], drive / ON_DRIVE)
     content.mkdir()
     empty_cache.mkdir()  # no Hugging Face cache: the folder must be enough
     (base / "texts.json").write_text(json.dumps(texts))
-    startup = ipython / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-google-colab.py").write_text("import google.colab  # as Colab's kernel does at start\n")
-    spec = jupyter / "kernels" / "colab-own"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "Colab's own",
-        "language": "python", "env": {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "IPYTHONDIR": str(ipython),
-                                      "FAKE_COLAB_DRIVE": str(drive), "HF_HOME": str(empty_cache), "HF_HUB_OFFLINE": "1"}}))
+    jupyter = fake_colab_kernel(base, "colab-own", python, {"FAKE_COLAB_DRIVE": str(drive), "HF_HOME": str(empty_cache),
+                                                           "HF_HUB_OFFLINE": "1"})
     cell = next(c for c in nbformat.read(NOTEBOOK, as_version=4).cells if "no-install" in c.metadata.get("tags", []))
     nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(CHECK.format(texts=str(base / "texts.json")))])
     if os.path.islink(MOUNT):
