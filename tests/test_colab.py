@@ -9,7 +9,9 @@ Then, as a user would:
 1. a first session uploads the project as a zip, runs the set-up cell (the real pip install) and the
    notebook, with everything kept on the fake Drive; the runtime dies right after epoch 1 is saved;
 2. a second session runs the whole notebook again with resume = True: training continues from Drive,
-   and the predictor is saved there;
+   and the predictor is saved there; the web page cells start src/serve.py, show it through (the fake)
+   google.colab.output's port proxy, and stop it, and a cell put before the stop asks the server what the
+   page asks; without PyTorch here, the Hugging Face folder cells say why they do nothing;
 3. a third session (a fresh upload) runs only set-up, parameters, Drive and the prediction cells, and
    gets the same labels and probabilities from the predictor on Drive.
 """
@@ -33,10 +35,10 @@ from nbclient.exceptions import DeadKernelError
 
 import dataset
 import synthetic
+from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version, fake_colab_kernel
 from conftest import ROOT, SEED, at_least, report
-from test_notebook import NOTEBOOK, check_tutorial_table, text_of
+from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, check_tutorial_table, text_of
 
-COLAB = ROOT.parent / "shared" / "colab"
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
 PARAMS = {"epochs": 3, "lr": 3e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}  # as TINY
@@ -46,78 +48,13 @@ CHANGED_BY_SETUP = {"transformers": ("5.15.0", "4.54.1"), "tokenizers": ("0.22.2
 pytestmark = pytest.mark.skipif(not COLAB.is_dir(), reason=f"{COLAB} (Google's Colab package list) is not here")
 
 
-def canonical(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def pins(path):
-    """{canonical name: (name, version)} of the `name==version` lines of a requirements or freeze file."""
-    found = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.split("#")[0].split(";")[0].strip()
-        if "==" in line and "@" not in line:
-            name, version = line.split("==", 1)
-            found[canonical(name)] = (name.strip(), version.strip())
-    return found
-
-
-def colab_packages():
-    """Our pinned set's packages that Colab has, at Colab's versions: `name==version` lines."""
-    colab, ours = pins(COLAB / "pip-freeze.txt"), pins(ROOT / "requirements.txt")
-    return [f"{colab[n][0]}=={colab[n][1]}" for n in sorted(set(colab) & set(ours))]
-
-
-# Colab's packages that need transformers, tokenizers or huggingface_hub, whose versions the set-up cell changes.
-# Installed without their own dependencies (torch among them): they are here for pip to check them, as on Colab.
-HF_DEPENDENT = ["accelerate", "datasets", "diffusers", "gradio", "gradio-client", "hf-gradio", "kagglehub", "peft",
-                "sentence-transformers", "timm"]
-
-
-def newest_python():
-    """The newest CPython 3.11+ on this machine (Colab has 3.13): its path and version."""
-    candidates = [shutil.which(f"python3.{minor}") for minor in range(14, 10, -1)]
-    candidates += sorted(Path.home().glob(".pyenv/versions/3.1[1-9]*/bin/python3.1?"), reverse=True)
-    best = None
-    for python in filter(None, candidates):
-        probe = subprocess.run([str(python), "-c", "import sys, venv; print('%d.%d.%d' % sys.version_info[:3])"],
-                               capture_output=True, text=True)
-        if probe.returncode == 0:
-            version = tuple(map(int, probe.stdout.split(".")))
-            if best is None or version > best[1]:
-                best = (str(python), version)
-    return best
-
-
-def installed(python):
-    """{canonical name: version} of what `python`'s environment holds."""
-    out = subprocess.run([python, "-c", "import importlib.metadata as m, json; print(json.dumps("
-                          "{d.metadata['Name']: d.version for d in m.distributions()}))"],
-                         capture_output=True, text=True, check=True).stdout
-    return {canonical(k): v for k, v in json.loads(out).items()}
-
-
 @pytest.fixture(scope="module")
 def colab_env(tmp_path_factory):
     """A fresh virtual environment with Colab's versions: (python, {name: version})."""
-    found = newest_python()
-    assert found, "no CPython 3.11 or newer found to build the Colab-like environment with"
-    python, version = found
-    folder = tmp_path_factory.mktemp("colab-env") / "venv"
-    requirements = folder.parent / "colab-packages.txt"
-    requirements.write_text("\n".join(colab_packages()) + "\n")
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "-q", "--seed", "--python", python, str(folder)], check=True)
-    subprocess.run([*uv, "pip", "install", "-q", "--compile-bytecode",  # as pip does, and so Colab
-                    "--python", str(folder / "bin" / "python"), "-r", str(requirements)], check=True)
-    colab = pins(COLAB / "pip-freeze.txt")
-    subprocess.run([*uv, "pip", "install", "-q", "--compile-bytecode", "--no-deps", "--python", str(folder / "bin" / "python"),
-                    *[f"{colab[n][0]}=={colab[n][1]}" for n in HF_DEPENDENT]], check=True)
-    env_python = str(folder / "bin" / "python")
-    versions = installed(env_python)
+    env_python, version, versions = build_colab_like(tmp_path_factory.mktemp("colab-env") / "venv")
     for name in ("tensorflow", "tf-keras", "transformers", "numpy", "pandas", "protobuf"):
-        assert versions[name] == pins(COLAB / "pip-freeze.txt")[name][1], name
-    report(f"Colab-like environment: Python {'.'.join(map(str, version))} (Colab: "
-           f"{(COLAB / 'os-info.txt').read_text().split('Python ')[1].split()[0]}), "
+        assert versions[name] == colab_pins()[name][1], name
+    report(f"Colab-like environment: Python {'.'.join(map(str, version))} (Colab: {colab_python_version()}), "
            + ", ".join(f"{n} {versions[n]}" for n in ("tensorflow", "tf-keras", "transformers", "numpy", "pandas")))
     return env_python, versions
 
@@ -156,7 +93,8 @@ def colab(colab_env, tmp_path_factory, data_server):
     except PermissionError:
         pytest.skip(f"cannot create {MOUNT.parent} (the fake Drive's mount point) without root")
     base = tmp_path_factory.mktemp("colab")
-    content, drive, jupyter, ipython = (base / name for name in ("content", "drive", "jupyter", "ipython"))
+    content, drive = base / "content", base / "drive"
+    shown = base / "colab-output.jsonl"  # the calls of google.colab.output (tests/fake_colab)
     content.mkdir()
     # The project as a user uploads it: its files as git sees them (committed or not), zipped.
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -166,35 +104,31 @@ def colab(colab_env, tmp_path_factory, data_server):
         for name in filter(None, files):
             if (ROOT / name).is_file():
                 archive.write(ROOT / name, name)
-    startup = ipython / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-google-colab.py").write_text("import google.colab  # as Colab's kernel does at start\n")
-    spec = jupyter / "kernels" / "colab-like"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [colab_env[0], "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Colab-like", "language": "python",
-        "env": {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "IPYTHONDIR": str(ipython),
-                "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload), "IMDB_DATA_URL": data_server,
-                "HF_HOME": os.environ["HF_HOME"], "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}))
+    jupyter = fake_colab_kernel(base, "colab-like", colab_env[0], {
+        "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload), "IMDB_DATA_URL": data_server,
+        "FAKE_COLAB_OUTPUT_LOG": str(shown), "HF_HOME": os.environ["HF_HOME"], "HF_HUB_OFFLINE": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2"})
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(jupyter)
-    yield {"content": content, "drive": drive}
+    yield {"content": content, "drive": drive, "shown": shown}
     os.environ.pop("JUPYTER_PATH") if old is None else os.environ.update(JUPYTER_PATH=old)
     if MOUNT.is_symlink():
         MOUNT.unlink()
 
 
-def session(colab, params, keep=None, before_train=None):
+def session(colab, params, keep=None, before_train=None, before_stop=None):
     """Run the notebook as a Colab session: a fresh kernel started in /content, with `params` injected after
-    the parameters cell. `keep(cell)` picks the cells; `before_train` is code run just before training.
-    Returns (executed notebook, error or None)."""
+    the parameters cell. `keep(cell)` picks the cells; `before_train` is code run just before training,
+    `before_stop` just before the cell that stops the web page's server. Returns (executed notebook, error or None)."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items())))
     if before_train:
         train_at = next(i for i, c in enumerate(nb.cells) if c.source.startswith("history = run.fit("))
         nb.cells.insert(train_at, nbformat.v4.new_code_cell(before_train))
+    if before_stop:
+        stop_at = next(i for i, c in enumerate(nb.cells) if c.source.strip() == "page.stop()")
+        nb.cells.insert(stop_at, nbformat.v4.new_code_cell(before_stop))
     if keep:
         nb.cells = [c for i, c in enumerate(nb.cells) if i == at + 1 or keep(c)]
     if MOUNT.is_symlink():
@@ -235,7 +169,7 @@ def sessions(colab, colab_env, planned):  # `planned` first: it needs the enviro
     assert died is not None, "the first session was meant to die during training"
     done["state_after_first"] = json.loads((colab["drive"] / "MyDrive" / "imdb-distilbert" / "models" /
                                             "distilbert-imdb" / "checkpoints" / "state.json").read_text())
-    done["second"], died = session(colab, {**PARAMS, "resume": True})
+    done["second"], died = session(colab, {**PARAMS, "resume": True}, before_stop=BROWSER)
     assert died is None, died
     shutil.rmtree(colab["content"] / "imdb-distilbert")  # a new runtime: /content is empty again
     for name in os.listdir(colab["content"]):
@@ -296,6 +230,40 @@ def test_a_later_session_predicts_the_same_from_drive(sessions):
     assert "['neg', 'pos']" in output_of(sessions["third"], "load_predictor(")
     check_tutorial_table(output_of(sessions["third"], "reviews = ["), "colab")
     assert "imdb-distilbert/models/distilbert-imdb" in output_of(sessions["third"], "colab.keep_on_drive(")
+
+
+def test_web_page_shows_through_colabs_port_proxy_and_stops(sessions, colab):
+    """Session 2's web page cells: the server's port shown through google.colab.output, the server answering
+    what the page asks (/health, /predict) while it runs, and its port free after the stop cell."""
+    nb = sessions["second"]
+    started = output_of(nb, "serve_inline.start(")
+    port = int(re.search(r"serving on port (\d+) \(ktrain backend, classes neg, pos\)", started).group(1))
+    calls = [json.loads(line) for line in colab["shown"].read_text().splitlines()]
+    assert [(c["function"], c["port"], c["path"]) for c in calls] == [("serve_kernel_port_as_iframe", port, "/"),
+                                                                     ("serve_kernel_port_as_window", port, "/")]
+    assert f"http://localhost:{port}/" in "".join(o["data"]["text/html"] for c in nb.cells if "serve_inline.start(" in c.source
+                                                  for o in c.outputs if "text/html" in o.get("data", {}))
+    asked = output_of(nb, 'print("health"')
+    health = json.loads(re.search(r"^health (.*)$", asked, re.MULTILINE).group(1))
+    assert health["status"] == "ok" and health["backend"] == "ktrain" and health["classes"] == ["neg", "pos"]
+    answers = json.loads(re.search(r"^predict (.*)$", asked, re.MULTILINE).group(1))["predictions"]
+    table = re.findall(r"\b(neg|pos)\s+(\d\.\d+)\s+(\d\.\d+)", output_of(nb, "reviews = ["))
+    assert [a["label"] for a in answers] == [row[0] for row in table]  # the predictor's labels, through the page's API
+    for answer, (_, neg, pos) in zip(answers, table):
+        assert abs(answer["prob_neg"] - float(neg)) < 1e-4 and abs(answer["prob_pos"] - float(pos)) < 1e-4
+    assert f"stopped the server; port {port} is free" in output_of(nb, "page.stop()")
+    assert_port_closed(port)
+
+
+def test_hf_folder_cells_say_why_without_pytorch(sessions):
+    """This Colab-like environment has no PyTorch (no CPU build for Python 3.13 is reachable here; Colab has one):
+    the export cell says so in one sentence and the notebook goes on; the no-install cell looks for the folder on
+    Drive, next to the predictor, and says it is not there. The export and that cell with PyTorch:
+    tests/test_notebook.py, tests/test_hf_folder.py."""
+    nb = sessions["second"]
+    assert ("The Hugging Face folder was not written: writing the Hugging Face folder needs PyTorch (torch), which "
+            "is not installed") in output_of(nb, "export_hf.notebook_export(")
+    assert f"There is no Hugging Face folder at {DRIVE_FOLDER}/models/distilbert-imdb-hf" in output_of(nb, "top_k=None")
 
 
 def test_setup_says_restart_only_when_a_loaded_package_changed(sessions, colab_env, tmp_path):

@@ -1,8 +1,10 @@
 """The notebook: committed clean, executed headless on the tiny model, and in step with src/train.py."""
 
+import ast
 import json
 import os
 import re
+import socket
 
 import nbformat
 import pytest
@@ -12,6 +14,16 @@ from conftest import ROOT, TINY, at_least, at_most
 
 NOTEBOOK = ROOT / "notebooks" / "distilbert_imdb_sentiment.ipynb"
 TUTORIAL_LABELS = ["neg", "pos", "pos"]  # the tutorial's three sentences ("bad" and "great" are learnt words)
+TUTORIAL = ["this movie was really bad. acting was also bad. I will not watch again",
+            "the movie was really great. I will see it again", "another great movie. must watch to everyone"]
+# What the web page asks the server for, asked from the kernel while the server runs (a cell put before page.stop()).
+BROWSER = f"""
+import json, urllib.request
+print("health", json.dumps(page.health()))
+_ask = urllib.request.Request(page.url + "predict", data=json.dumps({{"texts": {TUTORIAL!r}}}).encode(),
+                              headers={{"Content-Type": "application/json"}})
+print("predict", urllib.request.urlopen(_ask, timeout=120).read().decode())
+"""
 
 
 def check_tutorial_table(table, where):
@@ -118,7 +130,8 @@ def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
     """A new kernel that runs only the set-up, parameters and prediction cells."""
     _, output = executed
     cells = read().cells
-    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and "Classify new reviews" in c.source)
+    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## ")
+                 and "Classify new reviews" in c.source)  # the section's heading, not the introduction's mention of it
     setup = next(i for i, c in enumerate(cells) if "PROJECT_URL" in c.source and c.cell_type == "code")
     drive = next(i for i, c in enumerate(cells) if "colab.keep_on_drive(" in c.source)
 
@@ -141,3 +154,69 @@ def test_notebook_and_train_py_write_the_same_things(executed, trained):
     assert set(a) == set(b) and set(a["args"]) == set(b["args"])
     at_most("notebook: |test accuracy - train.py's|", abs(a["accuracy"] - b["accuracy"]), 0.02)
     assert os.path.samefile(a["args"]["train"], b["args"]["train"])
+
+
+def stdout_of(cell):
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stdout")
+
+
+def page_port(cell):
+    """The port of the server the web page cell started, from the frame it displayed."""
+    html = "".join(o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
+    return int(re.search(r'src="http://(?:127\.0\.0\.1|localhost):(\d+)/"', html).group(1))
+
+
+def assert_port_closed(port):
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
+
+
+def test_notebook_writes_the_hf_folder_and_classifies_with_it(executed):
+    """After saving, the Hugging Face folder goes next to the predictor; the no-install cell reads it and gives
+    the TensorFlow predictor's answers; the web page cells start, show (an IFrame) and stop the server."""
+    import backends
+
+    nb, output = executed
+    folder = output.parent / f"{output.name}-hf"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    exported = next(c for c in nb.cells if "export_hf.notebook_export(" in c.source)
+    assert "largest probability difference" in stdout_of(exported) and f"wrote {folder}" in stdout_of(exported)
+    later = next(c for c in nb.cells if "no-install" in c.metadata.get("tags", []))
+    lines = [line for line in stdout_of(later).splitlines() if line.startswith(("neg ", "pos "))]
+    texts = [line.split("} ", 1)[1] for line in lines]
+    assert len(texts) == 2
+    for line, want in zip(lines, backends.KtrainBackend(output).predict_proba(texts)):
+        scores = ast.literal_eval(line.split(" ", 1)[1].split("} ", 1)[0] + "}")
+        assert line.split()[0] == ["neg", "pos"][want.argmax()]
+        assert abs(scores["neg"] - want[0]) <= 1e-4 and abs(scores["pos"] - want[1]) <= 1e-4
+    start = next(c for c in nb.cells if "serve_inline.start(" in c.source)
+    port = page_port(start)
+    assert f"serving on port {port} (ktrain backend" in stdout_of(start)
+    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells if c.source.strip() == "page.stop()"))
+    assert_port_closed(port)
+
+
+def test_web_page_cells_in_jupyter(exported, synthetic_splits):
+    """A kernel runs the set-up and parameters cells, then the web page's on an exported predictor: the page is
+    an IFrame on the server's port, the server answers what the page asks while it runs (BROWSER, a cell put
+    before the stop), and the stop cell frees the port."""
+    import backends
+
+    folder = exported[0]
+    nb = read()
+    stop_at = next(i for i, c in enumerate(nb.cells) if c.source.strip() == "page.stop()")
+    nb.cells.insert(stop_at, nbformat.v4.new_code_cell(BROWSER))
+    wanted = ("PROJECT_URL", "colab.keep_on_drive(", "serve_inline.start(", "page.stop()", 'print("health"')
+    nb = execute(nb, parameters(synthetic_splits, folder), lambda i, c: c.cell_type == "code" and (
+        "parameters" in c.metadata.get("tags", []) or any(w in c.source for w in wanted)))
+    start = next(c for c in nb.cells if "serve_inline.start(" in c.source)
+    port = page_port(start)
+    assert f"serving on port {port} (onnx-int8 backend, classes neg, pos)" in stdout_of(start)
+    asked = stdout_of(next(c for c in nb.cells if 'print("health"' in c.source))
+    assert json.loads(re.search(r"^health (.*)$", asked, re.MULTILINE).group(1))["status"] == "ok"
+    answers = json.loads(re.search(r"^predict (.*)$", asked, re.MULTILINE).group(1))["predictions"]
+    want = backends.OnnxBackend(folder, "onnx-int8").predict_proba(TUTORIAL)  # what predict.py gives, one batch
+    assert [a["label"] for a in answers] == [["neg", "pos"][i] for i in want.argmax(1)]
+    assert max(abs(a["prob_neg"] - w[0]) for a, w in zip(answers, want)) <= 1e-4
+    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells if c.source.strip() == "page.stop()"))
+    assert_port_closed(port)

@@ -1,3 +1,3 @@
 """A stand-in for Colab's google.colab (see tests/fake_colab/README.md)."""
 
-from google.colab import drive, files  # noqa: F401
+from google.colab import drive, files, output  # noqa: F401
