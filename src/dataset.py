@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 import network
+import tables
 from compat import plain_strings
 from errors import UserError
 
@@ -32,9 +33,11 @@ def read_split(path):
         raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
     try:
         if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, dtype=str)
+            df = tables.read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
         else:
             df = pd.read_excel(path, dtype=str)
+    except UserError:
+        raise
     except Exception as error:  # openpyxl, zipfile and pandas each raise their own kinds
         raise UserError(f"could not read {path} as a spreadsheet ({error}); "
                         "give an .xlsx or .csv file with Reviews and Sentiment columns.") from None

@@ -157,3 +157,31 @@ def test_csv_input_and_an_existing_output(spark, exported, tmp_path):
     scored = pd.read_parquet(tmp_path / "out")
     assert list(scored["Reviews"]) == texts and list(scored["stars"]) == ["9", "2", "8"]
     assert list(scored["label"]) == ["pos", "neg", "pos"] and not (tmp_path / "out" / "notes.txt").exists()
+
+
+# CSV as Excel saves it (src/tables.py): found from the file's bytes, and every character back exactly.
+
+@pytest.mark.parametrize("kind", ["utf-8-bom", "utf-16", "windows-1252-semicolon"])
+def test_csv_as_excel_saves_it(kind, spark, exported, tmp_path, capsys):
+    from test_encodings import LABELS, NOT_UTF8, REVIEWS, write
+
+    pd.DataFrame({"Reviews": REVIEWS}).to_csv(tmp_path / "utf-8.csv", index=False)
+    want = run_predict("--model", exported[0], "--backend", "onnx-int8", "--file", tmp_path / "utf-8.csv",
+                       "--out", tmp_path / "predicted.csv")
+    assert want.returncode == 0, want.stderr[-3000:]
+    counts = score("--model", exported[0], "--input", write(tmp_path, kind), "--output", tmp_path / "out")
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["Reviews"]) == REVIEWS and list(scored["Sentiment"]) == LABELS
+    assert list(scored["label"]) == list(pd.read_csv(tmp_path / "predicted.csv")["label"]) and sum(counts.values()) == 6
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    if kind in NOT_UTF8:
+        assert len(said) == 1 and said[0].startswith(f"note: reading {tmp_path / f'reviews-{kind}.csv'} as {NOT_UTF8[kind]}, ")
+    else:
+        assert said == []
+
+
+def test_csv_in_no_known_encoding(spark, exported, tmp_path):
+    (tmp_path / "in.csv").write_bytes(b"Reviews\r\nsuperb\x81\r\n")
+    with pytest.raises(UserError, match=r"is not text in UTF-8, UTF-16 or Windows-1252 \(byte 0x81"):
+        score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
