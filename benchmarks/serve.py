@@ -141,11 +141,17 @@ def overload(host, port, pid, texts, clients, seconds):
     async def run_all():
         await asyncio.gather(*(client(c) for c in range(clients)))
 
-    memory, stop = [rss_mb(pid)], threading.Event()
+    memory, health, stop = [rss_mb(pid)], [], threading.Event()
 
-    def watch():
-        while not stop.wait(0.1):
+    def watch():  # the server's memory, and how long GET /health takes on a new connection, all along
+        while not stop.wait(0.2):
             memory.append(rss_mb(pid))
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            connection.request("GET", "/health")
+            ok = connection.getresponse().status == 200
+            connection.close()
+            health.append(time.perf_counter() - started if ok else float("inf"))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -162,6 +168,7 @@ def overload(host, port, pid, texts, clients, seconds):
             "offered_per_s": (len(served) + len(refused)) / elapsed, "served_per_s": len(served) / elapsed,
             "share_503": statuses.get(503, 0) / max(1, len(served) + len(refused)),
             "served_p50_ms": ms(served, 50), "served_p99_ms": ms(served, 99), "refused_p99_ms": ms(refused, 99),
+            "health_max_ms": 1000 * max(health, default=float("nan")),
             "rss_mb_before": memory[0], "rss_mb_peak": max(memory), "rss_mb_after": rss_mb(pid),
             "after_8_clients_per_s": after_rate, "after_8_clients_p50_ms": ms(after_latencies, 50), "after_errors": after_errors}
 
@@ -213,10 +220,12 @@ def main(argv=None):
     if overloaded:
         o = overloaded
         text += ("\n\n| overload: clients | offered requests/s | served requests/s (share of predict.py's batch throughput) "
-                 "| 503s | p50 / p99 of the served | p99 of the 503s | server memory before / at most / after | 8 clients right after |\n"
-                 "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+                 "| 503s | p50 / p99 of the served | p99 of the 503s | slowest GET /health | server memory before / at most / after "
+                 "| 8 clients right after |\n"
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
                  f"| {o['clients']} | {o['offered_per_s']:.1f} | {o['served_per_s']:.2f} ({o['share_of_batch']:.0%}) "
                  f"| {o['share_503']:.1%} | {o['served_p50_ms']:.0f} / {o['served_p99_ms']:.0f} ms | {o['refused_p99_ms']:.0f} ms "
+                 f"| {o['health_max_ms']:.0f} ms "
                  f"| {o['rss_mb_before']:.0f} / {o['rss_mb_peak']:.0f} / {o['rss_mb_after']:.0f} MB "
                  f"| {o['after_8_clients_per_s']:.2f} requests/s, p50 {o['after_8_clients_p50_ms']:.0f} ms, {o['after_errors']} errors |\n"
                  f"answers: {o['statuses']}")

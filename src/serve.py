@@ -28,9 +28,11 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -53,6 +55,7 @@ WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
 MAX_QUEUE = 32
 MAX_EXPLAIN_QUEUE = 4  # /explain requests waiting or being explained
 STOP_SECONDS = 30  # on SIGTERM or Ctrl-C, how long the requests in flight may take before they are cut
+LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the model's (see below_the_model)
 
 
 def parse_args(argv=None):
@@ -192,6 +195,20 @@ class Batcher:
                 start += len(batch)
 
 
+def below_the_model():
+    """Lower the CPU priority of the calling thread, the event loop's, below that of the model's threads, started
+    before at normal priority. Under a flood of requests it must refuse, the loop would otherwise take the CPU
+    the model needs, and serve fewer; this way the refusals get what the model leaves. Linux only, where the
+    priority (nice value) is per thread; elsewhere it does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + LOOP_NICENESS))
+    except OSError:
+        pass
+
+
 def why_no_explanations():
     """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
     import importlib.util
@@ -279,6 +296,10 @@ def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_Q
     @asynccontextmanager
     async def lifespan(app):
         batcher = state["batcher"] = Batcher(model, max_queue=max_queue)
+        loop = asyncio.get_running_loop()
+        for executor in [batcher.executor, *([explanations.executor] if explanations else [])]:
+            await loop.run_in_executor(executor, lambda: None)  # their threads start now, at normal priority
+        below_the_model()
         batcher.task = asyncio.create_task(batcher.run())
         yield
         batcher.task.cancel()
