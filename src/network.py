@@ -68,10 +68,10 @@ def check_model(name=BASE_MODEL):
     fix = ("connect to the internet once so it is downloaded and cached, "
            "or set HF_HOME to a Hugging Face cache that holds it")
     if offline():
-        raise UserError(f"{name} is not in the Hugging Face cache ({compat.hf_hub_cache()}) and HF_HUB_OFFLINE "
-                        f"forbids downloading it; unset HF_HUB_OFFLINE and {fix}.")
+        raise UserError(f"could not load {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
+                        f"and HF_HUB_OFFLINE forbids downloading it; unset HF_HUB_OFFLINE and {fix}.")
     status, why = answer(f"{hub_endpoint()}/{name}/resolve/main/config.json")
     if status is None or status >= 400:
         why = why or f"it answered HTTP {status}"
-        raise UserError(f"cannot download {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
+        raise UserError(f"could not load {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
                         f"and the Hub at {hub_endpoint()} cannot be reached ({why}); {fix}.")

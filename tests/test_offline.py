@@ -60,7 +60,7 @@ def test_train_py_without_network_or_cached_model(kind, ports, synthetic_splits,
     result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "out", env=no_model(tmp_path, ports[kind]))
     seconds = time.monotonic() - started
     reason = {"refused": "(connection refused)", "silent": f"(no answer within {network.TIMEOUT} s)"}[kind]
-    error = assert_fast_and_short(result, seconds, "cannot download distilbert-base-uncased",
+    error = assert_fast_and_short(result, seconds, "could not load distilbert-base-uncased",
                                   f"the Hub at http://127.0.0.1:{ports[kind]} cannot be reached {reason}",
                                   "connect to the internet once", "set HF_HOME")
     assert not (tmp_path / "out").exists()
@@ -97,7 +97,7 @@ def test_train_start_without_network(kind, ports, synthetic_splits, tmp_path, mo
     for name, value in no_model(tmp_path, ports[kind]).items():
         monkeypatch.delenv(name) if value is None else monkeypatch.setenv(name, value)
     started = time.monotonic()
-    with pytest.raises(UserError, match="cannot download distilbert-base-uncased") as raised:
+    with pytest.raises(UserError, match="could not load distilbert-base-uncased") as raised:
         train.start(data_dir=synthetic_splits, output=tmp_path / "out")
     assert time.monotonic() - started <= SECONDS
     assert raised.value._render_traceback_() == [f"error: {raised.value}"]
@@ -132,7 +132,7 @@ def test_notebook_cells_without_network(kind, ports, synthetic_splits, tmp_path)
     outputs = [o for o in cell.outputs]
     assert [o.output_type for o in outputs] == ["error"], outputs
     assert len(outputs[0].traceback) == 1 and outputs[0].traceback[0].startswith(
-        "error: cannot download distilbert-base-uncased"), outputs[0].traceback
+        "error: could not load distilbert-base-uncased"), outputs[0].traceback
     timing = cell.metadata.execution
     seconds = (datetime.datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
                - datetime.datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
