@@ -119,8 +119,9 @@ class Bound:
         if self.waiting and self.waiting + n > self.limit:
             self.refused += 1
             seconds = self.retry_after()
-            raise Busy(f"the server is busy: {self.waiting} {self.what} are waiting, and it queues at most {self.limit} "
-                       f"({self.flag}); try again in {seconds} s.", seconds)
+            what, verb = (self.what, "are") if self.waiting != 1 else (self.what[:-1], "is")  # "texts", "requests"
+            raise Busy(f"the server is busy: {self.waiting} {what} {verb} in progress or waiting, the most it takes "
+                       f"({self.flag} {self.limit}); try again in {seconds} s.", seconds)
         self.waiting += n
         try:
             yield

@@ -168,7 +168,8 @@ def test_explanations_queue_is_bounded(exported):
     assert still_explaining
     for status, headers, body in others:
         assert status == 503 and int(headers["retry-after"]) >= 1
-        assert body["error"].startswith("the server is busy: 1 explanation requests are waiting, and it queues at most 1")
+        assert body["error"].startswith("the server is busy: 1 explanation request is in progress or waiting, "
+                                        "the most it takes (--max-explain-queue 1); try again in ")
     assert during[0] == 200 and health["queue"]["explain_requests"] == {"waiting": 1, "max": 1, "refused": 2}
 
 
