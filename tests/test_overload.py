@@ -71,9 +71,14 @@ def storm(server, texts, clients, seconds):
     return answers
 
 
-def pace(server, texts):
-    """Requests/s that 8 clients get, the better of two 1-second runs (other work on the machine moves it)."""
-    return max(len(storm(server, texts, 8, 1)) for _ in range(2))
+def paces(servers, texts, rounds=3, seconds=0.5):
+    """Requests/s that 8 clients get from each of `servers`, measured in turns (so that other work on the
+    machine slows each about as much)."""
+    served = [0] * len(servers)
+    for _ in range(rounds):
+        for i, server in enumerate(servers):
+            served[i] += len(storm(server, texts, 8, seconds))
+    return [n / (rounds * seconds) for n in served]
 
 
 def rss_mb(pid):
@@ -82,11 +87,13 @@ def rss_mb(pid):
 
 
 def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
+    """A server under 200 clients, and afterwards against `fresh`, the same server that saw no storm."""
     server = Server("--model", exported[0], "--backend", "onnx", "--no-explain")
+    fresh = Server("--model", exported[0], "--backend", "onnx", "--no-explain")
     try:
         max_queue = server.request("GET", "/health")[1]["queue"]["texts"]["max"]
-        storm(server, texts, 8, 1)  # warm-up: what the server allocates at its normal pace
-        rate_before = pace(server, texts)
+        for warm_up in (server, fresh):  # what a server allocates at its normal pace
+            storm(warm_up, texts, 8, 1)
         baseline = rss_mb(server.process.pid)
         memory, health, storming = [], [], threading.Event()
 
@@ -109,9 +116,10 @@ def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
             watcher.join()
         after_storm = server.request("GET", "/health")[1]
         after = storm(server, texts, 8, 1)
-        rate_after = pace(server, texts)
+        rate_after, rate_fresh = paces([server, fresh], texts)
     finally:
         server.stop()
+        fresh.stop()
 
     answers = rounds[0] + rounds[1]
     served = [a for a in answers if a[0] == 200]
@@ -129,9 +137,10 @@ def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
     peak = max(memory + ends)
     assert peak - baseline < 30 and ends[1] - ends[0] < 10, (baseline, peak, ends)
     assert after_storm["queue"]["texts"]["waiting"] == 0 and after_storm["queue"]["texts"]["refused"] == len(refused)
-    # Right after: no backlog, no refusals, the same pace as before (within the noise of a shared machine).
+    # Right after: no backlog, no refusals, and the pace of a server that saw no storm (measured in turns
+    # with it, as the machine's other work moves both; the margin is for that).
     assert {a[0] for a in after} == {200}
-    assert rate_after >= 0.5 * rate_before, (rate_before, rate_after)
+    assert rate_after >= 0.6 * rate_fresh, (rate_after, rate_fresh)
 
     def p99(latencies):
         return sorted(latencies)[int(0.99 * (len(latencies) - 1))]
@@ -142,7 +151,7 @@ def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
            f"({len(refused) / len(answers):.0%} got 503), p99 of the served {1000 * p99([a[4] for a in served]):.0f} ms, "
            f"of the 503s {1000 * p99([a[4] for a in refused]):.0f} ms, of /health {1000 * max(h[2] for h in health):.0f} ms at most; "
            f"server memory {baseline:.0f} MB before, {peak:.0f} MB at most; "
-           f"8 clients before and after: {rate_before:.0f} and {rate_after:.0f} requests/s")
+           f"8 clients right after: {rate_after:.0f} requests/s, and {rate_fresh:.0f} from a server that saw no storm")
 
 
 def test_explanations_queue_is_bounded(exported):
@@ -153,7 +162,10 @@ def test_explanations_queue_is_bounded(exported):
         async def main():
             connections = [await asyncio.open_connection(server.host, server.port) for _ in range(4)]
             first = asyncio.ensure_future(post(*connections[0], ["a wonderful film"] * 8, "/explain"))
-            await asyncio.sleep(0.5)  # it loads the TensorFlow model (seconds), then explains
+            deadline = time.monotonic() + 60
+            while server.request("GET", "/health")[1]["queue"]["explain_requests"]["waiting"] == 0:
+                assert time.monotonic() < deadline, "the first /explain request was never taken"
+                await asyncio.sleep(0.1)  # it is taken: it loads the TensorFlow model (seconds), then explains
             others = [await post(*c, ["an awful film"], "/explain") for c in connections[1:3]]
             during = await post(*connections[3], ["a great film"])
             health = server.request("GET", "/health")[1]
@@ -217,7 +229,7 @@ def test_stop_answers_requests_in_flight_and_exits_0(sig, exported, texts, label
     time.sleep(0.3)
     started = time.monotonic()
     server.process.send_signal(sig)
-    refused = refused_within(server, 5)
+    refused = refused_within(server, 15)
     answers = [finish(sock, rest) for sock, rest in in_flight]
     status = server.process.wait(timeout=30)
     seconds = time.monotonic() - started
