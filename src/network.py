@@ -14,7 +14,7 @@ import threading
 
 from errors import UserError
 
-TIMEOUT = 5  # seconds without an answer that count as "no network"
+TIMEOUT = 5  # seconds without an answer that count as "no network" (for the Hub, HF_HUB_ETAG_TIMEOUT if set)
 BASE_MODEL = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English (training.py)
 HUB = "https://huggingface.co"  # huggingface_hub's default; HF_ENDPOINT points elsewhere (a mirror, or the tests' port)
 
@@ -30,14 +30,14 @@ def answer(url, timeout=TIMEOUT):
         try:
             found.append((requests.head(url, timeout=timeout, allow_redirects=False).status_code, None))
         except requests.exceptions.Timeout:
-            found.append((None, f"no answer within {timeout} s"))
+            found.append((None, f"no answer within {timeout:g} s"))
         except requests.exceptions.RequestException as error:
             found.append((None, reason(error)))
 
     thread = threading.Thread(target=ask, daemon=True)
     thread.start()
     thread.join(timeout + 1)
-    return found[0] if found else (None, f"no answer within {timeout} s")
+    return found[0] if found else (None, f"no answer within {timeout:g} s")
 
 
 def reason(error):
@@ -70,8 +70,13 @@ def check_model(name=BASE_MODEL):
     if offline():
         raise UserError(f"could not load {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
                         f"and HF_HUB_OFFLINE forbids downloading it; unset HF_HUB_OFFLINE and {fix}.")
-    status, why = answer(f"{hub_endpoint()}/{name}/resolve/main/config.json")
-    if status is None or status >= 400:
-        why = why or f"it answered HTTP {status}"
+    # huggingface_hub's own setting for how long to wait for the Hub's first answer (a slow link, a slow proxy)
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or TIMEOUT)
+    status, why = answer(f"{hub_endpoint()}/{name}/resolve/main/config.json", timeout)
+    if status is None and why.startswith("no answer"):
+        why += "; on a slow connection, set HF_HUB_ETAG_TIMEOUT to wait longer"
+    elif status is not None and status >= 400:
+        why = f"it answered HTTP {status}"
+    if why:
         raise UserError(f"could not load {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
                         f"and the Hub at {hub_endpoint()} cannot be reached ({why}); {fix}.")

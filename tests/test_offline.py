@@ -59,7 +59,8 @@ def test_train_py_without_network_or_cached_model(kind, ports, synthetic_splits,
     started = time.monotonic()
     result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "out", env=no_model(tmp_path, ports[kind]))
     seconds = time.monotonic() - started
-    reason = {"refused": "(connection refused)", "silent": f"(no answer within {network.TIMEOUT} s)"}[kind]
+    reason = {"refused": "(connection refused)",
+              "silent": f"(no answer within {network.TIMEOUT} s; on a slow connection, set HF_HUB_ETAG_TIMEOUT"}[kind]
     error = assert_fast_and_short(result, seconds, "could not load distilbert-base-uncased",
                                   f"the Hub at http://127.0.0.1:{ports[kind]} cannot be reached {reason}",
                                   "connect to the internet once", "set HF_HOME")
@@ -101,6 +102,16 @@ def test_train_start_without_network(kind, ports, synthetic_splits, tmp_path, mo
         train.start(data_dir=synthetic_splits, output=tmp_path / "out")
     assert time.monotonic() - started <= SECONDS
     assert raised.value._render_traceback_() == [f"error: {raised.value}"]
+
+
+def test_slow_connection_can_wait_longer(ports, tmp_path, monkeypatch):
+    """huggingface_hub's HF_HUB_ETAG_TIMEOUT sets how long the Hub's answer is waited for."""
+    for name, value in {**no_model(tmp_path, ports["silent"]), "HF_HUB_ETAG_TIMEOUT": "1"}.items():
+        monkeypatch.delenv(name) if value is None else monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"\(no answer within 1 s; on a slow connection"):
+        network.check_model()
+    assert 1 <= time.monotonic() - started < 3
 
 
 def test_cached_model_is_not_asked_for(ports, monkeypatch):
