@@ -1,7 +1,9 @@
-"""How fast src/serve.py answers on loopback, against predict.py's batch throughput on the same reviews.
+"""How fast src/serve.py answers on loopback, against predict.py's batch throughput on the same reviews,
+and what it does with more clients than it can serve.
 
     python benchmarks/serve.py                     # a full-size random-weight DistilBERT, maxlen 400, int8
     python benchmarks/serve.py --model models/distilbert-imdb --seconds 60
+    python benchmarks/serve.py --clients "" --overload 200      # the overload row only
 
 Starts the server (backend onnx-int8), then for each number of --clients (default 1, 8, 32) runs that many
 clients for --seconds, each posting one review per request on its own keep-alive connection, the next as
@@ -12,10 +14,17 @@ the server runs: the share is of the better of the two).
 
 The model and reviews are those of benchmarks/inference.py: without --model, DistilBERT's full shape with
 random weights (right for speed), exported with src/export.py; a seeded random --n of the real test reviews.
-The clients run on the same CPUs as the server, so they take a little of its time. Stops by itself.
+Then the overload row (--overload, default 200 clients): that many clients for --seconds on one
+asyncio loop, each posting one review and, whatever the answer, the next at once (they ignore
+Retry-After, the worst case). It reports the offered and the served requests/s, the share of 503s, the
+p50/p99 latency of the served and p99 of the 503s, the server's memory (RSS) before, at most during and
+after, and the pace of 8 clients right after.
+
+The clients run on the same CPUs as the server, so they take a little of its time (more under overload). Stops by itself.
 """
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -46,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", default="32", help="the server's --batch-size; several, comma-separated, "
                    "each run with every number of clients (default: 32)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
+    p.add_argument("--overload", type=int, metavar="N", default=200, help="clients of the overload row, which ignore "
+                   "Retry-After and post again at once (default: 200; 0: no overload row)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
@@ -100,6 +111,68 @@ def load(host, port, texts, clients, seconds):
     return len(done) / elapsed, done, sum(errors)
 
 
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1)) / 1024
+
+
+def overload(host, port, pid, texts, clients, seconds):
+    """`clients` clients that ignore Retry-After, for `seconds`, and 8 clients right after: a dict of figures."""
+    statuses, served, refused = {}, [], []
+
+    async def client(c):
+        reader, writer = await asyncio.open_connection(host, port)
+        deadline, k = time.monotonic() + seconds, c
+        while time.monotonic() < deadline:
+            body = json.dumps({"texts": [texts[k % len(texts)]]}).encode()
+            started = time.perf_counter()
+            writer.write(b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            status, length = int((await reader.readline()).split()[1]), 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            statuses[status] = statuses.get(status, 0) + 1
+            (served if status == 200 else refused).append(time.perf_counter() - started)
+            k += clients
+        writer.close()
+
+    async def run_all():
+        await asyncio.gather(*(client(c) for c in range(clients)))
+
+    memory, health, stop = [rss_mb(pid)], [], threading.Event()
+
+    def watch():  # the server's memory, and how long GET /health takes on a new connection, all along
+        while not stop.wait(0.2):
+            memory.append(rss_mb(pid))
+            started = time.perf_counter()
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            connection.request("GET", "/health")
+            ok = connection.getresponse().status == 200
+            connection.close()
+            health.append(time.perf_counter() - started if ok else float("inf"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.perf_counter()
+    try:
+        asyncio.run(run_all())
+    finally:
+        elapsed = time.perf_counter() - started
+        stop.set()
+        watcher.join()
+    after_rate, after_latencies, after_errors = load(host, port, texts, 8, min(seconds, 10))
+    ms = lambda values, q: 1000 * float(np.percentile(values, q)) if values else float("nan")  # noqa: E731
+    return {"clients": clients, "seconds": elapsed, "statuses": statuses,
+            "offered_per_s": (len(served) + len(refused)) / elapsed, "served_per_s": len(served) / elapsed,
+            "share_503": statuses.get(503, 0) / max(1, len(served) + len(refused)),
+            "served_p50_ms": ms(served, 50), "served_p99_ms": ms(served, 99), "refused_p99_ms": ms(refused, 99),
+            "health_max_ms": 1000 * max(health, default=float("nan")),
+            "rss_mb_before": memory[0], "rss_mb_peak": max(memory), "rss_mb_after": rss_mb(pid),
+            "after_8_clients_per_s": after_rate, "after_8_clients_p50_ms": ms(after_latencies, 50), "after_errors": after_errors}
+
+
 def main(argv=None):
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
@@ -109,7 +182,7 @@ def main(argv=None):
     worker_args = argparse.Namespace(model=args.model, batch_size=32, latency_n=1)
     batch = [inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"]]
 
-    rows = []
+    rows, overloaded = [], None
     for batch_size in [int(b) for b in args.batch_size.split(",") if b]:
         process, host, port = start_server(args.model, batch_size)
         try:
@@ -119,13 +192,18 @@ def main(argv=None):
                 ms = 1000 * np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
                 rows.append({"batch_size": batch_size, "clients": clients, "requests_per_s": rate, "p50_ms": ms[0],
                              "p95_ms": ms[1], "p99_ms": ms[2], "requests": len(latencies), "errors": errors})
+            if args.overload and overloaded is None:
+                load(host, port, texts, 8, 2)  # warm-up, so the memory before is that of normal serving
+                print(f"overload: {args.overload} clients ignoring Retry-After for {args.seconds:g} s...", file=sys.stderr)
+                overloaded = {"batch_size": batch_size,
+                              **overload(host, port, process.pid, texts, args.overload, args.seconds)}
         finally:
             process.terminate()
             process.wait(timeout=30)
     # Measured again after the server runs: other work on the machine moves both; compare with the better one.
     batch.append(inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"])
-    for r in rows:
-        r["share_of_batch"] = r["requests_per_s"] / max(batch)
+    for r in [*rows, *([overloaded] if overloaded else [])]:
+        r["share_of_batch"] = r.get("requests_per_s", r.get("served_per_s")) / max(batch)
 
     settings = json.loads((args.model / "onnx.json").read_text())
     header = (f"{len(texts)} reviews from {source.name} (seeded random sample), one review per request, "
@@ -138,9 +216,23 @@ def main(argv=None):
     for r in rows:
         lines.append(f"| {r['batch_size']} | {r['clients']} | {r['requests_per_s']:.2f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f} ms "
                      f"| {r['requests']} ({r['errors']}) | {r['share_of_batch']:.0%} |")
-    print(header + "\n\n" + "\n".join(lines))
+    text = header + ("\n\n" + "\n".join(lines) if rows else "")
+    if overloaded:
+        o = overloaded
+        text += ("\n\n| overload: clients | offered requests/s | served requests/s (share of predict.py's batch throughput) "
+                 "| 503s | p50 / p99 of the served | p99 of the 503s | slowest GET /health | server memory before / at most / after "
+                 "| 8 clients right after |\n"
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+                 f"| {o['clients']} | {o['offered_per_s']:.1f} | {o['served_per_s']:.2f} ({o['share_of_batch']:.0%}) "
+                 f"| {o['share_503']:.1%} | {o['served_p50_ms']:.0f} / {o['served_p99_ms']:.0f} ms | {o['refused_p99_ms']:.0f} ms "
+                 f"| {o['health_max_ms']:.0f} ms "
+                 f"| {o['rss_mb_before']:.0f} / {o['rss_mb_peak']:.0f} / {o['rss_mb_after']:.0f} MB "
+                 f"| {o['after_8_clients_per_s']:.2f} requests/s, p50 {o['after_8_clients_p50_ms']:.0f} ms, {o['after_errors']} errors |\n"
+                 f"answers: {o['statuses']}")
+    print(text)
     if args.json:
-        args.json.write_text(json.dumps({"header": header, "batch_reviews_per_s": batch, "results": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"header": header, "batch_reviews_per_s": batch, "results": rows,
+                                         "overload": overloaded}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ def offline_if_cached(model_name):
     once the model is fully cached, we go offline (HF_HUB_OFFLINE=1) before huggingface_hub is
     imported. An explicit HF_HUB_OFFLINE setting is left alone.
     """
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    hub = os.path.expanduser(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
-    repo = os.path.join(hub, "models--" + model_name.replace("/", "--"))
+    repo = os.path.join(hf_hub_cache(), "models--" + model_name.replace("/", "--"))
     try:
         with open(os.path.join(repo, "refs", "main")) as ref:
             snapshot = os.path.join(repo, "snapshots", ref.read().strip())
@@ -46,6 +44,12 @@ def offline_if_cached(model_name):
     if cached:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return cached
+
+
+def hf_hub_cache():
+    """The folder huggingface_hub 0.36 caches models in: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.expanduser(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
 
 
 def check_keras2():

@@ -10,8 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
+import network
+import tables
 from compat import plain_strings
 from errors import UserError
 
@@ -32,9 +33,11 @@ def read_split(path):
         raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
     try:
         if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, dtype=str)
+            df = tables.read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
         else:
             df = pd.read_excel(path, dtype=str)
+    except UserError:
+        raise
     except Exception as error:  # openpyxl, zipfile and pandas each raise their own kinds
         raise UserError(f"could not read {path} as a spreadsheet ({error}); "
                         "give an .xlsx or .csv file with Reviews and Sentiment columns.") from None
@@ -79,6 +82,8 @@ def sample(df, n, seed):
     if n > len(df):
         raise UserError(f"--sample {n} is larger than {df.attrs['path']}, which has {len(df)} usable reviews; "
                         f"use --sample {len(df)} or less.")
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes a second to import
+
     picked, _ = train_test_split(df, train_size=n, stratify=df[LABEL], random_state=seed)
     return picked.reset_index(drop=True)
 
@@ -99,6 +104,8 @@ def split_validation(train, fraction, seed):
     if n_val < 2 or len(train) - n_val < 2:
         raise UserError(f"--val-split {fraction} leaves too few reviews on one side of {len(train)} training reviews; "
                         "use a fraction between about 0.05 and 0.5.")
+    from sklearn.model_selection import train_test_split
+
     kept, val = train_test_split(train, test_size=n_val, stratify=train[LABEL], random_state=seed)
     return kept.reset_index(drop=True), val.reset_index(drop=True)
 
@@ -114,16 +121,19 @@ def download_splits(data_dir, url=DATA_URL):
 
     Each file goes to a `.part` file first and is checked (readable, both columns, two labels,
     25,000 rows); only then does it take its final name, so an interrupted or broken download
-    never leaves a file that looks complete.
+    never leaves a file that looks complete. Without a network, it says so within seconds (network.py).
     """
     from tqdm.auto import tqdm
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        target = data_dir / name
-        if target.exists():
-            continue
+    missing = [name for name in SPLITS if not (data_dir / name).exists()]
+    if missing:
+        _, why = network.answer(url.rstrip("/") + "/" + missing[0])  # any answer will do: HTTP errors are reported below
+        if why:
+            raise UserError(f"could not download {url.rstrip('/')}/{missing[0]} ({why}); connect to the internet, "
+                            f"or {WHERE_TO_POINT}.")
+    for name in missing:
         part = data_dir / (name + ".part")
         source = url.rstrip("/") + "/" + name
         try:
@@ -137,7 +147,7 @@ def download_splits(data_dir, url=DATA_URL):
                 raise UserError(f"the download of {source} stopped early ({part.stat().st_size} of {total} bytes); "
                                 f"run again, or {WHERE_TO_POINT}.")
             check_download(part)
-            os.replace(part, target)
+            os.replace(part, data_dir / name)
         except (urllib.error.URLError, OSError) as error:
             reason = f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError) \
                 else getattr(error, "reason", error)

@@ -6,6 +6,10 @@ import sys
 class UserError(Exception):
     """Something the user can fix (a path, a column, a flag). The message says what and how."""
 
+    def _render_traceback_(self):
+        """What IPython and Jupyter show for it (their hook for custom tracebacks): the one line run_cli prints."""
+        return [f"error: {self}"]
+
 
 def run_cli(main):
     """Run `main()`; report a UserError or Ctrl-C in one line and exit non-zero, no traceback."""

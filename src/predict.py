@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import backends
+import tables
 import truncation
 from errors import UserError, run_cli
 
@@ -38,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
                    help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
     p.add_argument("--file", type=Path, metavar="PATH", help="reviews to classify: .xlsx or .csv (one review per row "
-                   "in --column) or .txt (one review per line)")
+                   "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) or .txt (one review per line)")
     p.add_argument("--column", default=TEXT_COLUMN, help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
     p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file (CSV, or JSON lines "
                    "with --json) instead of printing them")
@@ -64,7 +65,11 @@ def parse_args(argv=None):
 
 
 def read_texts(path, column=TEXT_COLUMN):
-    """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str."""
+    """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str.
+
+    CSV and .txt files are decoded as src/tables.py says (UTF-8, UTF-16 or Windows-1252). A .txt file whose first
+    line is a tab-separated header naming `column` (Excel's "Unicode Text" save) is read as a table.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -73,13 +78,17 @@ def read_texts(path, column=TEXT_COLUMN):
     suffix = path.suffix.lower()
     try:
         if suffix == ".txt":
-            texts = path.read_text(encoding="utf-8").splitlines()
-        elif suffix in (".csv", ".xlsx", ".xls"):
-            frame = pd.read_csv(path, dtype=str) if suffix == ".csv" else pd.read_excel(path, dtype=str)
-            if column not in frame.columns:
-                raise UserError(f"{path} has no {column} column (it has: {', '.join(map(str, frame.columns)) or 'none'}); "
-                                "name the text column with --column.")
-            texts = frame[column].fillna("").tolist()
+            text, encoding = tables.decode(path)
+            header = text.split("\n", 1)[0].rstrip("\r").split("\t")
+            if len(header) > 1 and column in header:  # Excel's "Unicode Text" save: a table with a header line
+                texts = column_of(tables.parse(path, text, encoding), column, path)
+            else:
+                tables.say(path, encoding, "one review per line")
+                texts = text.splitlines()
+        elif suffix == ".csv":
+            texts = column_of(tables.read_csv(path), column, path)
+        elif suffix in (".xlsx", ".xls"):
+            texts = column_of(pd.read_excel(path, dtype=str), column, path)
         else:
             raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
     except UserError:
@@ -87,11 +96,19 @@ def read_texts(path, column=TEXT_COLUMN):
     except pd.errors.EmptyDataError:
         texts = []
     except Exception as error:  # openpyxl, zipfile, pandas and the codecs each raise their own kinds
-        raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or UTF-8 .txt file of reviews.") from None
+        raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or .txt file of reviews.") from None
     texts = non_empty(texts)
     if not texts:
         raise UserError(f"{path} has no reviews to classify" + (f" in its {column} column." if suffix != ".txt" else "."))
     return texts
+
+
+def column_of(frame, column, path):
+    """The texts of `frame`'s `column` (empty cells as ""), or UserError naming the columns it has."""
+    if column not in frame.columns:
+        raise UserError(f"{path} has no {column} column (it has: {', '.join(map(str, frame.columns)) or 'none'}); "
+                        "name the text column with --column.")
+    return frame[column].fillna("").tolist()
 
 
 def non_empty(texts):

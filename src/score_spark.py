@@ -23,11 +23,13 @@ import zipfile
 from pathlib import Path
 
 import backends
+import tables
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(__file__).resolve().parent
-SHIPPED_MODULES = ("score_spark.py", "backends.py", "truncation.py", "errors.py")  # what the executors import
+SHIPPED_MODULES = ("score_spark.py", "backends.py", "truncation.py", "errors.py", "tables.py")  # what the executors import
+SNIFF_BYTES = 1 << 22  # a CSV input's encoding is found from the first 4 MiB of its first file
 
 
 def parse_args(argv=None):
@@ -109,10 +111,11 @@ def read(spark, path, text_column):
     if not fs.globStatus(hpath):
         raise UserError(f"--input {path} does not exist; give a Parquet file or folder, or a .csv file.")
     is_csv = path.rstrip("/").lower().endswith(".csv")
+    options = csv_options(spark, path) if is_csv else {}
     try:
         if is_csv:
             # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
-            frame = spark.read.csv(path, header=True, multiLine=True, escape='"')
+            frame = spark.read.csv(path, header=True, multiLine=True, escape='"', **options)
         else:
             frame = spark.read.parquet(path)
     except Exception as error:  # Spark's AnalysisException, or a Java error from a file it cannot parse
@@ -126,6 +129,32 @@ def read(spark, path, text_column):
         raise UserError(f"the {text_column} column of {path} holds {columns[text_column]}, not text; "
                         "name the text column with --text-column.")
     return frame
+
+
+def csv_options(spark, path):
+    """Spark's encoding and separator for the CSV input `path`, found by src/tables.py from the start of its first
+    file (UTF-8, UTF-16 or Windows-1252: Excel's three CSV kinds), with tables.py's line when it is not UTF-8."""
+    fs, hpath = hadoop_fs(spark, path)
+    files = []
+    for found in fs.globStatus(hpath):
+        listed = fs.listStatus(found.getPath()) if found.isDirectory() else [found]
+        files += sorted((f.getPath() for f in listed if f.isFile() and not f.getPath().getName().startswith(("_", "."))),
+                        key=lambda p: p.toString())
+    if not files:
+        return {}
+    stream = fs.open(files[0])
+    try:
+        head = bytes(stream.readNBytes(SNIFF_BYTES))
+    finally:
+        stream.close()
+    codec, encoding = tables.encoding_of(head, path, complete=len(head) < SNIFF_BYTES)
+    separator = tables.separator_of(head.decode(codec, errors="ignore"))
+    tables.say(path, encoding, f"{tables.SEPARATORS[separator]}-separated")
+    if encoding == "Windows-1252":
+        # Spark 4.x reads CSV only in UTF-8, UTF-16/32, US-ASCII and ISO-8859-1 unless this legacy switch allows
+        # every charset Java knows (ISO-8859-1 would turn Excel's curly quotes into control characters).
+        spark.conf.set("spark.sql.legacy.javaCharsets", "true")
+    return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding], "sep": separator}
 
 
 ROW, TOKENS, BATCH = "__row", "__tokens", "__batch"  # helper columns, dropped before writing

@@ -16,13 +16,24 @@ Requests that arrive together are scored together (micro-batching: the first one
 milliseconds for others), in one worker thread, so the event loop keeps accepting requests while the
 model runs. The default backend is onnx-int8 when the folder has an ONNX export (src/export.py),
 else ktrain. With an onnx backend nothing imports TensorFlow: requirements-serve.txt is enough.
+
+The work it accepts is bounded: at most --max-queue texts waiting for the model (or in it), and
+--max-explain-queue /explain requests. Past that, a request is answered at once with 503, a Retry-After
+header and a JSON reason, and GET /health keeps answering and shows the queues. SIGTERM or Ctrl-C stops
+it: no new connections, the requests in flight are answered (for at most --stop-timeout seconds), exit 0.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
+import os
+import signal
 import socket
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +50,12 @@ MAX_CHARS = 20_000  # characters per text (the longest IMDB review has about 13,
 MAX_BATCH = 64  # texts gathered into one model call, from however many requests
 MAX_EXPLAIN_TEXTS = 8  # texts per /explain request (about 2 s each for full-size DistilBERT at maxlen 400 on 2 cores)
 WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
+# Texts waiting for the model or in it: at most about 2 s of work for full-size DistilBERT at maxlen 400 on 2 CPU
+# cores (16 reviews/s), and as many as 32 clients posting one review each keep waiting, never refused.
+MAX_QUEUE = 32
+MAX_EXPLAIN_QUEUE = 4  # /explain requests waiting or being explained
+STOP_SECONDS = 30  # on SIGTERM or Ctrl-C, how long the requests in flight may take before they are cut
+LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the model's (see below_the_model)
 
 
 def parse_args(argv=None):
@@ -52,9 +69,20 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--no-explain", action="store_true",
                    help="no POST /explain and no highlighted words on the page (default: on when TensorFlow is installed)")
+    p.add_argument("--max-queue", type=int, metavar="N", default=MAX_QUEUE,
+                   help=f"texts waiting for the model (or in it) beyond which /predict answers 503 busy, with Retry-After "
+                   f"(default: {MAX_QUEUE}; a request is always taken when nothing waits)")
+    p.add_argument("--max-explain-queue", type=int, metavar="N", default=MAX_EXPLAIN_QUEUE,
+                   help=f"/explain requests waiting (or being explained) beyond which /explain answers 503 busy (default: {MAX_EXPLAIN_QUEUE})")
+    p.add_argument("--stop-timeout", type=float, metavar="SECONDS", default=STOP_SECONDS,
+                   help=f"on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before they are "
+                   f"cut (default: {STOP_SECONDS})")
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch-size must be at least 1")
+    for name in ("batch_size", "max_queue", "max_explain_queue"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.stop_timeout < 0:
+        p.error("--stop-timeout must be 0 or more")
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
     return args
@@ -68,20 +96,68 @@ def default_backend(model_dir):
     return "ktrain", "the folder has no ONNX export; run src/export.py for the faster onnx-int8"
 
 
-class Batcher:
-    """Scores the texts of concurrent requests together, one model call at a time, off the event loop."""
+class Busy(Exception):
+    """The server has as much work waiting as it takes: answered 503, with when to try again."""
 
-    def __init__(self, model, max_batch=MAX_BATCH, wait=WAIT_SECONDS):
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Bound:
+    """Work accepted and not answered yet (texts, or requests), at most `limit` of it; and how fast it is done,
+    to tell a refused client when to come back."""
+
+    def __init__(self, limit, what, flag):
+        self.limit, self.what, self.flag = limit, what, flag
+        self.waiting = self.refused = 0
+        self.per_second = None  # of `what`, measured on the model calls (a moving average)
+
+    @contextlib.contextmanager
+    def admit(self, n):
+        """Hold `n` of the limit while the block runs; Busy if they do not fit (anything fits when nothing waits)."""
+        if self.waiting and self.waiting + n > self.limit:
+            self.refused += 1
+            seconds = self.retry_after()
+            what, verb = (self.what, "are") if self.waiting != 1 else (self.what[:-1], "is")  # "texts", "requests"
+            raise Busy(f"the server is busy: {self.waiting} {what} {verb} in progress or waiting, the most it takes "
+                       f"({self.flag} {self.limit}); try again in {seconds} s.", seconds)
+        self.waiting += n
+        try:
+            yield
+        finally:
+            self.waiting -= n
+
+    def done(self, n, seconds):
+        rate = n / max(seconds, 1e-6)
+        self.per_second = rate if self.per_second is None else 0.7 * self.per_second + 0.3 * rate
+
+    def retry_after(self):
+        """Whole seconds until what waits now is done (1 to 60; 1 before anything was measured)."""
+        return min(60, max(1, math.ceil(self.waiting / self.per_second))) if self.per_second else 1
+
+    def health(self):
+        return {"waiting": self.waiting, "max": self.limit, "refused": self.refused}
+
+
+class Batcher:
+    """Scores the texts of concurrent requests together, one model call at a time, off the event loop.
+    `bound` counts the texts waiting for the model or in it (the route admits them)."""
+
+    def __init__(self, model, max_batch=MAX_BATCH, wait=WAIT_SECONDS, max_queue=MAX_QUEUE):
         self.model, self.max_batch, self.wait = model, max_batch, wait
+        self.bound = Bound(max_queue, "texts", "--max-queue")
         self.queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.task = None
         self.requests = self.batches = 0  # how many of each were scored (GET /health shows them)
 
     async def predict_proba(self, texts):
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
-        return await future
+        """The texts' probabilities, or Busy at once if the queue is full."""
+        with self.bound.admit(len(texts)):
+            future = asyncio.get_running_loop().create_future()
+            await self.queue.put((texts, future))
+            return await future
 
     async def run(self):
         loop = asyncio.get_running_loop()
@@ -104,8 +180,10 @@ class Batcher:
                 continue
             texts = [text for batch, _ in items for text in batch]
             self.requests, self.batches = self.requests + len(items), self.batches + 1
+            started = time.perf_counter()
             try:
                 proba = await loop.run_in_executor(self.executor, self.model.predict_proba, texts)
+                self.bound.done(len(texts), time.perf_counter() - started)
             except Exception as error:  # noqa: BLE001  (reported to each waiting request as a 500)
                 for _, future in items:
                     if not future.done():
@@ -116,6 +194,20 @@ class Batcher:
                 if not future.done():
                     future.set_result(proba[start:start + len(batch)])
                 start += len(batch)
+
+
+def below_the_model():
+    """Lower the CPU priority of the calling thread, the event loop's, below that of the model's threads, started
+    before at normal priority. Under a flood of requests it must refuse, the loop would otherwise take the CPU
+    the model needs, and serve fewer; this way the refusals get what the model leaves. Linux only, where the
+    priority (nice value) is per thread; elsewhere it does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + LOOP_NICENESS))
+    except OSError:
+        pass
 
 
 def why_no_explanations():
@@ -136,17 +228,21 @@ class Explanations:
     """src/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
     (so predictions keep flowing while a review is explained); the model is loaded at the first request."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, max_queue=MAX_EXPLAIN_QUEUE):
         self.model_dir = model_dir
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.loaded = None  # (ktrain predictor, how the training run cut long reviews)
+        self.bound = Bound(max_queue, "explanation requests", "--max-explain-queue")
 
     def explain(self, texts):
         if self.loaded is None:
             print("loading the TensorFlow model for explanations...", flush=True)
             self.loaded = explain.load(str(self.model_dir))
         predictor, cut = self.loaded
-        return explain.explain(predictor, texts, cut=cut)
+        started = time.perf_counter()
+        found = explain.explain(predictor, texts, cut=cut)
+        self.bound.done(1, time.perf_counter() - started)
+        return found
 
 
 class BadRequest(Exception):
@@ -188,8 +284,9 @@ async def read_texts(request, max_texts=MAX_TEXTS):
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
-def create_app(model, backend, explanations, no_explain_because):
-    """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`)."""
+def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+    """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`);
+    `max_queue`: the texts waiting for the model (or in it) beyond which /predict answers 503."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import HTMLResponse, JSONResponse
@@ -199,7 +296,11 @@ def create_app(model, backend, explanations, no_explain_because):
 
     @asynccontextmanager
     async def lifespan(app):
-        batcher = state["batcher"] = Batcher(model)
+        batcher = state["batcher"] = Batcher(model, max_queue=max_queue)
+        loop = asyncio.get_running_loop()
+        for executor in [batcher.executor, *([explanations.executor] if explanations else [])]:
+            await loop.run_in_executor(executor, lambda: None)  # their threads start now, at normal priority
+        below_the_model()
         batcher.task = asyncio.create_task(batcher.run())
         yield
         batcher.task.cancel()
@@ -210,6 +311,20 @@ def create_app(model, backend, explanations, no_explain_because):
     def error(status, message):
         return JSONResponse({"error": message}, status_code=status)
 
+    def busy(refused):
+        return JSONResponse({"error": str(refused), "retry_after": refused.retry_after}, status_code=503,
+                            headers={"Retry-After": str(refused.retry_after)})
+
+    def cut_when_stopping(route):
+        """`route`, answering 503 when uvicorn cancels it, --stop-timeout seconds after SIGTERM or Ctrl-C
+        (uvicorn would print a traceback and answer 500)."""
+        async def answered(request):
+            try:
+                return await route(request)
+            except asyncio.CancelledError:
+                return error(503, "the server stopped before this request was finished; send it again.")
+        return answered
+
     async def predict_route(request):
         try:
             texts = await read_texts(request)
@@ -217,6 +332,8 @@ def create_app(model, backend, explanations, no_explain_because):
             return error(bad.status, str(bad))
         try:
             proba = await state["batcher"].predict_proba(texts)
+        except Busy as refused:
+            return busy(refused)
         except Exception as failure:  # noqa: BLE001  (a model failure must not take the server down)
             print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the model failed on this request; see the server's log.")
@@ -231,7 +348,10 @@ def create_app(model, backend, explanations, no_explain_because):
         except BadRequest as bad:
             return error(bad.status, str(bad))
         try:
-            found = await asyncio.get_running_loop().run_in_executor(explanations.executor, explanations.explain, texts)
+            with explanations.bound.admit(1):
+                found = await asyncio.get_running_loop().run_in_executor(explanations.executor, explanations.explain, texts)
+        except Busy as refused:
+            return busy(refused)
         except Exception as failure:  # noqa: BLE001  (as for /predict)
             print(f"error explaining {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the explanation failed on this request; see the server's log.")
@@ -243,7 +363,9 @@ def create_app(model, backend, explanations, no_explain_because):
         return JSONResponse({"status": "ok", "backend": backend, "classes": model.classes,
                              "explain": explanations is not None,
                              **({} if explanations else {"explain_off_because": no_explain_because}),
-                             "requests_scored": batcher.requests, "model_calls": batcher.batches})
+                             "requests_scored": batcher.requests, "model_calls": batcher.batches,
+                             "queue": {"texts": batcher.bound.health(),
+                                       **({"explain_requests": explanations.bound.health()} if explanations else {})}})
 
     async def page(request):
         return HTMLResponse(PAGE)
@@ -252,7 +374,8 @@ def create_app(model, backend, explanations, no_explain_because):
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health, POST /predict or POST /explain.")
 
     routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
-              Route("/predict", predict_route, methods=["POST"]), Route("/explain", explain_route, methods=["POST"])]
+              Route("/predict", cut_when_stopping(predict_route), methods=["POST"]),
+              Route("/explain", cut_when_stopping(explain_route), methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
 
@@ -285,7 +408,7 @@ def main(argv=None):
     model = backends.load(args.model, backend, args.batch_size)
     model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
     why_not = "it was started with --no-explain" if args.no_explain else why_no_explanations()
-    explanations = None if why_not else Explanations(args.model)
+    explanations = None if why_not else Explanations(args.model, args.max_explain_queue)
     print("explanations: " + (f"off ({why_not})" if why_not else
                               "on (POST /explain; the TensorFlow model is loaded at the first request)"), flush=True)
     import uvicorn
@@ -293,8 +416,46 @@ def main(argv=None):
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(model, backend, explanations, why_not), log_level="warning", access_log=False))
+    app = create_app(model, backend, explanations, why_not, args.max_queue)
+    server = stopping_server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                            timeout_graceful_shutdown=args.stop_timeout))
     server.run(sockets=[sock])
+    name, asked = server.stop_asked or ("", time.monotonic())
+    print(f"stopped {f'by {name} ' if name else ''}in {time.monotonic() - asked:.1f} s", flush=True)
+
+
+def stopping_server(config):
+    """uvicorn's Server, whose stop on SIGTERM or Ctrl-C (SIGINT) ends the process with exit status 0.
+
+    On either signal uvicorn stops gracefully: it closes the listening socket (new connections are refused),
+    lets the requests in flight finish (for at most config.timeout_graceful_shutdown seconds, then cuts them),
+    and runs the app's shutdown. A second Ctrl-C stops at once. Then uvicorn (0.29 and later; 0.54 here)
+    raises the signal again, so that the process ends by it: status -15, or a KeyboardInterrupt. A stop that
+    was asked for and carried out is a success for a service manager (systemd, Docker, Kubernetes), so this
+    server restores the previous handlers without raising it again, and says when the stop begins.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        stop_asked = None  # (signal name, time.monotonic()) of the first SIGTERM or SIGINT
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            handlers = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig, frame):
+            if self.stop_asked is None:
+                self.stop_asked = (signal.Signals(sig).name, time.monotonic())
+                print(f"stopping ({self.stop_asked[0]}): new connections are refused, the requests in flight answered "
+                      f"(for at most {self.config.timeout_graceful_shutdown:g} s; Ctrl-C again stops at once)", flush=True)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 PAGE = """<!doctype html>

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import compat  # environment fixes, before TensorFlow loads
 import dataset
+import network
 import truncation
 from errors import UserError, run_cli
 
@@ -159,13 +160,15 @@ def start(**params):
 class Run:
     """One training run: its settings, its clock, and what it will write to --output.
 
-    Creating it checks the output folder and any checkpoint, and finds (or downloads) the data.
+    Creating it checks the output folder and any checkpoint, that the pretrained model is cached or the
+    Hub answers (in seconds: src/network.py), and finds (or downloads) the data.
     """
 
     def __init__(self, args, download=False):
         self.args, self.started, self.clock = args, time.time(), time.time()
         check_output(args.output, args.lr_find_only)
         check_checkpoints(args)
+        network.check_model(network.BASE_MODEL)
         args.train, args.test = resolve_data(args, download)
         self.files, self.facts = {}, {"seconds": {}}
 

@@ -12,8 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-
-MODEL_NAME = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English
+from network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
 
 compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()

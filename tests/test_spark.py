@@ -201,4 +201,40 @@ def test_no_java_is_one_sentence(exported, tmp_path):
     result = run_train("--model", exported[0], "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
                        script=ROOT / "src" / "score_spark.py", env=env)
     assert_user_error(result, "Spark needs Java 17 or later, and none was found", "openjdk-17-jre-headless")
+
+
+# CSV as Excel saves it (src/tables.py): found from the file's bytes, and every character back exactly.
+
+@pytest.fixture(scope="module")
+def excel_labels(exported, tmp_path_factory):
+    """predict.py --backend onnx-int8's labels for test_encodings.REVIEWS, saved as UTF-8."""
+    from test_encodings import REVIEWS
+
+    folder = tmp_path_factory.mktemp("excel")
+    pd.DataFrame({"Reviews": REVIEWS}).to_csv(folder / "utf-8.csv", index=False)
+    want = run_predict("--model", exported[0], "--backend", "onnx-int8", "--file", folder / "utf-8.csv",
+                       "--out", folder / "predicted.csv")
+    assert want.returncode == 0, want.stderr[-3000:]
+    return list(pd.read_csv(folder / "predicted.csv")["label"])
+
+
+@pytest.mark.parametrize("kind", ["utf-8-bom", "utf-16", "windows-1252-semicolon"])
+def test_csv_as_excel_saves_it(kind, spark, exported, excel_labels, tmp_path, capsys):
+    from test_encodings import LABELS, NOT_UTF8, REVIEWS, write
+
+    counts = score("--model", exported[0], "--input", write(tmp_path, kind), "--output", tmp_path / "out")
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["Reviews"]) == REVIEWS and list(scored["Sentiment"]) == LABELS
+    assert list(scored["label"]) == excel_labels and sum(counts.values()) == 6
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    if kind in NOT_UTF8:
+        assert len(said) == 1 and said[0].startswith(f"note: reading {tmp_path / f'reviews-{kind}.csv'} as {NOT_UTF8[kind]}, ")
+    else:
+        assert said == []
+
+
+def test_csv_in_no_known_encoding(spark, exported, tmp_path):
+    (tmp_path / "in.csv").write_bytes(b"Reviews\r\nsuperb\x81\r\n")
+    with pytest.raises(UserError, match=r"is not text in UTF-8, UTF-16 or Windows-1252 \(byte 0x81"):
+        score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
     assert not (tmp_path / "out").exists()
