@@ -12,7 +12,8 @@ Zen 4), then prints each check's threshold and its worst value.
     .venv/bin/python tests/margins.py                  # seeds 1-5; 1-2 with Eigen's kernels; 3 with AVX2's
     .venv/bin/python tests/margins.py --seeds 3 --other-kernels "" --avx2 "" tests/test_train.py   # one quick run
 
-It takes about as long as the suite per run. The table (Markdown) and every value (JSON) go to --out.
+It takes about as long as the suite per run. The table (Markdown), every value (JSON) and each run's
+output go to --out.
 """
 
 import argparse
@@ -54,6 +55,7 @@ def main():
         print(f"seed {seed}, {kernels}: running the tests...", flush=True)
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests],
                                 cwd=ROOT, env=env, capture_output=True, text=True)
+        (args.out / f"seed-{seed}-{kernels.split()[0]}.log").write_text(result.stdout + result.stderr)
         summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
         failed = [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
         outcomes.append({"seed": seed, "kernels": kernels, "summary": summary, "failed": failed,
