@@ -140,10 +140,12 @@ def assert_user_error(result, *fragments):
     return errors[0]
 
 
-# Settings a 2-layer, 32-wide DistilBERT learns the synthetic reviews with in a few seconds: by the end of epoch 2
-# of 3 (val accuracy 0.985-1.0 over seeds 1-4; with batches of 16 it was 0.66-0.995, and the last epoch decided).
-# The precision is pinned: "auto" would train in bfloat16 on a CPU with bfloat16 instructions, float32 on others.
-TINY = ["--maxlen", 32, "--batch-size", 8, "--lr", 3e-3, "--epochs", 3, "--seed", SEED, "--precision", "float32"]
+# Settings the tests' tiny DistilBERT (2 layers, 64 wide) learns the synthetic reviews with in a few seconds, and by
+# the end of epoch 2 of 3 (val accuracy 0.98-1.0, seeds 5-12). Tried and not kept, as some seed then learnt late or
+# not at all: 32 wide in batches of 16 at lr 3e-3 (0.735-1.0 after epoch 2, 0.845 at the end for seed 12), in
+# batches of 8 (seeds 7 and 9 stayed at 0.5). The precision is pinned: "auto" would train in bfloat16 on a CPU
+# with bfloat16 instructions and in float32 on others, and thresholds that held in one held by luck in the other.
+TINY = ["--maxlen", 32, "--batch-size", 8, "--lr", 2e-3, "--epochs", 3, "--seed", SEED, "--precision", "float32"]
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ TensorFlow's kernels), so a test that asserts an accuracy, a share or a label mu
 training, not for one. The tests check such values with conftest.at_least / at_most, which record
 them when IMDB_MARGINS names a file; this script runs the suite (or the tests you name) once per
 seed (IMDB_TEST_SEED: the tiny model's weights, training and shuffling) with TensorFlow's default
-oneDNN kernels, and once per --other-kernels seed with TF_ENABLE_ONEDNN_OPTS=0 (Eigen's kernels,
-as a CPU without oneDNN's would compute), then prints each check's threshold and its worst value.
+oneDNN kernels, once per --other-kernels seed with TF_ENABLE_ONEDNN_OPTS=0 (Eigen's kernels), and
+once per --avx2 seed with oneDNN held to AVX2 (as on a CPU without AVX-512, such as AMD EPYC before
+Zen 4), then prints each check's threshold and its worst value.
 
-    .venv/bin/python tests/margins.py                                 # seeds 1-5, and 1-2 with other kernels
-    .venv/bin/python tests/margins.py --seeds 3 --other-kernels "" tests/test_train.py   # one quick run
+    .venv/bin/python tests/margins.py                  # seeds 1-5; 1-2 with Eigen's kernels; 3 with AVX2's
+    .venv/bin/python tests/margins.py --seeds 3 --other-kernels "" --avx2 "" tests/test_train.py   # one quick run
 
 It takes about as long as the suite per run. The table (Markdown) and every value (JSON) go to --out.
 """
@@ -29,20 +30,26 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds to run with the default kernels (default: 1,2,3,4,5)")
     p.add_argument("--other-kernels", default="1,2", metavar="SEEDS",
-                   help="seeds to run with TF_ENABLE_ONEDNN_OPTS=0 (default: 1,2; empty: none)")
+                   help="seeds to run with TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's Eigen kernels (default: 1,2; empty: none)")
+    p.add_argument("--avx2", default="3", metavar="SEEDS",
+                   help="seeds to run with oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2), as on a CPU without AVX-512 "
+                   "(default: 3; empty: none)")
     p.add_argument("--out", type=Path, default=Path("margins"), help="folder for margins.md and margins.json (default: margins/)")
     p.add_argument("tests", nargs="*", help="pytest arguments (default: the whole suite)")
     args = p.parse_args()
     runs = [(int(s), "oneDNN") for s in args.seeds.split(",") if s]
     runs += [(int(s), "Eigen (TF_ENABLE_ONEDNN_OPTS=0)") for s in args.other_kernels.split(",") if s]
+    runs += [(int(s), "AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)") for s in args.avx2.split(",") if s]
     args.out.mkdir(parents=True, exist_ok=True)
     values, outcomes = [], []
     for seed, kernels in runs:
         record = args.out / f"seed-{seed}-{kernels.split()[0]}.jsonl"
         record.unlink(missing_ok=True)
         env = {**os.environ, "IMDB_TEST_SEED": str(seed), "IMDB_MARGINS": str(record.resolve())}
-        if kernels != "oneDNN":
+        if kernels.startswith("Eigen"):
             env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        elif kernels.startswith("AVX2"):
+            env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         started = time.time()
         print(f"seed {seed}, {kernels}: running the tests...", flush=True)
         result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests],

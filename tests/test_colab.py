@@ -41,7 +41,7 @@ from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, check_tutorial_
 
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
-PARAMS = {"epochs": 3, "lr": 3e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}  # as TINY
+PARAMS = {"epochs": 3, "lr": 2e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}  # as TINY
 CHANGED_BY_SETUP = {"transformers": ("5.15.0", "4.54.1"), "tokenizers": ("0.22.2", "0.21.4"),
                     "huggingface-hub": ("1.27.0", "0.36.2")}
 

@@ -37,7 +37,7 @@ def test_metrics_json(trained):
     assert metrics["n_train"] == 400 and metrics["n_test"] == 200
     assert 0 <= metrics["f1"] <= 1 and 0 <= metrics["accuracy"] <= 1
     assert metrics["classes"] == ["neg", "pos"]
-    assert metrics["args"]["epochs"] == 3 and metrics["args"]["lr"] == 3e-3 and metrics["args"]["sample"] is None
+    assert metrics["args"]["epochs"] == 3 and metrics["args"]["lr"] == 2e-3 and metrics["args"]["sample"] is None
     assert metrics["versions"]["ktrain"] == "0.41.4" and metrics["versions"]["transformers"] == "4.54.1"
 
 

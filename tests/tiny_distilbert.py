@@ -44,7 +44,7 @@ def vocabulary(extra_words=()):
     return SPECIAL + CHARS + ["##" + c for c in CHARS] + [w for w in words if w not in CHARS]
 
 
-def install(hf_home, extra_words=(), dim=32, n_layers=2, n_heads=2, hidden_dim=64, seed=0, vocab_size=None):
+def install(hf_home, extra_words=(), dim=64, n_layers=2, n_heads=2, hidden_dim=128, seed=0, vocab_size=None):
     """Write a random-weight DistilBERT into HF_HOME's hub cache as `distilbert-base-uncased`.
 
     `vocab_size` larger than the vocabulary pads the embedding matrix (30522 is the real model's), for timing.
