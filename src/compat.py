@@ -73,6 +73,19 @@ def plain_strings(column):
     return column.astype(object)
 
 
+def recognise_dataset_subclasses():
+    """Let ktrain take a subclass of its TransformerDataset for Hugging Face data (call after importing ktrain).
+
+    ktrain 0.41.4 tells Hugging Face data by its class name (utils.is_huggingface_from_data: the name must be
+    "TransformerDataset"), so text_classifier refuses a subclass, get_learner picks the wrong Learner for it
+    and lr_find cannot restore the model after its sweep. training.LengthGroupedDataset is one: check the type.
+    """
+    from ktrain import utils
+    from ktrain.text.dataset import TransformerDataset
+
+    utils.is_huggingface_from_data = lambda data: isinstance(data, TransformerDataset)
+
+
 def lr_suggestions(finder):
     """ktrain's three suggested learning rates from a finished lr_find, as floats (None if unknown).
 

@@ -13,20 +13,21 @@ import truncation
 from dataset import LABEL, TEXT
 
 
-def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20):
+def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, padding="grouped"):
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
     `history`, as training.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
     top_losses.html (those reviews with the words that decided them highlighted, src/explain.py).
-    Reviews are cut to `maxlen` tokens the `cut` way, as in training.
+    Reviews are cut to `maxlen` tokens the `cut` way, as in training, and scored in batches of similar
+    length unless `padding` is "fixed" (see predict).
     """
     import ktrain
 
     import explain
 
     texts = truncation.truncate(list(test_df[TEXT]), preproc.get_tokenizer(), maxlen, cut)
-    proba = predict(learner, preproc, texts)
+    proba = predict(learner, preproc, texts, padding)
     classes = preproc.get_classes()
     metrics = {**score(test_df[LABEL], proba, classes), "history": history}
     worst = top_losses(test_df, proba, classes, top_n)
@@ -41,11 +42,19 @@ def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20):
     return metrics, files
 
 
-def predict(learner, preproc, texts):
-    """Class probabilities (n, 2) for `texts`, from the predictor that will be saved."""
+def predict(learner, preproc, texts, padding="grouped"):
+    """Class probabilities (n, 2) for `texts`, in their order: what the predictor that will be saved gives.
+
+    "grouped" scores batches of reviews of similar length, each padded only to its longest (faster, the same
+    numbers to 1e-5: training.predict_proba); "fixed" calls the predictor itself, which pads every review to maxlen.
+    """
     import ktrain
 
+    import training
+
     print(f"evaluating on the {len(texts)} test reviews...")
+    if padding == "grouped":
+        return training.predict_proba(learner.model, preproc, texts)
     return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)
 
 

@@ -5,6 +5,7 @@ Imported by src/train.py and by the notebook, so the two run exactly the same co
 
 import compat  # first, before TensorFlow: selects Keras 2 and patches NumPy for ktrain
 
+import itertools
 import json
 import math
 import os
@@ -16,10 +17,13 @@ from network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what kt
 
 compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()
+compat.recognise_dataset_subclasses()
 import ktrain  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import numpy as np  # noqa: E402
 from ktrain import text, utils  # noqa: E402
 from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
+from ktrain.text.dataset import TransformerDataset  # noqa: E402
 
 import truncation  # noqa: E402
 from dataset import LABEL, TEXT  # noqa: E402
@@ -31,16 +35,18 @@ def set_seed(seed):
     tf.keras.utils.set_random_seed(seed)
 
 
-def preprocess(train_df, val_df, maxlen, cut="head"):
+def preprocess(train_df, val_df, maxlen, cut="head", padding="grouped", seed=0):
     """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
 
     `cut` says how reviews longer than `maxlen` tokens are cut (truncation.MODES); "head" is
-    the tutorial's (and ktrain's) behaviour.
+    the tutorial's (and ktrain's) behaviour. `padding` "grouped" hands both splits over as
+    LengthGroupedDatasets (batches of reviews of similar length, each padded only to its longest),
+    shuffled with `seed`; "fixed" keeps ktrain's own datasets, every review padded to `maxlen`.
     """
     try:
         if cut != "head":
             train_df, val_df = (cut_reviews(df, maxlen, cut) for df in (train_df, val_df))
-        return text.texts_from_df(
+        train, val, preproc = text.texts_from_df(
             train_df, TEXT, label_columns=[LABEL], val_df=val_df,
             maxlen=maxlen, preprocess_mode="distilbert",
             # Without lang=, ktrain guesses the language from the texts, and any guess but
@@ -55,6 +61,9 @@ def preprocess(train_df, val_df, maxlen, cut="head"):
                 "or set HF_HOME to a cache that holds it."
             ) from None
         raise
+    if padding == "grouped":
+        train, val = (LengthGroupedDataset(data, maxlen, seed) for data in (train, val))
+    return train, val, preproc
 
 
 def cut_reviews(df, maxlen, cut, tokenizer=None):
@@ -66,6 +75,129 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
     df = df.copy()
     df[TEXT] = truncation.truncate(list(df[TEXT]), tokenizer, maxlen, cut)
     return df
+
+
+# --- Batches of reviews of similar length, each padded only to its longest ----------------------------------
+
+MEGABATCH = 50  # batches per mega-batch, as in Hugging Face's group_by_length (transformers' LengthGroupedSampler)
+
+
+def bucket_width(maxlen):
+    """Batches are padded to a multiple of this many tokens (or to `maxlen`): 8 x ceil(maxlen / 128).
+
+    So there are at most 16 widths, each a multiple of 8, whatever `maxlen` is: at 400, 32, 64, ..., 384 and 400
+    (13 widths). Few widths matter where a new input shape costs a compilation (XLA, a GPU's kernel tuning).
+    """
+    return 8 * math.ceil(maxlen / 128)
+
+
+class LengthGroupedDataset(TransformerDataset):
+    """ktrain's TransformerDataset (reviews as DistilBERT's token ids), in batches of reviews of similar length.
+
+    ktrain pads every review to maxlen. IMDB's reviews hold 254 tokens on average at maxlen 400, so a third of
+    that work would be padding. Here each batch is padded only to its longest review, rounded up to a multiple
+    of bucket_width(maxlen). Padding is masked out of attention, so a review's logits do not depend on it.
+
+    - Training, to_tfdataset(train=True): every epoch, Hugging Face's group_by_length scheme: shuffle, cut into
+      mega-batches of 50 batches, sort each by length, cut into batches. Then the batches are shuffled, with
+      the one holding the longest review first (as Hugging Face does: a batch too large for a GPU's memory
+      fails at once, not an hour in) and the short batch, if any, last. As many batches as ktrain makes
+      (ceil(n / batch_size)), so steps per epoch and the one-cycle schedule are ktrain's.
+    - Evaluation, to_tfdataset(train=False): the reviews in order of length, longest first.
+
+    The reviews are kept sorted that way (review k was review order[k] of the data it was made from;
+    in_given_order() undoes the sort), so ktrain's own views of it (get_y, learner.predict) agree.
+    """
+
+    def __init__(self, data, maxlen, seed=0):
+        lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
+        self.order = np.argsort(-lengths, kind="stable")
+        x = data.x[self.order].astype(np.int32)
+        if x.shape[2] < maxlen:  # ktrain pads a validation split only to its longest review
+            x = np.pad(x, [(0, 0), (0, 0), (0, maxlen - x.shape[2])])
+        super().__init__(x, data.y[self.order], data.batch_size, data.use_token_type_ids)
+        self.lengths, self.maxlen, self.seed = lengths[self.order], maxlen, seed
+        self.first_epoch = 0  # the training epoch the next to_tfdataset(train=True) starts at (--resume sets it)
+
+    def training_batches(self, epoch):
+        """The batches (arrays of positions) of training epoch `epoch`, counted from 0; the same for the same seed."""
+        rng = np.random.default_rng([self.seed, epoch])
+        size = self.batch_size
+        # Hugging Face's mega-batch: 50 batches, or fewer when there are fewer than 4 x 50 batches in all.
+        mega = size * max(1, min(MEGABATCH, len(self.x) // (size * 4)))
+        shuffled = rng.permutation(len(self.x))
+        batches = []
+        for start in range(0, len(shuffled), mega):
+            group = np.sort(shuffled[start:start + mega])  # in position order, which is length order
+            batches += [group[i:i + size] for i in range(0, len(group), size)]
+        full = [batch for batch in batches if len(batch) == size]
+        rng.shuffle(full)
+        longest = [batch for batch in full if batch[0] == 0]  # position 0 holds the longest review
+        return longest + [b for b in full if b[0] != 0] + [b for b in batches if len(b) < size]
+
+    def evaluation_batches(self):
+        """The batches of evaluation: consecutive positions, longest reviews first."""
+        positions = np.arange(len(self.x))
+        return [positions[i:i + self.batch_size] for i in range(0, len(positions), self.batch_size)]
+
+    def width(self, batch):
+        """The tokens `batch` is padded to: its longest review's, rounded up to the bucket width, at most maxlen."""
+        bucket = bucket_width(self.maxlen)
+        return min(self.maxlen, -(-int(self.lengths[batch].max()) // bucket) * bucket)
+
+    def tokens(self, batches):
+        """Tokens (padding included) that `batches` hand the model."""
+        return sum(len(batch) * self.width(batch) for batch in batches)
+
+    def in_given_order(self, values):
+        """`values` (one row per review, in this dataset's order) in the order of the data it was made from."""
+        values = np.asarray(values)
+        given = np.empty_like(values)
+        given[self.order] = values
+        return given
+
+    def to_tfdataset(self, train=True):
+        """The batches as a tf.data.Dataset, as ktrain's Learner asks for them: for training, repeated
+        without end, grouped anew every epoch; for evaluation, once, longest reviews first."""
+        epochs = itertools.count(self.first_epoch)
+        names = ["input_ids", "attention_mask", "token_type_ids"][:3 if self.use_token_type_ids else 2]
+
+        def reviews():
+            # One review at a time, cut to its batch's width; batch() below puts each batch together again.
+            # Batching in tf.data (all batches full but the last) lets tf.distribute split each batch
+            # between replicas under --strategy mirrored, as it does ktrain's.
+            for batch in self.training_batches(next(epochs)) if train else self.evaluation_batches():
+                width = self.width(batch)
+                for i in batch:
+                    yield {name: self.x[i, row, :width] for row, name in enumerate(names)}, self.y[i]
+
+        label = tf.TensorSpec([], tf.float32) if self.y.ndim == 1 else tf.TensorSpec([None], tf.int64)  # as ktrain's
+        features = {name: tf.TensorSpec([None], tf.int32) for name in names}
+        dataset = tf.data.Dataset.from_generator(reviews, output_signature=(features, label)).batch(self.batch_size)
+        return dataset.repeat() if train else dataset
+
+
+def predict_proba(model, preproc, texts, batch_size=32):
+    """Class probabilities (n, classes) for `texts`, in their order, from `model` in length-grouped batches.
+
+    The same numbers, to float rounding (1e-5), as ktrain.get_predictor(model, preproc).predict(texts,
+    return_proba=True): the same tokens (ktrain's preprocessing), without computing ktrain's padding to maxlen.
+    """
+    data = LengthGroupedDataset(preproc.preprocess_test(list(texts), verbose=0), preproc.maxlen)
+    data.batch_size = batch_size
+    logits = model.predict(data.to_tfdataset(train=False), verbose=1)
+    logits = getattr(logits, "logits", logits)  # a Hugging Face model's output
+    return data.in_given_order(tf.nn.softmax(tf.convert_to_tensor(logits)).numpy())
+
+
+def padding_of(learner):
+    """How `learner`'s training batches are padded, and the tokens a training epoch computes as a share of
+    padding every review to maxlen (ktrain's way)."""
+    data = learner.train_data
+    if not isinstance(data, LengthGroupedDataset):
+        return {"padding": "fixed", "bucket_width": None, "token_share": 1.0}
+    share = data.tokens(data.training_batches(0)) / (len(data.x) * data.maxlen)
+    return {"padding": "grouped", "bucket_width": bucket_width(data.maxlen), "token_share": round(share, 3)}
 
 
 MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -198,6 +330,8 @@ def fit(learner, lr, epochs, checkpoints=None, callbacks=()):
     else:
         print(f"resuming from the checkpoint of epoch {done} of {epochs} in {checkpoints.folder}")
         steps_per_epoch = math.ceil(utils.nsamples_from_data(learner.train_data) / learner.batch_size)
+        if isinstance(learner.train_data, LengthGroupedDataset):
+            learner.train_data.first_epoch = done  # the same batches as an uninterrupted run's next epochs
         schedule = onecycle_schedule(lr, epochs, steps_per_epoch)
         schedule.set_model(learner.model)
         schedule.on_train_begin()

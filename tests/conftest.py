@@ -100,6 +100,30 @@ def interrupt_after_first_epoch(command, timeout=300):
     return process.returncode, printed
 
 
+def assert_scored_as_its_predictor(folder, test_split):
+    """The test metrics of the run that saved `folder` (scored in length-grouped batches, unless --padding fixed) are
+    what its saved predictor gives, review by review: the same accuracy and confusion matrix, the same loss to 1e-5,
+    the same probabilities of the worst mistakes (reviews cut as the run cut them, as predict.py does).
+    `test_split`: the run's test .xlsx."""
+    import numpy as np
+    import pandas as pd
+
+    import backends
+    import evaluation
+
+    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    test = pd.read_excel(test_split, dtype=str)
+    model = backends.KtrainBackend(folder)
+    proba = model.predict_proba(list(test["Reviews"]))
+    scored = evaluation.score(test["Sentiment"], proba, model.classes)
+    assert scored["accuracy"] == metrics["accuracy"] and scored["confusion_matrix"] == metrics["confusion_matrix"]
+    assert abs(scored["loss"] - metrics["loss"]) <= 1e-5, (scored["loss"], metrics["loss"])
+    worst = pd.read_csv(Path(folder) / "top_losses.csv")
+    for review, probability in zip(worst["review"], worst["probability"]):
+        assert abs(proba[test.index[test["Reviews"] == review][0]].max() - probability) <= 1e-5
+    return metrics
+
+
 def run_predict(*args, **kwargs):
     """Run src/predict.py as a user would (same keywords as run_train)."""
     return run_train(*args, script=ROOT / "src" / "predict.py", **kwargs)

@@ -49,12 +49,13 @@ def test_two_replicas_train_resume_and_learn(mirrored, trained):
     assert len(metrics["history"]["loss"]) == 3 and metrics["history"]["lr"] == pytest.approx(single["history"]["lr"])
     print(f"test accuracy: 2 replicas {metrics['accuracy']:.3f}, 1 replica {single['accuracy']:.3f}")
     at_least("mirrored: 2-replica test accuracy", metrics["accuracy"], 0.9)
+    assert metrics["padding"] == single["padding"] and metrics["padding"]["padding"] == "grouped"  # split per replica
     assert sorted(p.name for p in output.iterdir()) == sorted(p.name for p in trained[0].iterdir())  # checkpoints gone
 
 
 def test_predictor_loads_on_one_device_and_predicts_as_before_saving(mirrored, synthetic_splits):
     """This process has one CPU device. The loaded predictor scores the test split as the 2-replica model
-    did before it was saved: the same accuracy, test loss and most confidently wrong reviews."""
+    did before it was saved (in length-grouped batches): the same accuracy, test loss and most confidently wrong reviews."""
     import ktrain
     import tensorflow as tf
 

@@ -88,7 +88,7 @@ def test_parameters_cell_mirrors_train_py_flags():
     exec(cell.source, {"IN_COLAB": False}, values)
     defaults = vars(train.parse_args([]))
     for name in ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "data_dir", "val_split",
-                 "truncation", "lr_find", "top_losses", "precision", "strategy", "resume"):
+                 "truncation", "padding", "lr_find", "top_losses", "precision", "strategy", "resume"):
         assert values[name] == defaults[name], name
     assert (ROOT / values["output"]) == defaults["output"]
     assert values["checkpoint_dir"] is None and defaults["checkpoint_dir"] == defaults["output"] / "checkpoints"

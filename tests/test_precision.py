@@ -9,7 +9,7 @@ import pytest
 
 import backends
 import synthetic
-from conftest import ROOT, TINY, at_least, run_train
+from conftest import ROOT, TINY, assert_scored_as_its_predictor, at_least, run_train
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,9 @@ def test_float16_uses_loss_scaling(synthetic_splits):
         tf.keras.mixed_precision.set_global_policy("float32")
 
 
-def test_float16_learns_and_saves_float32(float16_run):
-    metrics = json.loads((float16_run / "metrics.json").read_text())
-    assert metrics["training_precision"] == "float16"
+def test_float16_learns_and_saves_float32(float16_run, synthetic_splits):
+    metrics = assert_scored_as_its_predictor(float16_run, synthetic_splits / "test.xlsx")  # evaluated in grouped batches
+    assert metrics["training_precision"] == "float16" and metrics["padding"]["padding"] == "grouped"
     at_least("precision: float16 test accuracy", metrics["accuracy"], 0.9)
     with h5py.File(float16_run / "tf_model.h5") as saved:
         dtypes = set()

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY, assert_user_error, at_least, at_most, interrupt_after_first_epoch, run_train
+from conftest import (ROOT, TINY, assert_scored_as_its_predictor, assert_user_error, at_least, at_most,
+                      interrupt_after_first_epoch, run_train)
 
 PLOTS = ["confusion_matrix.png", "training_curves.png", "roc_curve.png"]
 
@@ -87,8 +88,9 @@ def test_top_losses_are_the_most_confident_mistakes(options_run, synthetic_split
         assert -np.log(1 - proba.max(1)) == pytest.approx(list(worst["loss"]), rel=1e-3)  # the true class's loss
 
 
-def test_lr_find_and_val_split(options_run):
-    """The suggested rates are ktrain's three, read off the curve the finder recorded (and plotted)."""
+def test_lr_find_and_val_split(options_run, synthetic_splits):
+    """The suggested rates are ktrain's three, read off the curve the finder recorded (and plotted); the finder, the
+    training and the validation split went through length-grouped batches, and the test metrics are the predictor's."""
     output, result = options_run
     assert_png(output / "lr_find.png")
     m = metrics_of(output)
@@ -103,6 +105,8 @@ def test_lr_find_and_val_split(options_run):
     assert "suggested learning rates" in result.stdout
     assert m["n_train"] == 320 and m["n_val"] == 80 and m["validation"] == "0.2 of train" and m["n_test"] == 200
     at_least("report: test accuracy, trained on 0.8 of train", m["accuracy"], 0.8)  # still learns with a fifth held out
+    assert m["padding"]["padding"] == "grouped"
+    assert_scored_as_its_predictor(output, synthetic_splits / "test.xlsx")
 
 
 def test_lr_find_only_writes_the_plot_and_stops(synthetic_splits, trained, tmp_path):
@@ -144,6 +148,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     assert b["history"]["loss"][:done] == pytest.approx(a["history"]["loss"][:done], abs=1e-6)  # same seed
     at_most("report: |accuracy resumed - uninterrupted|", abs(b["accuracy"] - a["accuracy"]), 0.03)
     at_most("report: |test loss resumed - uninterrupted|", abs(b["loss"] - a["loss"]), 0.1)
+    assert b["padding"] == a["padding"] and b["padding"]["padding"] == "grouped"
+    assert_scored_as_its_predictor(output, synthetic_splits / "test.xlsx")
 
 
 def test_resume_without_a_checkpoint_is_refused(synthetic_splits, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import backends
 import synthetic
 import truncation
-from conftest import at_least, at_most
+from conftest import assert_scored_as_its_predictor, at_least, at_most
 from truncation import cut
 
 TOKENS = list(range(20))
@@ -109,3 +109,11 @@ def test_head_and_tail_reads_both_ends(cut_run):
     at_least("truncation: head+tail run, accuracy when the verdict opens the review", found["start"], 0.9)
     at_least("truncation: head+tail run, accuracy when the verdict ends the review", found["end"], 0.9)
     at_least("truncation: head+tail run, test accuracy (metrics.json)", metrics["accuracy"], 0.9)
+
+
+@pytest.mark.parametrize("mode", ["tail", "head+tail"])
+def test_cut_runs_evaluate_as_their_predictors(cut_run, both_ends_splits, mode):
+    """Trained and evaluated in length-grouped batches of reviews cut the `mode` way: the test metrics are what the
+    saved predictor gives for the test split cut the same way (as predict.py cuts it)."""
+    metrics = assert_scored_as_its_predictor(cut_run(mode), both_ends_splits / "test.xlsx")
+    assert metrics["padding"]["padding"] == "grouped"
