@@ -11,6 +11,7 @@ Zen 4), then prints each check's threshold and its worst value.
 
     .venv/bin/python tests/margins.py                  # seeds 1-5; 1-2 with Eigen's kernels; 3 with AVX2's
     .venv/bin/python tests/margins.py --seeds 3 --other-kernels "" --avx2 "" tests/test_train.py   # one quick run
+    .venv/bin/python tests/margins.py --table-only --out margins    # the table of the runs already in margins/
 
 It takes about as long as the suite per run. The table (Markdown), every value (JSON) and each run's
 output go to --out.
@@ -36,8 +37,12 @@ def main():
                    help="seeds to run with oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2), as on a CPU without AVX-512 "
                    "(default: 3; empty: none)")
     p.add_argument("--out", type=Path, default=Path("margins"), help="folder for margins.md and margins.json (default: margins/)")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: build the table from the runs already in --out (e.g. runs made in several goes)")
     p.add_argument("tests", nargs="*", help="pytest arguments (default: the whole suite)")
     args = p.parse_args()
+    if args.table_only:
+        return report(args.out, *earlier_runs(args.out))
     runs = [(int(s), "oneDNN") for s in args.seeds.split(",") if s]
     runs += [(int(s), "Eigen (TF_ENABLE_ONEDNN_OPTS=0)") for s in args.other_kernels.split(",") if s]
     runs += [(int(s), "AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)") for s in args.avx2.split(",") if s]
@@ -63,10 +68,35 @@ def main():
         print(f"  {summary} ({outcomes[-1]['minutes']} min)" + "".join(f"\n  {line}" for line in failed), flush=True)
         if record.exists():
             values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
+    return report(args.out, values, outcomes)
+
+
+KERNELS = {"oneDNN": "oneDNN", "Eigen": "Eigen (TF_ENABLE_ONEDNN_OPTS=0)", "AVX2": "AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)"}
+
+
+def earlier_runs(out):
+    """The values and outcomes of the runs whose seed-SEED-KERNELS.jsonl and .log files are in `out`."""
+    values, outcomes = [], []
+    for log in sorted(out.glob("seed-*.log")):
+        _, seed, kernels = log.stem.split("-", 2)
+        seed, kernels = int(seed), KERNELS[kernels]
+        lines = log.read_text().splitlines()
+        summary = next((line.strip("= ") for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line)),
+                       "(no summary)")
+        outcomes.append({"seed": seed, "kernels": kernels, "summary": summary, "minutes": None,
+                         "failed": [line for line in lines if line.startswith(("FAILED", "ERROR"))]})
+        record = log.with_suffix(".jsonl")
+        if record.exists():
+            values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
+    return values, outcomes
+
+
+def report(out, values, outcomes):
+    """Write margins.json and margins.md to `out`, print the table; 0 if every run passed."""
     table = summarize(values)
-    (args.out / "margins.json").write_text(json.dumps({"runs": outcomes, "checks": table, "values": values}, indent=1))
+    (out / "margins.json").write_text(json.dumps({"runs": outcomes, "checks": table, "values": values}, indent=1))
     text = to_markdown(table, outcomes)
-    (args.out / "margins.md").write_text(text)
+    (out / "margins.md").write_text(text)
     print(text)
     return 0 if all(not o["failed"] and " passed" in o["summary"] for o in outcomes) else 1
 
@@ -95,7 +125,7 @@ def to_markdown(table, outcomes):
         lines.append(f"| {row['check']} | {row['op']} {row['threshold']:g} | {row['worst']:.4g}{flag} | {row['best']:.4g} "
                      f"| {row['worst_in']} | {row['values']} |")
     lines += ["", "| seed | kernels | result | minutes |", "| --- | --- | --- | --- |"]
-    lines += [f"| {o['seed']} | {o['kernels']} | {o['summary']} | {o['minutes']} |" for o in outcomes]
+    lines += [f"| {o['seed']} | {o['kernels']} | {o['summary']} | {o['minutes'] or ''} |" for o in outcomes]
     return "\n".join(lines) + "\n"
 
 
