@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -140,24 +141,25 @@ def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
 
     folder = tmp_path / "tail-predictor"
     shutil.copytree(cut_run("tail"), folder)
-    # Praise at the start, a damning end (or the other way round): only the last 30 tokens fit in maxlen 32.
-    filler = " ".join(["the", "movie", "was", "quite", "long"] * 10)
-    long_reviews = [f"great wonderful superb film . {filler} . awful terrible boring worst",
-                    f"awful terrible boring film . {filler} . great wonderful superb masterpiece"]
+    # A verdict at the end, the opposite one at the start: only the last 30 tokens fit in maxlen 32.
+    rng = random.Random(5)
+    verdicts = ["neg", "pos"] * 10
+    long_reviews = [" ".join(rng.choices(synthetic.POSITIVE if verdict == "neg" else synthetic.NEGATIVE, k=3))
+                    + " " + synthetic.long_review(verdict, rng, at="end") for verdict in verdicts]
     (tmp_path / "long.txt").write_text("\n".join(long_reviews) + "\n")
     # fp32 parity on long reviews; the int8 bar is for test_export_refuses_int8_that_changes_labels.
     result = run_export("--model", folder, "--reviews", tmp_path / "long.txt", "--min-agreement", 0)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert json.loads((folder / "onnx.json").read_text())["truncation"] == "tail"
-    answers = {}
+    labels = {}
     for backend in backends.BACKENDS:
         out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
         assert out.returncode == 0, out.stderr[-3000:]
-        answers[backend] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    at_least("export: tail model, probability of the verdict at the end (ktrain)",
-             min(answers["ktrain"][0]["prob_neg"], answers["ktrain"][1]["prob_pos"]), 0.5)
-    labels = {backend: [a["label"] for a in found] for backend, found in answers.items()}
-    assert labels["ktrain"] == labels["onnx"] == labels["onnx-int8"] == ["neg", "pos"]  # the verdicts at the end
+        labels[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
+    at_least("export: tail model, accuracy on 20 reviews whose verdict at the end is opposed at the start (ktrain)",
+             np.mean(np.array(labels["ktrain"]) == verdicts), 0.9)
+    assert labels["onnx"] == labels["ktrain"]  # fp32: cut the same way, the same probabilities to 1e-4
+    at_least("export: tail model, onnx-int8 labels as ktrain's on those 20", np.mean(np.array(labels["onnx-int8"]) == labels["ktrain"]), 0.9)
 
 
 def test_onnx_backend_without_onnxruntime(exported, tmp_path):
