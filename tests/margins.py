@@ -13,7 +13,8 @@ Zen 4), then prints each check's threshold and its worst value.
     .venv/bin/python tests/margins.py --seeds 3 --other-kernels "" --avx2 "" tests/test_train.py   # one quick run
     .venv/bin/python tests/margins.py --table-only --out margins    # the table of the runs already in margins/
 
-It takes about as long as the suite per run. The table (Markdown), every value (JSON) and each run's
+By default it runs the test files that check what a trained model does (those that call at_least or
+at_most): about 14 minutes per run on 2 cores, against 25 for the whole suite. The table (Markdown), every value (JSON) and each run's
 output go to --out.
 """
 
@@ -39,7 +40,7 @@ def main():
     p.add_argument("--out", type=Path, default=Path("margins"), help="folder for margins.md and margins.json (default: margins/)")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: build the table from the runs already in --out (e.g. runs made in several goes)")
-    p.add_argument("tests", nargs="*", help="pytest arguments (default: the whole suite)")
+    p.add_argument("tests", nargs="*", help="pytest arguments (default: the test files that call at_least or at_most)")
     args = p.parse_args()
     if args.table_only:
         return report(args.out, *earlier_runs(args.out))
@@ -58,7 +59,7 @@ def main():
             env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         started = time.time()
         print(f"seed {seed}, {kernels}: running the tests...", flush=True)
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args.tests],
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args.tests or checked_files())],
                                 cwd=ROOT, env=env, capture_output=True, text=True)
         (args.out / f"seed-{seed}-{kernels.split()[0]}.log").write_text(result.stdout + result.stderr)
         summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
@@ -69,6 +70,12 @@ def main():
         if record.exists():
             values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
     return report(args.out, values, outcomes)
+
+
+def checked_files():
+    """The test files that assert what a trained model does (they call at_least or at_most)."""
+    return [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tests").glob("test_*.py"))
+            if "at_least(" in path.read_text() or "at_most(" in path.read_text()]
 
 
 KERNELS = {"oneDNN": "oneDNN", "Eigen": "Eigen (TF_ENABLE_ONEDNN_OPTS=0)", "AVX2": "AVX2 (ONEDNN_MAX_CPU_ISA=AVX2)"}
