@@ -55,11 +55,13 @@ def main():
         env = {**os.environ, "IMDB_TEST_SEED": str(seed), "IMDB_MARGINS": str(record.resolve())}
         if kernels.startswith("Eigen"):
             env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-        elif kernels.startswith("AVX2"):
+        tests = args.tests or checked_files()
+        if kernels.startswith("AVX2"):
             env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+            tests = [*tests, "-k", f"not ({BFLOAT16_TESTS})"]
         started = time.time()
         print(f"seed {seed}, {kernels}: running the tests...", flush=True)
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args.tests or checked_files())],
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                                 cwd=ROOT, env=env, capture_output=True, text=True)
         (args.out / f"seed-{seed}-{kernels.split()[0]}.log").write_text(result.stdout + result.stderr)
         summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
@@ -70,6 +72,12 @@ def main():
         if record.exists():
             values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
     return report(args.out, values, outcomes)
+
+
+# Tests that train in bfloat16 (test_speed's through --precision auto). On a CPU with bfloat16 instructions held
+# to AVX2 by ONEDNN_MAX_CPU_ISA, TensorFlow still picks oneDNN's bfloat16 kernels (it asks the CPU) and oneDNN
+# aborts the process; a real AVX2 CPU takes TensorFlow's own bfloat16 path. So AVX2 runs leave them out.
+BFLOAT16_TESTS = "bfloat16 or grouped_evaluation_gives_the_predictors or with_and_without_the_speedups"
 
 
 def checked_files():

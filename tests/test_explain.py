@@ -79,12 +79,13 @@ def subject(request, predictor, held_out, found, mixed):
 # test below); integrated gradients see such words by integrating, occlusion of one word does not.
 
 def test_integrated_gradients_add_up_to_the_change_in_margin(subject):
-    """Completeness: with many steps, a review's scores sum to its margin minus the baseline's margin. (256 steps:
-    a saturated model can change its margin by 20 in a short stretch of the path, which 64 steps missed by 6%.)"""
+    """Completeness: with many steps, a review's scores sum to its margin minus the baseline's margin. (1024 steps:
+    a saturated model can change its margin by 20 in a short stretch of the path, which 64 steps missed by 6% on
+    seed 7 and 256 steps by 4.7% on seed 3; 1024 came within 0.4% there.)"""
     import tensorflow as tf
 
     _, predictor, texts, _ = subject
-    model = explain.Explainer(predictor, steps=256)
+    model = explain.Explainer(predictor, steps=1024)
     for text in texts[:5]:
         ids = model.encode(text, "head")[0]
         (scores, _), = model.attributions([ids])

@@ -222,7 +222,9 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, tmp_
 
 
 def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, monkeypatch):
-    """A conversion that changed the model (as a transformers or torch release might): nothing is written."""
+    """A conversion that changed the model (as a transformers or torch release might; here the classifier's two
+    rows swapped, as a mix-up of label order would): nothing is written. On synthetic reviews the model is sure
+    of, so the change shows whatever the training (a small nudge to the bias hid in saturated probabilities)."""
     import shutil
 
     import export
@@ -231,18 +233,21 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
     folder = tmp_path / "predictor"
     shutil.copytree(trained[0], folder)
     before = sorted(p.name for p in folder.iterdir())
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(synthetic.reviews(20, seed=11)["Reviews"]) + "\n")
     convert = export.to_pytorch
 
     def changed(tf_model):
         model = convert(tf_model)
         with torch.no_grad():
-            model.classifier.bias[1] += 0.01  # moves every probability, by up to 0.0025
+            for tensor in (model.classifier.weight, model.classifier.bias):
+                tensor.copy_(tensor.flip(0))
         return model
 
     monkeypatch.setattr(export, "to_pytorch", changed)
     with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to \S+ \(more "
                                         r"than 0.0001\), so nothing was written"):
-        export.main(["--model", str(folder), "--n", "20", "--min-agreement", "0"])
+        export.main(["--model", str(folder), "--reviews", str(reviews), "--n", "20", "--min-agreement", "0"])
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
