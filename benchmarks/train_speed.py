@@ -529,12 +529,20 @@ def padding_tables(rows, evaluation, info):
     """Markdown: each arm's epochs (seconds per round, tokens, shapes, traces), the ratios, and the evaluation."""
     ok = [r for r in rows if "epoch_s" in r]
     total = {arm: sum(r["epoch_s"] for r in ok if r["arm"] == arm) for arm in dict.fromkeys(r["arm"] for r in ok)}
+    epoch = {(r["arm"], r["round"]): r["epoch_s"] for r in ok}
+
+    def ratio_of(a, b):
+        """a's time over b's, and round by round, over the rounds both finished (a failed run is left out of both)."""
+        both = sorted({n for arm, n in epoch if arm == a} & {n for arm, n in epoch if arm == b})
+        per_round = [epoch[a, n] / epoch[b, n] for n in both]
+        return (sum(epoch[a, n] for n in both) / sum(epoch[b, n] for n in both) if both else None), per_round
     fixed_tokens = info["reviews"] * info["maxlen"]
     lines = ["| arm | epoch seconds, round by round | reviews/s | time against fixed | tokens per epoch (share of fixed) "
              "| distinct batch shapes | widths | train-step traces |", "|---|---|---|---|---|---|---|---|"]
     for arm, seconds in total.items():
         mine = [r for r in ok if r["arm"] == arm]
-        ratio = f"{seconds / total['fixed']:.2f}x" if "fixed" in total else "-"
+        against_fixed = ratio_of(arm, "fixed")[0] if "fixed" in total else None
+        ratio = f"{against_fixed:.2f}x" if against_fixed else "-"
         widths, rounds = mine[0]["widths"], " / ".join(f"{r['epoch_s']:.0f}" for r in mine)
         lines.append(f"| {arm} | {rounds} "
                      f"| {(mine[0]['steps'] - 1) * info['batch_size'] * len(mine) / seconds:.2f} | {ratio} "
@@ -542,8 +550,10 @@ def padding_tables(rows, evaluation, info):
                      f"| {widths[0]}-{widths[-1]} ({len(widths)}) | {mine[0].get('traces', 'n/a (eager)')} |")
     for a, b in (("fixed", "grouped"), ("pytorch", "grouped")):
         if a in total and b in total:
-            per_round = [x["epoch_s"] / y["epoch_s"] for x, y in zip([r for r in ok if r["arm"] == a], [r for r in ok if r["arm"] == b])]
-            lines.append(f"\n{b} is {total[a] / total[b]:.2f}x as fast as {a} "
+            ratio, per_round = ratio_of(a, b)
+            if ratio is None:
+                continue
+            lines.append(f"\n{b} is {ratio:.2f}x as fast as {a} "
                          f"(round by round: {', '.join(f'{x:.2f}x' for x in per_round)})")
     if ok:
         lines.append(f"\nreal tokens: {ok[0]['real_tokens']:,} ({ok[0]['real_tokens'] / fixed_tokens:.3f} of fixed); "
