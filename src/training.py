@@ -217,8 +217,16 @@ def choose_precision(precision="auto"):
     return "bfloat16" if cpu_has_bf16() else "float32"
 
 
+# oneDNN instruction sets without bfloat16 products. Capped at one of these (ONEDNN_MAX_CPU_ISA=AVX2, say),
+# oneDNN aborts on a bfloat16 product ("could not create a primitive descriptor for the matmul primitive").
+ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16():
-    """Whether this CPU has bfloat16 matrix instructions (read from /proc/cpuinfo; False off Linux)."""
+    """Whether this CPU has bfloat16 matrix instructions that TensorFlow may use: read from /proc/cpuinfo
+    (False off Linux), unless ONEDNN_MAX_CPU_ISA holds oneDNN to an instruction set without them."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:

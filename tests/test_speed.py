@@ -108,6 +108,19 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
     at_least("speed: test accuracy with the speed-ups", metrics["fast"]["accuracy"], 0.9)
 
 
+def test_auto_precision_is_float32_where_onednn_is_capped_without_bf16(monkeypatch):
+    """With ONEDNN_MAX_CPU_ISA capping oneDNN to an instruction set without bfloat16 (AVX2, say), oneDNN aborts on
+    bfloat16 products even on a CPU that has them, so --precision auto trains in float32 there."""
+    import training
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = training.cpu_has_bf16()
+    for isa, has_bf16 in (("AVX2", False), ("avx512_core_vnni", False), ("AVX512_CORE_AMX", native), ("", native)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert training.cpu_has_bf16() is has_bf16
+        assert training.choose_precision("auto") == ("bfloat16" if has_bf16 else "float32")
+
+
 # The allocator does no arithmetic; bfloat16 rounds the inputs of every matrix product to 8 significant
 # bits (the weights and their updates stay float32). The margin is 4 of the 200 test reviews.
 TOLERANCE = 0.02
