@@ -240,19 +240,20 @@ def measure_evaluation(spec):
     ours = lambda: training.predict_proba(learner.model, preproc, texts)  # noqa: E731
     theirs = lambda: predictor.predict(texts, return_proba=True)  # noqa: E731
     predictor.predict(texts[:8]), training.predict_proba(learner.model, preproc, texts[:8])  # warm-up: tracing
-    seconds, difference = {"predictor": [], "grouped": []}, 0.0
+    seconds, cpu, difference = {"predictor": [], "grouped": []}, {"predictor": [], "grouped": []}, 0.0
     for _ in range(spec["rounds"]):
         for name, run in (("predictor", theirs), ("grouped", ours)):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), sum(os.times()[:2])
             proba = run()
             seconds[name].append(time.perf_counter() - started)
+            cpu[name].append(sum(os.times()[:2]) - used)  # user + system CPU seconds of this process
             if name == "predictor":
                 reference = proba
         difference = max(difference, float(np.abs(proba - reference).max()))
     padded = preproc.preprocess_test(texts, verbose=0)  # as the predictor pads: to the longest review, at most maxlen
     data = training.LengthGroupedDataset(padded, spec["maxlen"])
     data.batch_size = 32  # the predictor's batch size
-    return {"seconds": seconds, "largest_difference": difference, "reviews": len(texts),
+    return {"seconds": seconds, "cpu_seconds": cpu, "largest_difference": difference, "reviews": len(texts),
             "tokens": {"predictor": padded.x.shape[0] * padded.x.shape[2], "grouped": data.tokens(data.evaluation_batches())},
             "real_tokens": int(data.lengths.sum())}
 
@@ -561,11 +562,13 @@ def padding_tables(rows, evaluation, info):
     if evaluation and "seconds" in evaluation:
         s, t = evaluation["seconds"], evaluation["tokens"]
         n = evaluation["reviews"]
-        lines += ["", "| test-split evaluation | seconds, round by round | reviews/s | speed-up | tokens (share of predictor's) |",
-                  "|---|---|---|---|---|"]
+        cpu = evaluation.get("cpu_seconds", {})
+        lines += ["", "| test-split evaluation | seconds, round by round | reviews/s | speed-up | CPU seconds, round by round "
+                  "| tokens (share of predictor's) |", "|---|---|---|---|---|---|"]
         for name in ("predictor", "grouped"):
             lines.append(f"| {name} | {' / '.join(f'{x:.0f}' for x in s[name])} | {n * len(s[name]) / sum(s[name]):.2f} "
-                         f"| {sum(s['predictor']) / sum(s[name]):.2f}x | {t[name]:,} ({t[name] / t['predictor']:.3f}) |")
+                         f"| {sum(s['predictor']) / sum(s[name]):.2f}x | {' / '.join(f'{x:.0f}' for x in cpu.get(name, [])) or '-'} "
+                         f"| {t[name]:,} ({t[name] / t['predictor']:.3f}) |")
         lines.append(f"\nlargest probability difference, grouped against predictor.predict: {evaluation['largest_difference']:.1e}")
     lines.append(f"\n{info['cpus']} x {info['cpu']}; Python {info['python']}, TensorFlow {info['tensorflow']}, ktrain {info['ktrain']}, "
                  f"transformers {info['transformers']}, torch {info.get('torch', '-')}; {info['precision']}, batch "
