@@ -1,12 +1,14 @@
 """The notebook: committed clean, executed headless on the tiny model, and in step with src/train.py."""
 
 import ast
+import html
 import json
 import os
 import re
 import socket
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -117,9 +119,19 @@ def test_explanation_cells_highlight_the_words(executed):
     page = shown.outputs[0]["data"]["text/html"]
     assert page.count("class='review'") == 4  # the three tutorial sentences and the one in my_reviews
     first, = explain.explain(output, ["this movie was really bad. acting was also bad. I will not watch again"])
-    (word, score), = explain.top_words(first, 1)
-    colour = "0, 150, 0" if score > 0 else "220, 0, 0"
-    assert re.search(rf"background: rgba\({colour}, 0\.60\)' data-score='[\d.e+-]+' title='[+-]\d\.\d+'>{word}<", page)
+    # The first review's words as the page shows them: (colour, strength, score, word), in text order.
+    spans = re.findall(r"background: rgba\(([\d, ]+), ([\d.]+)\)' data-score='([^']+)' title='[^']*'>([^<]*)<",
+                       page.split("class='review'")[1])
+    words = sorted(first["words"], key=lambda w: w["start"])
+    assert [html.unescape(word) for *_, word in spans] == [first["text"][w["start"]:w["end"]] for w in words]
+    scores = np.array([float(score) for _, _, score, _ in spans])
+    label = first["label"]
+    expected = np.array([w["scores"][label] for w in words])
+    largest = np.abs(expected).max()
+    assert np.abs(scores - expected).max() <= 1e-3 * largest  # explained in the notebook's batch or alone: the same
+    assert all((colour == "0, 150, 0") == (float(score) > 0) for colour, _, score, _ in spans)
+    strongest = [abs(float(score)) for _, alpha, score, _ in spans if alpha == "0.60"]
+    assert strongest and min(strongest) >= (1 - 1e-3) * largest  # the strongest colour is the top word's (ties aside)
     worst = next(c for c in nb.cells if "explain.show_top_losses(" in c.source)
     page = worst.outputs[0]["data"]["text/html"]
     mistakes = min(5, len(open(output / "top_losses.csv").read().splitlines()) - 1)
