@@ -160,7 +160,8 @@ def prepare_model(model, maxlen, texts, work, export=True):
     if export and not (model / "onnx.json").exists():
         print("exporting it to ONNX...", file=sys.stderr)
         # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
-        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(model), "--min-agreement", "0"],
+        subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(model), "--min-agreement", "0",
+                        "--n", "100"],
                        check=True, stdout=sys.stderr)
     return model
 

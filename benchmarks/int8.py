@@ -1,12 +1,22 @@
-"""Which int8 quantization keeps the TensorFlow predictor's answers: label agreement, accuracy and speed per scheme.
+"""Which int8 scheme keeps the TensorFlow predictor's answers, gives a review the same scores whatever its batch,
+and how fast it is: one table per run, with the CPU it ran on.
 
-    HF_HOME=/tmp/pretrained-distilbert-hf HF_HUB_OFFLINE=1 python benchmarks/int8.py --model /work/standin-predictor
+    HF=$(../shared/pretrained/build.sh .venv/bin/python)          # the pretrained stand-in, offline
+    HF_HOME=$HF HF_HUB_OFFLINE=1 python benchmarks/int8.py --model STANDIN_PREDICTOR [--speed]
 
-Copies --model (it is not changed), exports the copy with src/export.py, scores --n seeded random real test
-reviews with TensorFlow (the reference), ONNX fp32, and the fp32 model quantized by each scheme, and prints one
-markdown table: same label as TensorFlow, accuracy, largest probability change, reviews/s (batch 32).
-Then it quantizes one MatMul at a time to find the most sensitive ones, and tries leaving them in float32.
-Needs a trained model: a random-weight one has every probability near 0.5.
+Copies --model (a trained predictor; it is not changed), exports the copy with src/export.py, scores --n seeded
+random real test reviews with TensorFlow (the reference), ONNX fp32 and each int8 scheme:
+- dynamic: ONNX Runtime's quantize_dynamic as src/export.py did before (per-channel weights, one activation scale
+  per model call, the first 2 layers' FFN output MatMul in float32);
+- static: ONNX Runtime's quantize_static (QDQ, per-channel weights, activation ranges calibrated once on
+  --calibration training reviews);
+- per token: src/quantize.py, what src/export.py writes now.
+Columns: same label as TensorFlow, accuracy, largest probability change, reviews/s (batch 32), and batch dependence
+(the largest change of a probability between 24 reviews scored one at a time and in batches of 7 and 32).
+
+--speed also times dynamic against per token side by side on DistilBERT's full shape at maxlen 400 (random weights,
+benchmarks/inference.py's model: right for speed, not for labels), in alternating rounds.
+Needs a trained --model: a random-weight one has every probability near 0.5.
 """
 
 import argparse
@@ -22,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"
+TRAIN_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "train.xlsx"
 
 
 def parse_args(argv=None):
@@ -29,30 +40,54 @@ def parse_args(argv=None):
     p.add_argument("--model", type=Path, metavar="DIR", required=True, help="a trained predictor (copied, not changed)")
     p.add_argument("--reviews", type=Path, metavar="PATH", default=REAL_REVIEWS, help="labelled reviews (Reviews, Sentiment)")
     p.add_argument("--n", type=int, default=400, help="reviews to score (default: 400)")
-    p.add_argument("--sensitivity-n", type=int, default=100, help="reviews for the one-MatMul-at-a-time search (default: 100)")
-    p.add_argument("--sensitivity", type=Path, metavar="PATH", help="the --json of an earlier run: reuse its ranking, "
-                   "and try only per-channel MatMul quantization with the most sensitive 1-4 left in fp32")
+    p.add_argument("--calibration", type=int, default=200, help="training reviews that calibrate the static scheme (default: 200)")
+    p.add_argument("--speed", action="store_true", help="also time dynamic against per token, full shape, maxlen 400")
+    p.add_argument("--speed-n", type=int, default=96, help="--speed: reviews per round (default: 96)")
+    p.add_argument("--rounds", type=int, default=3, help="--speed: rounds per scheme (default: 3)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
 
-def matmuls(fp32_path):
-    """(name, has a constant weight) of each MatMul, and the names of all nodes."""
+def cpu():
+    """The CPU's model name and whether it has VNNI (int8 dot products without 16-bit intermediate sums)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU", None
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return name, bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def dynamic(fp32_path, out_path):
+    """What src/export.py wrote before per-token int8."""
     import onnx
-
-    model = onnx.load(str(fp32_path))
-    weights = {i.name for i in model.graph.initializer}
-    return ([(n.name, n.input[1] in weights) for n in model.graph.node if n.op_type == "MatMul"],
-            [n.name for n in model.graph.node])
-
-
-def quantize(fp32_path, out_path, **options):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, **options)
+    names = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "MatMul"]
+    sensitive = [n for n in names if any(f"/layer.{i}/ffn/lin2/" in n for i in range(2))]
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     per_channel=True, nodes_to_exclude=sensitive, extra_options={"MatMulConstBOnly": True})
 
 
-def scorer(folder, int8_file):
+def static(fp32_path, out_path, backend, texts):
+    """ONNX Runtime's static int8, its activation ranges calibrated on `texts` (one review per calibration call)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.inputs = iter([{"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+                                for ids in backend.encode(texts)])
+
+        def get_next(self):
+            return next(self.inputs, None)
+
+    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=["MatMul"], activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def scorer(folder, int8_file, batch_size=32):
     """An onnx-int8 backend reading `int8_file` (with the folder's settings and tokenizer)."""
     import backends
 
@@ -60,7 +95,20 @@ def scorer(folder, int8_file):
     for name in (backends.ONNX_SETTINGS, json.loads((folder / backends.ONNX_SETTINGS).read_text())["tokenizer"]):
         os.symlink(folder / name, scheme / name)
     os.symlink(int8_file, scheme / backends.ONNX_FILES["onnx-int8"])
-    return backends.OnnxBackend(scheme, "onnx-int8", batch_size=32)
+    return backends.OnnxBackend(scheme, "onnx-int8", batch_size=batch_size)
+
+
+def batch_dependence(model, texts):
+    """Largest change of a probability of `texts` between scoring each alone and in batches of 7 and 32."""
+    import numpy as np
+
+    size = model.batch_size
+    alone = np.concatenate([model.predict_proba([t]) for t in texts])
+    change = 0.0
+    for model.batch_size in (7, 32):
+        change = max(change, float(np.abs(model.predict_proba(texts) - alone).max()))
+    model.batch_size = size
+    return change
 
 
 def measure(model, texts, reference, truth):
@@ -73,7 +121,36 @@ def measure(model, texts, reference, truth):
     return {"agreement": float(np.mean(proba.argmax(1) == reference.argmax(1))),
             "accuracy": float(np.mean(proba.argmax(1) == truth)),
             "max_change": float(np.abs(proba - reference).max()),
-            "reviews_per_s": len(texts) / seconds}
+            "reviews_per_s": len(texts) / seconds,
+            "batch_dependence": batch_dependence(model, texts[:24])}
+
+
+def speed(args, work):
+    """Dynamic against per token on the full shape at maxlen 400: reviews/s of each round, in alternation."""
+    import pandas as pd
+
+    import backends
+    import quantize
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import inference
+
+    texts = [t.strip() for t in pd.read_excel(args.reviews)["Reviews"].dropna().sample(n=args.speed_n, random_state=1)]
+    model = inference.prepare_model(None, 400, [t.strip() for t in pd.read_excel(args.reviews)["Reviews"].dropna()], work)
+    fp32 = model / backends.ONNX_FILES["onnx"]
+    files = {"dynamic": work / "full-dynamic.onnx", "per token": work / "full-per-token.onnx"}
+    dynamic(fp32, files["dynamic"])
+    quantize.per_token_int8(fp32, files["per token"])
+    scorers = {name: scorer(model, path) for name, path in files.items()}
+    for s in scorers.values():
+        s.predict_proba(texts[:4])
+    rates = {name: [] for name in files}
+    for _ in range(args.rounds):
+        for name, s in scorers.items():
+            started = time.perf_counter()
+            s.predict_proba(texts)
+            rates[name].append(len(texts) / (time.perf_counter() - started))
+    return rates
 
 
 def main(argv=None):
@@ -81,87 +158,58 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
+    import backends
+    import quantize
+
     work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
     folder = work / args.model.name
-    shutil.copytree(args.model, folder)
+    shutil.copytree(args.model, folder, ignore=shutil.ignore_patterns("*.onnx", "onnx.json"))
     print(f"exporting a copy in {folder}...", file=sys.stderr)
-    subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(folder), "--min-agreement", "0"],
-                   check=True, stdout=sys.stderr)
+    subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(folder), "--min-agreement", "0",
+                    "--n", "100"], check=True, stdout=sys.stderr)
     frame = pd.read_excel(args.reviews).dropna(subset=["Reviews"]).sample(n=args.n, random_state=0)
     texts = [t.strip() for t in frame["Reviews"]]
-    import backends
-
     classes = json.loads((folder / backends.ONNX_SETTINGS).read_text())["classes"]
     truth = np.array([classes.index(s) for s in frame["Sentiment"]])
 
     print(f"scoring {len(texts)} reviews with TensorFlow...", file=sys.stderr)
     reference = backends.KtrainBackend(folder).predict_proba(texts)
     rows = [{"scheme": "TensorFlow (reference)", "agreement": 1.0, "accuracy": float(np.mean(reference.argmax(1) == truth)),
-             "max_change": 0.0, "reviews_per_s": float("nan")}]
-    rows.append({"scheme": "ONNX fp32", **measure(backends.OnnxBackend(folder, "onnx"), texts, reference, truth)})
+             "max_change": 0.0, "reviews_per_s": float("nan"), "batch_dependence": float("nan")}]
+    fp32_model = backends.OnnxBackend(folder, "onnx")
+    rows.append({"scheme": "ONNX fp32", **measure(fp32_model, texts, reference, truth)})
 
     fp32 = folder / backends.ONNX_FILES["onnx"]
-    nodes, all_nodes = matmuls(fp32)
-    activation_matmuls = [name for name, const in nodes if not const]  # attention's Q.K^T and weights.V
+    training_reviews = TRAIN_REVIEWS if TRAIN_REVIEWS.is_file() else args.reviews
+    calibration = [t.strip() for t in pd.read_excel(training_reviews)["Reviews"].dropna().sample(n=args.calibration, random_state=2)]
     schemes = {
-        "dynamic, per tensor (export.py before)": {},
-        "per channel": {"per_channel": True},
-        "reduce_range": {"reduce_range": True},
-        "per channel + reduce_range": {"per_channel": True, "reduce_range": True},
-        "weights only (attention's activation MatMuls in fp32)": {"extra_options": {"MatMulConstBOnly": True}},
-        "weights only, per channel": {"per_channel": True, "extra_options": {"MatMulConstBOnly": True}},
-        "classifier in fp32": {"nodes_to_exclude": [n for n in all_nodes if "classifier" in n]},
-        "embeddings (Gather) in fp32": {"nodes_to_exclude": [n for n in all_nodes if "Gather" in n]},
-        "MatMul only (embeddings, classifier in fp32)": {"op_types_to_quantize": ["MatMul"]},
-        "MatMul only, reduce_range": {"op_types_to_quantize": ["MatMul"], "reduce_range": True},
-        "MatMul weights only, per channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True,
-                                             "extra_options": {"MatMulConstBOnly": True}},
+        "dynamic (src/export.py before)": lambda path: dynamic(fp32, path),
+        f"static, QDQ, calibrated on {args.calibration} training reviews": lambda path: static(fp32, path, fp32_model, calibration),
+        "per token, 7-bit weights (src/export.py now)": lambda path: quantize.per_token_int8(fp32, path),
     }
-    if args.sensitivity:  # only today's scheme and the best so far, for speeds measured in this run
-        schemes = {k: v for k, v in schemes.items() if k in ("dynamic, per tensor (export.py before)", "MatMul weights only, per channel")}
-    results = {}
-    for name, options in schemes.items():
+    for i, (name, make) in enumerate(schemes.items()):
         print(f"scheme: {name}...", file=sys.stderr)
-        path = work / f"int8-{len(results)}.onnx"
-        quantize(fp32, path, **options)
-        results[name] = path
+        path = work / f"int8-{i}.onnx"
+        make(path)
         rows.append({"scheme": name, **measure(scorer(folder, path), texts, reference, truth)})
 
-    # Sensitivity: quantize one MatMul at a time (the rest fp32); mean probability change on a few reviews.
-    few = texts[:args.sensitivity_n]
-    if args.sensitivity:
-        sensitivity = json.loads(args.sensitivity.read_text())["sensitivity"]
-    else:
-        print(f"sensitivity of {len(nodes)} MatMuls...", file=sys.stderr)
-        base = backends.OnnxBackend(folder, "onnx").predict_proba(few)
-        sensitivity = {}
-        for name, _ in nodes:
-            path = work / "one.onnx"
-            quantize(fp32, path, nodes_to_quantize=[name])
-            sensitivity[name] = float(np.abs(scorer(folder, path).predict_proba(few) - base).mean())
-    ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
-    ranked = [n for n in ranked if n not in activation_matmuls]
-    tries = [(k, True) for k in (1, 2, 3, 4)] if args.sensitivity else [(k, False) for k in (2, 4, 8)]
-    for k, per_channel in tries:
-        name = f"MatMul only{', per channel' if per_channel else ''}, {k} most sensitive weight MatMuls in fp32"
-        print(f"scheme: {name}...", file=sys.stderr)
-        path = work / f"int8-top{k}.onnx"
-        keep = ranked[:k]
-        quantize(fp32, path, op_types_to_quantize=["MatMul"], nodes_to_exclude=keep, per_channel=per_channel,
-                 extra_options={"MatMulConstBOnly": True})
-        rows.append({"scheme": name, "excluded": keep, **measure(scorer(folder, path), texts, reference, truth)})
-
-    lines = [f"{len(texts)} real test reviews (seeded random sample of {args.reviews.name}), model {args.model.name}; "
-             f"{os.cpu_count()} CPUs", "",
-             "| scheme | same label as TensorFlow | accuracy | largest probability change | reviews/s (batch 32) |",
-             "| --- | --- | --- | --- | --- |"]
+    name, vnni = cpu()
+    lines = [f"{len(texts)} real test reviews (seeded random sample of {args.reviews.name}), model {args.model.name}, "
+             f"maxlen {json.loads((folder / backends.ONNX_SETTINGS).read_text())['maxlen']}; {os.cpu_count()} x {name}, "
+             f"{'with' if vnni else 'without'} VNNI", "",
+             "| scheme | same label as TensorFlow | accuracy | largest probability change | reviews/s (batch 32) "
+             "| batch dependence |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['scheme']} | {r['agreement']:.1%} | {r['accuracy']:.3f} | {r['max_change']:.3f} | {r['reviews_per_s']:.1f} |")
-    lines += ["", "Most sensitive MatMuls (mean probability change when only it is quantized, "
-              f"{len(few)} reviews):"] + [f"- {n}: {sensitivity[n]:.2e}" for n in ranked[:10]]
+        lines.append(f"| {r['scheme']} | {r['agreement']:.2%} | {r['accuracy']:.4f} | {r['max_change']:.4f} "
+                     f"| {r['reviews_per_s']:.1f} | {r['batch_dependence']:.1e} |")
+    rates = speed(args, work) if args.speed else None
+    if rates:
+        lines += ["", f"Full shape (random weights), maxlen 400, {args.speed_n} real reviews, batch 32, reviews/s by round "
+                  "(alternating):", ""] + [f"- {k}: {' / '.join(f'{r:.1f}' for r in v)}" for k, v in rates.items()]
+        lines.append(f"- per token / dynamic: {sum(rates['per token']) / sum(rates['dynamic']):.2f}x")
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "sensitivity": sensitivity}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"cpu": name, "vnni": vnni, "rows": rows, "speed": rates}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Export a saved predictor to ONNX (fp32, and int8 dynamically quantized) for fast CPU scoring.
+"""Export a saved predictor to ONNX (fp32, and int8 quantized per token) for fast CPU scoring.
 
     pip install -r requirements-export.txt           # once: PyTorch and onnx, for exporting only
     python src/export.py --model models/distilbert-imdb
     python src/predict.py --model models/distilbert-imdb --backend onnx-int8 "great film"
 
 Writes model.onnx, model-int8.onnx and onnx.json (maxlen, classes, how to tokenize) into the
-predictor folder, next to the tokenizer.json already there, then checks right away, on sample
-reviews, that the ONNX models give the TensorFlow predictor's answers. The files are moved into the
-folder only when the check passes: fp32 within 1e-4 of TensorFlow's probabilities, and int8 giving
-TensorFlow's label on at least --min-agreement (99%) of the reviews. Scoring them later needs only requirements-onnx.txt.
+predictor folder, next to the tokenizer.json already there, then checks right away, on real reviews
+(the run's test split when it can be found, else data/sample/test.xlsx), that the ONNX models give the
+TensorFlow predictor's answers. The files are moved into the folder only when the check passes: fp32
+within 1e-4 of TensorFlow's probabilities, and int8 giving TensorFlow's label on at least --min-agreement
+(99%) of reviews, judged with a binomial test (see int8_refused). Scoring them later needs only requirements-onnx.txt.
 
 How: TensorFlow's graph does not convert well (tf2onnx 1.17 does not know TF's GELU lowering, and
 with an erf GELU needs about 25 GB for DistilBERT), so the same weights go into the PyTorch
@@ -19,6 +20,7 @@ import argparse
 import importlib.util
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -27,14 +29,17 @@ from importlib import metadata
 from pathlib import Path
 
 import backends
+import quantize
 import truncation
 from errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 FP32_TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and ONNX fp32
-FP32_FFN_LAYERS = 2  # how many of the first layers keep their FFN output MatMul in float32 (quantize())
-MIN_AGREEMENT = 0.99  # smallest share of the checked reviews on which int8 must give TensorFlow's label
+FP32_CHECKED = 100  # reviews on which fp32 is checked against TensorFlow (int8: all --n)
+MIN_AGREEMENT = 0.99  # int8 must give TensorFlow's label on at least this share of reviews
+CHECKED = 1000  # reviews the int8 check scores by default: enough to tell 99% from 97.7% (int8_refused)
+SIGNIFICANCE = 0.05  # int8 at exactly --min-agreement is refused by chance in at most this share of exports
 OPSET = 17
 
 
@@ -42,14 +47,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
                    help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
-    p.add_argument("--reviews", type=Path, metavar="PATH", default=SAMPLE_REVIEWS,
-                   help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) "
-                   "(default: data/sample/test.xlsx)")
-    p.add_argument("--n", type=int, default=100, metavar="N", help="how many of them to check (default: 100, all of "
-                   "data/sample/test.xlsx: with --min-agreement 0.99, one changed label is allowed)")
+    p.add_argument("--reviews", type=Path, metavar="PATH",
+                   help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) (default: the test "
+                   "split the run was trained with, from its metrics.json, when it is there; else data/sample/test.xlsx)")
+    p.add_argument("--n", type=int, default=CHECKED, metavar="N", help="how many of them to check, a seeded random "
+                   f"sample (default: {CHECKED}, or all if fewer)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="F",
-                   help="refuse the export (write nothing) when the int8 model gives TensorFlow's label on a smaller "
-                   f"share of the checked reviews than this (default: {MIN_AGREEMENT}; 0 accepts any)")
+                   help="refuse the export (write nothing) when the check shows that int8 gives TensorFlow's label on a "
+                   f"smaller share of reviews than this (default: {MIN_AGREEMENT}; 0 accepts any)")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be at least 1")
@@ -101,20 +106,6 @@ def export_onnx(pt_model, path):
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
 
 
-def quantize(fp32_path, int8_path, fp32_layers=FP32_FFN_LAYERS):
-    """Dynamic int8 for the MatMuls: int8 weights with a scale per output channel, activations quantized
-    on the fly per batch. Kept in float32: the embeddings, the classifier, and the FFN output MatMul
-    (lin2) of the first `fp32_layers` layers, the most sensitive ones (benchmarks/int8.py: with one scale
-    per tensor and everything quantized, a trained model changed 4% of its labels; see docs/performance.md)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    names = [node.name for node in onnx.load(str(fp32_path)).graph.node if node.op_type == "MatMul"]
-    sensitive = [name for name in names if any(f"/layer.{i}/ffn/lin2/" in name for i in range(fp32_layers))]
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True, nodes_to_exclude=sensitive, extra_options={"MatMulConstBOnly": True})
-
-
 def settings(preproc, tokenizer_file, folder):
     """What the ONNX backends need to tokenize like the predictor does, without unpickling its preproc."""
     tok = preproc.tok
@@ -132,19 +123,56 @@ def settings(preproc, tokenizer_file, folder):
 
 
 def check_parity(predictor, model_dir, folder, texts, batch_size=8):
-    """Probabilities of the TF predictor in `model_dir` vs the fp32 and int8 ONNX models in `folder` on `texts`."""
+    """Probabilities of the TF predictor in `model_dir` vs the fp32 (on FP32_CHECKED of `texts`) and int8 ONNX models
+    in `folder` on `texts`."""
     import numpy as np
+    from tqdm.auto import tqdm
 
+    texts = sorted(texts, key=len)  # ktrain pads each call to its longest review: similar lengths together
     cut = truncation.like_saved_run(texts, model_dir, predictor.preproc.get_tokenizer())
-    expected = np.asarray(predictor.predict(cut, return_proba=True))
+    expected = np.concatenate([predictor.predict(cut[i:i + 32], return_proba=True)
+                               for i in tqdm(range(0, len(cut), 32), desc="TensorFlow", unit="batch", leave=False)])
+    few = np.linspace(0, len(texts) - 1, min(len(texts), FP32_CHECKED)).round().astype(int)  # short to long
     report = {"n_reviews": len(texts)}
-    for backend in ("onnx", "onnx-int8"):
-        proba = backends.OnnxBackend(folder, backend, batch_size=batch_size).predict_proba(texts)
-        report[backend] = {
-            "max_abs_diff": float(np.abs(proba - expected).max()),
-            "label_agreement": float(np.mean(proba.argmax(1) == expected.argmax(1))),
-        }
+    for backend, rows in (("onnx", few), ("onnx-int8", np.arange(len(texts)))):
+        proba = backends.OnnxBackend(folder, backend, batch_size=batch_size).predict_proba([texts[i] for i in rows])
+        same = proba.argmax(1) == expected[rows].argmax(1)
+        report[backend] = {"n_reviews": len(rows), "max_abs_diff": float(np.abs(proba - expected[rows]).max()),
+                           "label_agreement": float(same.mean()), "same_label": int(same.sum())}
     return report
+
+
+def int8_refused(same, n, min_agreement, significance=SIGNIFICANCE):
+    """Whether `same` of `n` reviews with TensorFlow's label show that int8 keeps it on less than `min_agreement` of
+    reviews: a one-sided binomial test. Int8 that keeps exactly `min_agreement` changes this many labels or more in
+    under `significance` of checks, so a good export is rarely refused by chance; see refused_surely() for the other side."""
+    from scipy.stats import binom
+
+    return binom.sf(n - same - 1, n, 1 - min_agreement) < significance
+
+
+def refused_surely(n, min_agreement, significance=SIGNIFICANCE, power=0.95):
+    """The largest agreement at which int8 is refused in at least `power` of checks of `n` reviews."""
+    from scipy.stats import binom
+
+    changed = next(k for k in range(n + 2) if k > n or int8_refused(n - k, n, min_agreement, significance))
+    low, high = 0.0, 1.0  # agreement: bisect on P(at least `changed` labels changed) = power
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (middle, high) if binom.sf(changed - 1, n, 1 - middle) >= power else (low, middle)
+    return low
+
+
+def default_reviews(model_dir):
+    """The test split the run in `model_dir` was trained with (its metrics.json says), if it is here; else the sample."""
+    try:
+        test = json.loads((model_dir / "metrics.json").read_text())["args"]["test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return SAMPLE_REVIEWS
+    for path in (Path(test), ROOT / test):
+        if path.is_file():
+            return path
+    return SAMPLE_REVIEWS
 
 
 def main(argv=None):
@@ -153,7 +181,10 @@ def main(argv=None):
     check_packages()
     import predict
 
-    texts = predict.read_texts(args.reviews)[:args.n]  # bad input is reported before TensorFlow loads
+    reviews = args.reviews or default_reviews(args.model)
+    texts = predict.read_texts(reviews)  # bad input is reported before TensorFlow loads
+    if len(texts) > args.n:
+        texts = [texts[i] for i in sorted(random.Random(0).sample(range(len(texts)), args.n))]
     started = time.time()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything needed is in the predictor folder
@@ -169,7 +200,7 @@ def main(argv=None):
         print(f"exporting {folder} to ONNX (opset {OPSET})...")
         export_onnx(to_pytorch(predictor.model), staging / backends.ONNX_FILES["onnx"])
         print("quantizing to int8...")
-        quantize(staging / backends.ONNX_FILES["onnx"], staging / backends.ONNX_FILES["onnx-int8"])
+        quantize.per_token_int8(staging / backends.ONNX_FILES["onnx"], staging / backends.ONNX_FILES["onnx-int8"])
         tokenizer_file = "tokenizer.json"
         if not (folder / tokenizer_file).is_file():  # ktrain saves it for fast tokenizers; write it if not
             predictor.preproc.tok.backend_tokenizer.save(str(staging / tokenizer_file))
@@ -178,20 +209,26 @@ def main(argv=None):
         if not (staging / tokenizer_file).exists():
             shutil.copy(folder / tokenizer_file, staging / tokenizer_file)
 
-        print(f"checking the ONNX models against the TensorFlow predictor on {len(texts)} reviews from {args.reviews}...")
+        print(f"checking the ONNX models against the TensorFlow predictor on {len(texts)} reviews from {reviews}...")
         parity = check_parity(predictor, folder, staging, texts)
         fp32, int8 = parity["onnx"], parity["onnx-int8"]
-        print(f"fp32: largest probability difference {fp32['max_abs_diff']:.2e}, same label on {fp32['label_agreement']:.1%}")
-        print(f"int8: largest probability difference {int8['max_abs_diff']:.2e}, same label on {int8['label_agreement']:.1%}")
+        print(f"fp32: largest probability difference {fp32['max_abs_diff']:.2e} on {fp32['n_reviews']} reviews, "
+              f"same label on {fp32['label_agreement']:.1%}")
+        print(f"int8: largest probability difference {int8['max_abs_diff']:.2e}, same label on {int8['label_agreement']:.1%} "
+              f"({int8['same_label']} of {len(texts)})")
         if fp32["max_abs_diff"] > FP32_TOLERANCE:
             raise UserError(f"the fp32 ONNX model differs from the TensorFlow predictor by up to {fp32['max_abs_diff']:.2e} "
                             f"(more than {FP32_TOLERANCE:g}), so nothing was written; check the installed versions "
                             "against requirements-export.txt.")
-        if int8["label_agreement"] < args.min_agreement:
-            same = round(int8["label_agreement"] * len(texts))
-            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only {same} of {len(texts)} reviews "
-                            f"({int8['label_agreement']:.2%}, below --min-agreement {args.min_agreement:g}), so nothing was written; "
-                            "pass a lower --min-agreement to export it anyway.")
+        if int8_refused(int8["same_label"], len(texts), args.min_agreement):
+            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only {int8['same_label']} of "
+                            f"{len(texts)} reviews ({int8['label_agreement']:.2%}): too few for --min-agreement "
+                            f"{args.min_agreement:g} (int8 that keeps {args.min_agreement:.0%} would do this in under "
+                            f"{SIGNIFICANCE:.0%} of checks), so nothing was written; pass a lower --min-agreement to export it anyway.")
+        if 0 < args.min_agreement < 1:
+            print(f"(on {len(texts)} reviews, int8 keeping {args.min_agreement:.0%} of TensorFlow's labels is refused by chance "
+                  f"in under {SIGNIFICANCE:.0%} of exports, and int8 keeping {refused_surely(len(texts), args.min_agreement):.1%} "
+                  "or less in at least 95%)")
         info["parity"] = parity
         (staging / backends.ONNX_SETTINGS).write_text(json.dumps(info, indent=2) + "\n")
 

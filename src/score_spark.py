@@ -157,7 +157,7 @@ def csv_options(spark, path):
     return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding], "sep": separator}
 
 
-ROW, TOKENS, BATCH = "__row", "__tokens", "__batch"  # helper columns, dropped before writing
+ROW = "__row"  # the input order, when the rows are spread over more tasks; dropped before writing
 
 
 def executor_model(archive_name, backend, batch_size):
@@ -168,41 +168,28 @@ def executor_model(archive_name, backend, batch_size):
     return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
 
 
-def texts_of(frame, text_column):
-    """The texts as src/predict.py reads them (stripped), and which rows have one."""
-    texts = frame[text_column].fillna("").str.strip()
-    return texts, (texts != "").to_numpy()
+def scorer(archive_name, backend, batch_size, text_column, classes):
+    """mapInPandas function: each chunk of a task's rows, the same rows plus label and probabilities, in order.
 
-
-def token_counter(archive_name, backend, batch_size, text_column):
-    """mapInPandas function: each row's number of tokens as the model sees them (null without text)."""
-    def count(frames):
-        model = executor_model(archive_name, backend, batch_size)
-        for frame in frames:
-            texts, has_text = texts_of(frame, text_column)
-            tokens = [len(ids) for ids in model.encode(texts[has_text].tolist())]
-            counts = frame[[ROW]].copy()
-            counts[TOKENS] = None
-            counts.loc[has_text, TOKENS] = tokens
-            yield counts.astype({TOKENS: "Int32"})
-    return count
-
-
-def batch_scorer(archive_name, backend, batch_size, text_column, classes):
-    """applyInPandas function: one batch of rows in, the same rows plus label and probabilities out."""
+    The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
+    A review's scores depend only on the review (the int8 export quantizes each token on its own,
+    src/quantize.py), so which rows share a task or a batch changes nothing: these are predict.py's numbers.
+    """
     import numpy as np
 
-    def score(frame):
+    def score(frames):
         model = executor_model(archive_name, backend, batch_size)
-        texts, has_text = texts_of(frame, text_column)
-        proba = np.full((len(frame), len(classes)), np.nan)  # NaN becomes null in Spark
-        if has_text.any():
-            proba[has_text] = model.predict_proba(texts[has_text].tolist())
-        label = np.array(classes, dtype=object)[np.nan_to_num(proba).argmax(axis=1)]
-        frame["label"] = np.where(has_text, label, None)
-        for i, name in enumerate(classes):
-            frame[f"prob_{name}"] = proba[:, i]
-        return frame
+        for frame in frames:
+            texts = frame[text_column].fillna("").str.strip()  # as src/predict.py reads them
+            has_text = (texts != "").to_numpy()
+            proba = np.full((len(frame), len(classes)), np.nan)  # NaN becomes null in Spark
+            if has_text.any():
+                proba[has_text] = model.predict_proba(texts[has_text].tolist())
+            label = np.array(classes, dtype=object)[np.nan_to_num(proba).argmax(axis=1)]
+            frame["label"] = np.where(has_text, label, None)
+            for i, name in enumerate(classes):
+                frame[f"prob_{name}"] = proba[:, i]
+            yield frame
 
     return score
 
@@ -227,39 +214,28 @@ def score(spark, args):
         for module in SHIPPED_MODULES:
             sc.addPyFile(str(SRC / module))
         print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr, flush=True)
-        write_atomically(spark, scored_in_input_order(spark, frame, args, archive.name, classes, partitions), args.output)
-    spark.catalog.clearCache()  # what scored_in_input_order kept
+        write_atomically(spark, scored_in_input_order(frame, args, archive.name, classes, partitions), args.output)
     counts = spark.read.parquet(args.output).groupBy("label").count().collect()
     return {r["label"]: r["count"] for r in counts}
 
 
-def scored_in_input_order(spark, frame, args, archive_name, classes, partitions):
-    """`frame` plus label and probabilities, scored in src/predict.py's batches, rows in input order."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+def scored_in_input_order(frame, args, archive_name, classes, partitions):
+    """`frame` plus label and probabilities, in `partitions` tasks, rows in input order.
 
-    model, batch_size = (archive_name, args.backend, args.batch_size), args.batch_size
-    # 1. Number the rows in input order, and count each text's tokens (kept: the sort reads them three times).
-    numbered = frame.withColumn(ROW, F.monotonically_increasing_id())
-    counts = numbered.select(ROW, args.text_column).mapInPandas(
-        token_counter(*model, args.text_column), schema=f"{ROW} long, {TOKENS} int").persist()
-    # 2. The batches src/predict.py makes: texts sorted by length (input order among equals), cut every
-    #    --batch-size. The int8 model's scores depend slightly on a review's batch (its activations are
-    #    quantized per batch), so the same batches give the same numbers as predict.py, and tight padding.
-    ranked = (counts.where(F.col(TOKENS).isNotNull()).rdd.map(tuple)
-              .sortBy(lambda r: (r[1], r[0]), numPartitions=partitions).zipWithIndex()
-              .map(lambda pair: (pair[0][0], pair[1] // batch_size)))
-    batches = spark.createDataFrame(ranked, schema=f"{ROW} long, {BATCH} long")
-    # 3. Score batch by batch (rows without text form one batch of their own: nulls, no model call).
-    schema = StructType([*numbered.schema.fields, StructField(BATCH, LongType()), StructField("label", StringType()),
+    Each task scores its own rows: no shuffle to batch reviews of similar length across the cluster. Only when
+    the input has a different number of partitions are its rows moved, in contiguous ranges that keep their order.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    moved = partitions != frame.rdd.getNumPartitions()
+    if moved:
+        frame = (frame.withColumn(ROW, F.monotonically_increasing_id())
+                 .repartitionByRange(partitions, ROW).sortWithinPartitions(ROW))
+    schema = StructType([*frame.schema.fields, StructField("label", StringType()),
                          *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
-    scored = (numbered.join(batches, ROW, "left").repartition(partitions, BATCH)
-              .groupBy(BATCH).applyInPandas(batch_scorer(*model, args.text_column, classes), schema=schema))
-    # 4. Back to the input order, in contiguous ranges of rows. Kept (in memory, else on disk) once scored:
-    #    range partitioning reads the rows twice, once to sample where the ranges split and once to move them.
-    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-    return scored.repartitionByRange(partitions, ROW).sortWithinPartitions(ROW).drop(ROW, BATCH)
+    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes), schema=schema)
+    return scored.drop(ROW) if moved else scored
 
 
 def write_atomically(spark, frame, output):

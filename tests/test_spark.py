@@ -84,10 +84,14 @@ def test_executors_cannot_import_tensorflow(spark):
     assert "blocked by the test" in spark.sparkContext.parallelize([0], 1).map(try_import).collect()[0]
 
 
-def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, predict_py, tmp_path, capsys):
+@pytest.mark.parametrize("batch_size", [32, 8])
+def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, predict_py, tmp_path, capsys, batch_size):
+    """Each task scores its own rows in its own batches (predict.py's run used batches of 32 over all rows): a
+    review's scores do not depend on its batch, so they are predict.py's whatever --batch-size and partitions."""
     frame, folder = reviews
     output = tmp_path / "scored"
-    score_spark.main(["--model", str(exported[0]), "--input", str(folder / "reviews.parquet"), "--output", str(output)])
+    score_spark.main(["--model", str(exported[0]), "--input", str(folder / "reviews.parquet"), "--output", str(output),
+                      "--batch-size", str(batch_size)])
     printed = capsys.readouterr().out
     counts = ", ".join(f"{label} {n}" for label, n in sorted(predict_py["label"].value_counts().items()))
     assert f"wrote {len(frame)} rows ({counts}) to {output}; 3 rows had no text" in printed
