@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=2000, help="reviews to score (default: 2000)")
     p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8", help="(default: onnx-int8)")
     p.add_argument("--master", default="local[2]", help="Spark master (default: local[2])")
+    p.add_argument("--batch-size", type=int, default=32, help="score_spark.py's --batch-size (predict.py keeps its 32; "
+                   "a review's scores do not depend on its batch, so the answers must agree whatever it is) (default: 32)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run both N times, alternating, and compare "
                    "the fastest of each: on a shared machine, other work slows some runs (default: 1)")
@@ -73,7 +75,7 @@ def main(argv=None):
         shutil.rmtree(work / "scored", ignore_errors=True)
         seconds, printed = timed([sys.executable, ROOT / "src" / "score_spark.py", "--model", args.model, "--backend",
                                   args.backend, "--input", work / "reviews.parquet", "--output", work / "scored",
-                                  "--master", args.master])
+                                  "--master", args.master, "--batch-size", args.batch_size])
         spark_runs.append((seconds, float(re.search(r"([\d.]+) s starting Spark", printed).group(1))))
     predict_s = min(predict_runs)
     spark_s, startup_s = min(spark_runs)
@@ -86,7 +88,7 @@ def main(argv=None):
             (f"score_spark.py, {args.master}, after Spark has started", spark_s - startup_s)]
     settings = json.loads((args.model / "onnx.json").read_text())
     header = (f"{n} reviews from {source.name} (seeded random sample), backend {args.backend}, model {args.model.name}, "
-              f"maxlen {settings.get('maxlen', '?')}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+              f"maxlen {settings.get('maxlen', '?')}, score_spark.py --batch-size {args.batch_size}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
               f"load average before: {load_before:.2f}; Python {platform.python_version()}, "
               + ", ".join(f"{p} {metadata.version(p)}" for p in ("pyspark", "onnxruntime")))
     lines = ["| command | wall time | reviews/s | time against predict.py |", "| --- | --- | --- | --- |"]
