@@ -105,10 +105,10 @@ def test_default_steps_agree_with_a_many_step_integral(subject):
     Both measures allow for near-ties, which depend on how a model happened to train: a third word whose
     score is close to 0 may change sign, and words of the same polarity with close scores may swap places.
     So the sign is counted by how much of the top-3 words' score it carries, and the rank by the 32-step score
-    of the word 3 steps rank first: at least half the top word's, in 3 reviews of 4. (3 steps approximate a
-    saturated model's integral loosely: on seed 7 here, 0.88 of the plain model's reviews, against 0.91-1.0 on
-    other seeds and kernels; the earlier count, the 3-step top word among the 32-step top two, gave 0.86.
-    Random scores would give about 0.2 in either count.)"""
+    of the word 3 steps rank first: at least half the top word's, in 60% of reviews. (3 steps approximate a
+    saturated model's integral loosely: 0.81 to 0.95 of the plain model's reviews over the trainings of
+    docs/testing.md's table, 1.0 of the mixed model's; random scores would give about 0.2. At 0.75 the
+    worst training passed by only 0.06.)"""
     kind, predictor, texts, found = subject
     exact = explain.explain(predictor, texts[:100], steps=32)
     kept, same_top = [], []
@@ -120,7 +120,7 @@ def test_default_steps_agree_with_a_many_step_integral(subject):
         kept.append(np.abs(b[top]) @ (np.sign(a[top]) == np.sign(b[top])) / np.abs(b[top]).sum())
         same_top.append(abs(b[np.argmax(np.abs(a))]) >= 0.5 * abs(b[top[0]]))
     at_least(f"explain ({kind}): share of the top-3 words' score whose sign 3 steps keep (32 steps)", np.mean(kept), 0.9)
-    at_least(f"explain ({kind}): 3 steps' top word holds half the 32-step top word's score", np.mean(same_top), 0.75)
+    at_least(f"explain ({kind}): 3 steps' top word holds half the 32-step top word's score", np.mean(same_top), 0.6)
 
 
 def test_scores_do_not_depend_on_the_other_reviews_of_a_call(subject):

@@ -215,8 +215,9 @@ def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
         out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
         assert out.returncode == 0, out.stderr[-3000:]
         labels[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
+    # Reading the start would give about 0 (the opposite verdict is there); the worst training in docs/testing.md: 18 of 20.
     at_least("export: tail model, accuracy on 20 reviews whose verdict at the end is opposed at the start (ktrain)",
-             np.mean(np.array(labels["ktrain"]) == verdicts), 0.9)
+             np.mean(np.array(labels["ktrain"]) == verdicts), 0.75)
     assert labels["onnx"] == labels["ktrain"]  # fp32: cut the same way, the same probabilities to 1e-4
     at_least("export: tail model, onnx-int8 labels as ktrain's on those 20", np.mean(np.array(labels["onnx-int8"]) == labels["ktrain"]), 0.9)
 

@@ -95,7 +95,8 @@ def test_tail_reads_the_end_only(cut_run):
     folder = cut_run("tail")
     assert json.loads((folder / "metrics.json").read_text())["args"]["truncation"] == "tail"
     found = accuracy_by_verdict_place(folder)
-    at_least("truncation: tail run, accuracy when the verdict ends the review", found["end"], 0.9)
+    # 0.8: the worst training of docs/testing.md's table gave 0.94 on these 100 reviews; at the start, about 0.5.
+    at_least("truncation: tail run, accuracy when the verdict ends the review", found["end"], 0.8)
     at_most("truncation: tail run, accuracy when the verdict opens the review", found["start"], 0.75)
 
 
