@@ -7,8 +7,8 @@ Every MatMul with a weight (attention's q/k/v/out and the feed-forward layers) b
 - activations: quantized when the model runs, each token with its own scale (the largest absolute value
   of its row), so nothing else in the call (other reviews, padding) changes a review's numbers.
 Kept in float32: the embeddings, attention's two activation products (q.k and weights.v) and the classifier.
-(`fp32_layers` keeps the FFN output MatMul of the first layers in float32 too, as the dynamic export did; with
-per-token activations it bought nothing, benchmarks/int8.py.)
+(Keeping the first layers' FFN output MatMul in float32 too, as the dynamic export did, bought nothing with
+per-token activations and cost speed: docs/performance.md.)
 
 Why 7-bit weights: on x86 CPUs without VNNI (AVX2, and AVX-512 before VNNI), ONNX Runtime multiplies uint8
 activations by int8 weights with vpmaddubsw, which adds each pair of products in 16 bits and saturates
@@ -26,7 +26,7 @@ ACTIVATION_ZERO = 128  # uint8 activations: round(x / s) + 128, within 1..255 si
 WEIGHT_MAX = 64  # 7-bit weights; see above
 
 
-def per_token_int8(fp32_path, int8_path, fp32_layers=0):
+def per_token_int8(fp32_path, int8_path):
     """Write `int8_path`: the float32 model at `fp32_path` with its weight MatMuls in per-token int8."""
     import onnx
     from onnx import helper, numpy_helper
@@ -40,10 +40,9 @@ def per_token_int8(fp32_path, int8_path, fp32_layers=0):
         "int8/per_step": np.array(1 / 127, np.float32),
         "int8/tiny": np.array(1e-12, np.float32),  # the scale of a row of zeros
     }
-    keep_fp32 = [f"/layer.{i}/ffn/lin2/" for i in range(fp32_layers)]
     nodes, replaced, quantized = [], set(), {}
     for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights or any(k in node.name for k in keep_fp32):
+        if node.op_type != "MatMul" or node.input[1] not in weights:
             nodes.append(node)
             continue
         x, w, name = node.input[0], node.input[1], node.name
