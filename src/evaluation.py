@@ -37,7 +37,8 @@ def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, p
         "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
         "training_curves.png": plots.training_curves(history),
         "top_losses.csv": worst.to_csv(index=False),
-        "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut),
+        "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut,
+                                                   mistakes=mistakes(metrics)),
     }
     return metrics, files
 
@@ -81,6 +82,11 @@ def score(y_true, proba, class_names):
         "n_test": len(y_true),
         "classes": classes,
     }
+
+
+def mistakes(metrics):
+    """How many test reviews were predicted wrong (off the confusion matrix's diagonal)."""
+    return sum(n for i, row in enumerate(metrics["confusion_matrix"]) for j, n in enumerate(row) if i != j)
 
 
 def report_text(metrics):

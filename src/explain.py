@@ -35,6 +35,7 @@ not read, and the HTML shows that text in grey.
 """
 
 import html
+import json
 
 import numpy as np
 
@@ -265,16 +266,26 @@ def page(body, title):
             f"<body>\n<h2 style='font-family: sans-serif'>{html.escape(title)}</h2>\n{body}\n</body></html>\n")
 
 
-def top_losses_page(predictor, frame, cut="head", steps=STEPS):
-    """top_losses.html: the reviews of a top_losses frame (src/evaluation.py) with their explanations."""
+def top_losses_page(predictor, frame, cut="head", steps=STEPS, mistakes=0):
+    """top_losses.html: the reviews of a top_losses frame (src/evaluation.py) with their explanations.
+    `mistakes`: how many test reviews the model got wrong in all (the frame may list fewer, or none)."""
     from tqdm.auto import tqdm
 
     title = "The test reviews the model got most confidently wrong"
     if len(frame) == 0:
-        return page("<p>The model got every test review right.</p>", title)
+        return page(f"<p>{no_mistakes_listed(mistakes)}</p>", title)
     with tqdm(total=len(frame), unit="review", desc="explaining the top losses") as bar:
         found = explain(predictor, list(frame["review"]), steps=steps, cut=cut, done=bar.update)
     return page(to_html(found, truths=list(frame["true_label"])), title)
+
+
+def no_mistakes_listed(mistakes):
+    """What to say where a top-losses list is empty: the model made no mistakes, or none were asked for."""
+    if mistakes == 0:
+        return "The model got every test review right."
+    wrong = "some test reviews" if mistakes is None else f"{mistakes} test review{'s' * (mistakes != 1)}"
+    return (f"No mistakes are listed, though the model got {wrong} wrong: this run was told to keep none "
+            "(--top-losses 0, or top_losses = 0 in the notebook). Train with a number above 0 to list them.")
 
 
 # The notebook's cells: one call each.
@@ -297,7 +308,11 @@ def show_top_losses(predictor_or_folder, folder, n=5, cut=None, steps=STEPS):
         raise UserError(f"{path} does not exist; train with src/train.py (or the notebook) to write it.")
     frame = pd.read_csv(path).head(n)
     if len(frame) == 0:
-        return HTML("<p>The model got every test review right.</p>")
+        import evaluation
+
+        metrics = Path(folder) / "metrics.json"
+        wrong = evaluation.mistakes(json.loads(metrics.read_text())) if metrics.is_file() else None
+        return HTML(f"<p>{no_mistakes_listed(wrong)}</p>")
     found = explain(predictor_or_folder, list(frame["review"]), steps=steps, cut=cut)
     return HTML(to_html(found, truths=list(frame["true_label"])))
 

@@ -36,7 +36,7 @@ from nbclient.exceptions import DeadKernelError
 import dataset
 import synthetic
 from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version, fake_colab_kernel
-from conftest import ROOT, SEED, at_least, report
+from conftest import ROOT, SEED, at_least, report, unavailable
 from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, check_tutorial_table, text_of
 
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
@@ -45,7 +45,11 @@ PARAMS = {"epochs": 3, "lr": 2e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, 
 CHANGED_BY_SETUP = {"transformers": ("5.15.0", "4.54.1"), "tokenizers": ("0.22.2", "0.21.4"),
                     "huggingface-hub": ("1.27.0", "0.36.2")}
 
-pytestmark = pytest.mark.skipif(not COLAB.is_dir(), reason=f"{COLAB} (Google's Colab package list) is not here")
+
+@pytest.fixture(autouse=True)
+def colab_list():
+    if not COLAB.is_dir():
+        unavailable(f"{COLAB} (Google's Colab package list) is not here")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +95,7 @@ def colab(colab_env, tmp_path_factory, data_server):
     try:
         MOUNT.parent.mkdir(exist_ok=True)
     except PermissionError:
-        pytest.skip(f"cannot create {MOUNT.parent} (the fake Drive's mount point) without root")
+        unavailable(f"cannot create {MOUNT.parent} (the fake Drive's mount point) without root")
     base = tmp_path_factory.mktemp("colab")
     content, drive = base / "content", base / "drive"
     shown = base / "colab-output.jsonl"  # the calls of google.colab.output (tests/fake_colab)

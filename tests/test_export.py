@@ -314,3 +314,21 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
 def test_min_agreement_must_be_a_share(trained):
     result = run_export("--model", trained[0], "--min-agreement", "99")
     assert result.returncode == 2 and "--min-agreement must be between 0 and 1" in result.stderr
+
+
+def test_int8_weights_are_7_bit_in_the_exported_file(exported):
+    """Every int8 weight of model-int8.onnx is within -64..64, per column scaled so its largest reaches the edge:
+    255 x 64 x 2 = 32,640 fits the 16-bit pair sums of CPUs without VNNI (src/quantize.py); 127 would not, and
+    would pass unnoticed on a CPU with VNNI. And each dequantized weight matrix is its float32 one to half a step."""
+    import onnx
+    from onnx import numpy_helper
+
+    int8 = {w.name: numpy_helper.to_array(w) for w in onnx.load(str(exported[0] / "model-int8.onnx")).graph.initializer}
+    fp32 = {w.name: numpy_helper.to_array(w) for w in onnx.load(str(exported[0] / "model.onnx")).graph.initializer}
+    quantized = [name[:-len("/int8")] for name, value in int8.items() if name.endswith("/int8") and value.dtype == np.int8]
+    assert len(quantized) == 6 * 2  # the tiny model: 2 layers x (q, k, v, out, ffn1, ffn2)
+    for name in quantized:
+        q, scale = int8[name + "/int8"], int8[name + "/scale"]
+        assert q.min() >= -64 and q.max() <= 64, (name, int(q.min()), int(q.max()))
+        assert np.abs(q).max(axis=0).min() == 64  # each column uses the whole 7-bit range
+        assert np.abs(q * scale - fp32[name]).max() <= scale.max() / 2 + 1e-7

@@ -29,7 +29,7 @@ from nbclient import NotebookClient
 import backends
 import synthetic
 from colab_env import COLAB, HF_SET, build_colab_own, colab_pins, cpu_torch_wheel, fake_colab_kernel
-from conftest import ROOT, assert_user_error, report, run_train
+from conftest import ROOT, assert_user_error, report, run_train, unavailable
 from test_export import blocking
 from test_notebook import NOTEBOOK
 
@@ -222,17 +222,17 @@ def later_session(hf_export, texts, tmp_path_factory):
     """The notebook's no-install cell, then CHECK, in a fresh kernel of Colab's own set with a fake google.colab
     whose Drive holds the exported folder where the notebook writes it. Returns (executed cells, environment)."""
     if not COLAB.is_dir():
-        pytest.skip(f"{COLAB} (Google's Colab package list) is not here")
+        unavailable(f"{COLAB} (Google's Colab package list) is not here")
     base = tmp_path_factory.mktemp("later-session")
     wheel = cpu_torch_wheel(base / "wheels")
     if wheel is None:
-        pytest.skip("no CPU build of requirements-export.txt's torch on this machine to build Colab's set with")
+        unavailable("no CPU build of requirements-export.txt's torch on this machine to build Colab's set with")
     if os.path.lexists(MOUNT) and not os.path.islink(MOUNT):
         pytest.fail(f"{MOUNT} exists and is not the fake Drive's link: move it away to run this test")
     try:
         os.makedirs(os.path.dirname(MOUNT), exist_ok=True)
     except PermissionError:
-        pytest.skip(f"cannot create {os.path.dirname(MOUNT)} (the fake Drive's mount point) without root")
+        unavailable(f"cannot create {os.path.dirname(MOUNT)} (the fake Drive's mount point) without root")
     python, versions = build_colab_own(base / "venv", wheel)
     drive, content, empty_cache = base / "drive", base / "content", base / "hf"
     shutil.copytree(hf_export[0], drive / ON_DRIVE)

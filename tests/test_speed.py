@@ -8,10 +8,15 @@ import sys
 import pytest
 
 import compat
-from conftest import ROOT, TINY, at_least, at_most, run_train
+from conftest import ROOT, TINY, at_least, at_most, run_train, unavailable
 
 TCMALLOC = compat.fast_malloc_library()
-needs_tcmalloc = pytest.mark.skipif(TCMALLOC is None, reason="tcmalloc is not installed (libtcmalloc-minimal4)")
+
+
+@pytest.fixture
+def needs_tcmalloc():
+    if TCMALLOC is None:
+        unavailable("tcmalloc is not installed (libtcmalloc-minimal4; tests/system-packages.sh installs it as root)")
 
 # A command-line program in miniature: re-run with tcmalloc, then report what it sees and exit 3.
 PROGRAM = f"""
@@ -31,7 +36,7 @@ def run_program(tmp_path, env):
     return subprocess.run([sys.executable, "-u", str(script), "--flag", "a b"], capture_output=True, text=True, env=env)
 
 
-@needs_tcmalloc
+@pytest.mark.usefixtures("needs_tcmalloc")
 def test_program_reruns_once_with_tcmalloc_keeping_arguments_and_exit_status(tmp_path):
     result = run_program(tmp_path, {"LD_PRELOAD": None, "IMDB_FAST_MALLOC": None})
     assert result.returncode == 3, result.stderr
@@ -48,7 +53,7 @@ def test_program_runs_unchanged_when_opted_out_or_preloaded(tmp_path, env):
     assert result.stdout.split()[0] != "tcmalloc"  # not re-run (ld.so skips a jemalloc it cannot find)
 
 
-@needs_tcmalloc
+@pytest.mark.usefixtures("needs_tcmalloc")
 def test_not_rerun_unless_started_as_a_script():
     """`python -c` here stands for `%run script.py` in IPython or Jupyter: their process must stay."""
     code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat; compat.use_fast_malloc(); print(compat.malloc_in_use())"
