@@ -364,6 +364,7 @@ def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_Q
                              "explain": explanations is not None,
                              **({} if explanations else {"explain_off_because": no_explain_because}),
                              "requests_scored": batcher.requests, "model_calls": batcher.batches,
+                             "batch_size": model.batch_size,  # reviews per model call at most (--batch-size)
                              "queue": {"texts": batcher.bound.health(),
                                        **({"explain_requests": explanations.bound.health()} if explanations else {})}})
 

@@ -98,13 +98,20 @@ def run_train(*args, env=None, cwd=ROOT, script=ROOT / "src" / "train.py", timeo
 def interrupt_after_first_epoch(command, timeout=300):
     """Start a training `command`, press Ctrl-C (SIGINT) once it has saved epoch 1's checkpoint, and wait.
     Returns (exit code, everything it printed)."""
+    import threading
+
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in process.stdout:
-        if "saved a checkpoint of epoch 1 of" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    printed, _ = process.communicate(timeout=timeout)
+    watchdog = threading.Timer(timeout, process.kill)  # a run that hangs before its checkpoint fails, not blocks
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            if "saved a checkpoint of epoch 1 of" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        printed, _ = process.communicate(timeout=timeout)
+    finally:
+        watchdog.cancel()
     return process.returncode, printed
 
 
@@ -182,10 +189,10 @@ def exported(trained, tmp_path_factory):
     reviews = folder.parent / "parity-reviews.txt"
     reviews.write_text("\n".join(synthetic.reviews(200, seed=13)["Reviews"]) + "\n")
     result = run_train("--model", folder, "--reviews", reviews, "--n", 200, script=ROOT / "src" / "export.py")
-    agreement = re.search(r"int8: .* same label on ([\d.]+)%", result.stdout)
-    if agreement:
-        at_least("export: int8 label agreement in export.py's check, 200 synthetic reviews", float(agreement[1]) / 100, 0.99)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    agreement = re.search(r"int8: .* same label on ([\d.]+)%", result.stdout)
+    assert agreement, "export.py no longer prints the int8 check's agreement:\n" + result.stdout[-3000:]
+    at_least("export: int8 label agreement in export.py's check, 200 synthetic reviews", float(agreement[1]) / 100, 0.99)
     return folder, result
 
 

@@ -176,7 +176,7 @@ def test_explanations_queue_is_bounded(exported):
         still_explaining, others, during, health = asyncio.run(main())
     finally:
         server.process.kill()  # not waiting for TensorFlow to load
-        server.process.wait()
+        server.process.wait(timeout=60)
     assert still_explaining
     for status, headers, body in others:
         assert status == 503 and int(headers["retry-after"]) >= 1
@@ -260,3 +260,47 @@ def test_stop_cuts_what_is_still_running_after_the_timeout(exported, texts):
     assert status == 0 and 1 <= seconds < 10, (status, seconds, printed)
     assert answer.startswith(b"HTTP/1.1 503") and b"the server stopped before this request was finished" in answer
     assert "Traceback" not in printed and "timeout graceful shutdown exceeded" in printed, printed
+
+
+def test_flags_max_queue_host_and_batch_size(exported, texts, labels):
+    """--max-queue 1: of 16 clients at once, some are refused with a 503 naming the flag, and all that are answered
+    get predict.py's label. --host 127.0.0.2 listens there and not on 127.0.0.1. --batch-size 3: the model is
+    called with 3 reviews at most, and the answers do not change (fp32 ONNX: batch-independent)."""
+    server = Server("--model", exported[0], "--backend", "onnx", "--no-explain", "--max-queue", "1",
+                    "--host", "127.0.0.2", "--batch-size", "3")
+    try:
+        assert server.host == "127.0.0.2"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        health = server.request("GET", "/health")[1]
+        assert health["queue"]["texts"]["max"] == 1 and health["batch_size"] == 3
+        answers = storm(server, texts, 16, 2)
+        refused = [body for status, _, body, _, _ in answers if status == 503]
+        served = [(body, text) for status, _, body, text, _ in answers if status == 200]
+        assert refused and served, [a[0] for a in answers][:20]
+        assert all("(--max-queue 1)" in body["error"] for body in refused), refused[0]
+        assert all(body["predictions"][0]["label"] == labels[text] for body, text in served)
+        status, body = server.predict(texts[:7])  # alone: taken, however many texts it holds
+        assert status == 200 and [p["label"] for p in body["predictions"]] == [labels[t] for t in texts[:7]]
+    finally:
+        server.stop()
+    assert "serving on http://127.0.0.2:" in "".join(server.lines)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-queue", "0", "--max-queue must be at least 1"),
+    ("--batch-size", "0", "--batch-size must be at least 1"),
+    ("--max-explain-queue", "-1", "--max-explain-queue must be at least 1"),
+    ("--stop-timeout", "-1", "--stop-timeout must be 0 or more"),
+    ("--port", "70000", "--port must be between 0 and 65535"),
+    ("--backend", "gpu", "invalid choice: 'gpu'"),
+])
+def test_bad_flags_are_one_line_and_exit_2(exported, flag, value, message):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(exported[0]), flag, value],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -145,6 +145,8 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     assert "run the same command with --resume" in printed and "Traceback" not in printed
     assert sorted(p.name for p in output.iterdir()) == ["checkpoints"], "no predictor before the end"
 
+    assert_checkpoint_holds_the_epoch(synthetic_splits, output / "checkpoints")
+
     again = run_train(*command[2:])  # without --resume: refused, so the checkpoint is not lost
     assert_user_error(again, "add --resume")
     changed = run_train(*command[2:], "--resume", "--lr", 1e-3)
@@ -158,10 +160,52 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     a, b = metrics_of(trained[0]), metrics_of(output)
     assert len(b["history"]["loss"]) == 3 and b["history"]["lr"] == pytest.approx(a["history"]["lr"])
     assert b["history"]["loss"][:done] == pytest.approx(a["history"]["loss"][:done], abs=1e-6)  # same seed
+    # The epochs after the resume: trained from the checkpoint's weights and Adam's state on the same batches as the
+    # uninterrupted run's, they end where it did, but for dropout's random masks (a new process draws them anew).
+    # Training them from the starting weights instead gives a loss near 0.69 in the first of them.
+    for key in ("loss", "val_loss"):
+        at_most(f"report: |{key} resumed - uninterrupted| in the epochs after the resume",
+                max(abs(x - y) for x, y in zip(b["history"][key][done:], a["history"][key][done:])), 0.05)
     at_most("report: |accuracy resumed - uninterrupted|", abs(b["accuracy"] - a["accuracy"]), 0.03)
     at_most("report: |test loss resumed - uninterrupted|", abs(b["loss"] - a["loss"]), 0.1)
     assert b["padding"] == a["padding"] and b["padding"]["padding"] == "grouped"
     assert_scored_as_its_predictor(output, synthetic_splits / "test.xlsx")
+
+
+def assert_checkpoint_holds_the_epoch(splits, folder):
+    """What --resume loads (training.Checkpoints.resume, into a learner built as train.py builds it) is the model
+    at the end of the last finished epoch: its validation loss is the one the interrupted run recorded for that
+    epoch; and Adam's state: the step count of the epochs done, and moments equal to the checkpoint's own."""
+    import tensorflow as tf
+
+    import dataset
+    import training
+
+    state = json.loads((folder / "state.json").read_text())
+    done, settings = state["epochs_done"], state["settings"]
+
+    def learner():
+        train_df, test_df = dataset.load_splits(splits / "train.xlsx", splits / "test.xlsx", None, settings["seed"])
+        training.set_seed(settings["seed"])
+        train, val, preproc = training.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped", settings["seed"])
+        return training.build_learner(train, val, preproc, settings["batch_size"], "float32")
+
+    resumed, reference = learner(), learner()
+    training.Checkpoints(folder, settings, settings["epochs"]).resume(resumed)
+    tf.train.Checkpoint(model=reference.model, optimizer=reference.model.optimizer).read(
+        str(folder / state["checkpoint"])).assert_existing_objects_matched()
+    for one in (resumed, reference):  # creating Adam's variables restores them from the checkpoint
+        one.model.optimizer.build(one.model.trainable_variables)
+
+    val_loss = resumed.model.evaluate(resumed.val_data.to_tfdataset(train=False), verbose=0)[0]
+    assert val_loss == pytest.approx(state["history"]["val_loss"][done - 1], abs=1e-4)
+    steps = done * -(-len(resumed.train_data.x) // settings["batch_size"])
+    assert int(resumed.model.optimizer.iterations.numpy()) == steps
+    ours, theirs = ([v.numpy() for v in one.model.optimizer.variables[1:]] for one in (resumed, reference))
+    assert len(ours) == len(theirs) == 2 * len(resumed.model.trainable_variables)  # Adam: m and v for every weight
+    assert all(np.abs(value).max() > 0 for value in theirs)
+    for mine, checkpoint in zip(ours, theirs):  # the same order: the trainable weights', m then v
+        assert np.array_equal(mine, checkpoint)
 
 
 def test_resume_without_a_checkpoint_is_refused(synthetic_splits, tmp_path):

@@ -33,7 +33,7 @@ def stop(process, seconds):
         process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait()
+        process.wait(timeout=60)
 
 
 class Server:
@@ -141,11 +141,14 @@ def test_default_is_ktrain_without_an_export(trained):
     """Said at start-up, before the model loads (the ktrain backend's scoring is predict.py's: tests/test_predict.py)."""
     process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(trained[0]), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(120, process.kill)  # a server that prints nothing fails the test, not blocks it
+    watchdog.start()
     try:
         first = process.stdout.readline()
     finally:
+        watchdog.cancel()
         process.kill()
-        process.wait()
+        process.wait(timeout=60)
     assert first.startswith("backend ktrain (the folder has no ONNX export; run src/export.py for the faster onnx-int8)")
 
 
@@ -461,6 +464,7 @@ class CountingModel:
     holding "explode" makes the call fail, as a model might on input it cannot handle."""
 
     classes = ["neg", "pos"]
+    batch_size = 32
 
     def __init__(self):
         self.calls = []

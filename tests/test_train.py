@@ -47,7 +47,9 @@ def test_loaded_predictor_gives_classes_and_probabilities(predictor):
     proba = predictor.predict(texts, return_proba=True)
     assert proba.shape == (3, 2)
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    at_least("train: probability of the right class, two plain reviews", min(proba[0, 1], proba[1, 0]), 0.5)
+    fresh = synthetic.reviews(100, seed=98)
+    right = predictor.predict(list(fresh["Reviews"]), return_proba=True)[np.arange(100), (fresh["Sentiment"] == "pos").to_numpy().astype(int)]
+    at_least("train: mean probability of the right class, 100 fresh reviews", right.mean(), 0.8)
     assert predictor.predict(texts[:2]) == list(np.array(["neg", "pos"])[proba[:2].argmax(1)])
 
 
@@ -65,11 +67,17 @@ def test_training_learns(trained, predictor, synthetic_splits):
 
 def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthetic_splits):
     output = trained[0].parent / "sampled"
-    for _ in range(2):  # the second run replaces the first run's predictor
+    for n in (40, 60):  # the second run replaces the first run's predictor
         result = run_train("--data-dir", synthetic_splits, "--output", output,
-                           "--sample", 60, "--epochs", 1, "--maxlen", 16, "--batch-size", 16)
+                           "--sample", n, "--epochs", 1, "--maxlen", 16 if n == 60 else 24, "--batch-size", 16)
         assert result.returncode == 0, result.stderr[-3000:]
+        (output / f"left-by-run-{n}").write_text("")  # a file of the folder's own, as a user might add
     metrics = json.loads((output / "metrics.json").read_text())
+    # The whole folder is the second run's: its settings, its predictor, nothing of the first left in it.
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith("left-by")) == ["left-by-run-60"]
+    import ktrain
+
+    assert ktrain.load_predictor(str(output)).preproc.maxlen == 16  # the first run's was 24
     assert metrics["n_train"] == 60 and metrics["n_test"] == 60 and metrics["args"]["sample"] == 60
     assert "train: 60 reviews, test: 60 reviews (neg 30, pos 30 in train)" in result.stdout
 
