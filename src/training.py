@@ -35,13 +35,14 @@ def set_seed(seed):
     tf.keras.utils.set_random_seed(seed)
 
 
-def preprocess(train_df, val_df, maxlen, cut="head", padding="grouped", seed=0):
+def preprocess(train_df, val_df, maxlen, cut="head", padding="auto", seed=0):
     """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
 
     `cut` says how reviews longer than `maxlen` tokens are cut (truncation.MODES); "head" is
     the tutorial's (and ktrain's) behaviour. `padding` "grouped" hands both splits over as
     LengthGroupedDatasets (batches of reviews of similar length, each padded only to its longest),
-    shuffled with `seed`; "fixed" keeps ktrain's own datasets, every review padded to `maxlen`.
+    shuffled with `seed`; "fixed" keeps ktrain's own datasets, every review padded to `maxlen`;
+    "auto" groups where that saves at least a tenth of the tokens (grouping_pays), else is "fixed".
     """
     try:
         if cut != "head":
@@ -61,7 +62,7 @@ def preprocess(train_df, val_df, maxlen, cut="head", padding="grouped", seed=0):
                 "or set HF_HOME to a cache that holds it."
             ) from None
         raise
-    if padding == "grouped":
+    if padding == "grouped" or (padding == "auto" and grouping_pays(train, maxlen)):
         train, val = (LengthGroupedDataset(data, maxlen, seed) for data in (train, val))
     return train, val, preproc
 
@@ -80,6 +81,19 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
 # --- Batches of reviews of similar length, each padded only to its longest ----------------------------------
 
 MEGABATCH = 50  # batches per mega-batch, as in Hugging Face's group_by_length (transformers' LengthGroupedSampler)
+
+
+GROUPING_PAYS = 0.9  # --padding auto groups by length where it computes at most this share of fixed padding's tokens
+
+
+def grouping_pays(data, maxlen):
+    """Whether batches of reviews of similar length would compute at most GROUPING_PAYS of the tokens of padding
+    every review to `maxlen` (counted at best: each review padded to its own bucket). At maxlen 400 IMDB's
+    reviews need 0.64 of them and grouping trains 1.6x faster; at 128 most reviews reach the cut (0.97), so
+    grouping saves nothing and ktrain's own batches, fully shuffled, are kept (docs/training.md)."""
+    lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
+    bucket = bucket_width(maxlen)
+    return np.minimum(maxlen, -(-lengths // bucket) * bucket).sum() <= GROUPING_PAYS * len(lengths) * maxlen
 
 
 def bucket_width(maxlen):

@@ -30,6 +30,7 @@ def test_output_folder_holds_a_predictor_and_metrics(trained):
     assert {"tf_model.h5", "tf_model.preproc", "config.json", "vocab.txt", "metrics.json"} <= names
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert "saved the predictor" in result.stdout
+    assert "padding: grouped (--padding auto: length grouping saves a tenth" in result.stdout  # maxlen 32: about 0.75
 
 
 def test_metrics_json(trained):
@@ -80,6 +81,8 @@ def test_sample_is_stratified_and_replaces_an_earlier_predictor(trained, synthet
     assert ktrain.load_predictor(str(output)).preproc.maxlen == 16  # the first run's was 24
     assert metrics["n_train"] == 60 and metrics["n_test"] == 60 and metrics["args"]["sample"] == 60
     assert "train: 60 reviews, test: 60 reviews (neg 30, pos 30 in train)" in result.stdout
+    # At maxlen 16 nearly every synthetic review reaches the cut: --padding auto keeps ktrain's fixed batches.
+    assert "padding: fixed (--padding auto" in result.stdout and metrics["padding"]["padding"] == "fixed"
 
 
 def test_predictor_folder_is_self_contained(trained, predictor, tmp_path):
