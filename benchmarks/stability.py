@@ -13,7 +13,8 @@ The default setting is README's quick CPU try (train.py --sample 2000 --maxlen 1
 evaluation.predict) without the per-epoch validation and without saving: neither changes the weights, so a run
 ends where train.py with the same flags and seed does, a few minutes sooner. Each run is its own process; its
 result is appended to --out as one JSON line when it ends, and runs already there are not run again.
-A run collapsed when its test accuracy is at most 0.55 (chance is 0.50).
+A run collapsed when its test accuracy is at most 0.55 (chance is 0.50). The records keep each run's training
+seconds, but runs beside other work on the machine are slower: time speed with benchmarks/train_speed.py.
 """
 
 import argparse
@@ -98,15 +99,14 @@ def table(records):
     for seed in seeds:
         cells = [f"{by[seed, p]['accuracy']:.4f} ({by[seed, p]['roc_auc']:.3f})" if (seed, p) in by else "" for p in paddings]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    lines += ["", "| padding | runs | collapsed (accuracy <= 0.55) | mean accuracy | mean of runs that learnt | lowest | "
-              "mean training seconds |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| padding | runs | collapsed (accuracy <= 0.55) | mean accuracy | mean of runs that learnt | lowest |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for p in paddings:
         rs = [r for r in records if r["padding"] == p]
         acc = [r["accuracy"] for r in rs]
         learnt = [a for a in acc if a > COLLAPSED]
         lines.append(f"| {p} | {len(rs)} | {len(rs) - len(learnt)} | {sum(acc) / len(acc):.4f} | "
-                     f"{sum(learnt) / max(1, len(learnt)):.4f} | {min(acc):.4f} | "
-                     f"{sum(r['fit_seconds'] for r in rs) / len(rs):.0f} |")
+                     f"{sum(learnt) / max(1, len(learnt)):.4f} | {min(acc):.4f} |")
     return "\n".join(lines)
 
 

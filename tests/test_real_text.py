@@ -11,14 +11,13 @@ Margins over seeds and kernels: docs/testing.md ("Real text").
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SEED, at_least, at_most, run_train
+from conftest import ROOT, SEED, at_least, at_most, run_train, unavailable
 
 SHARED = ROOT.parent / "shared"
 BUILD = SHARED / "pretrained" / "build.sh"
@@ -35,10 +34,7 @@ LEARNT = 0.70
 def needs(path, what):
     """Skip without `path` on a developer's machine; fail in CI (CI is set), where ../shared is always laid."""
     if not path.exists():
-        message = f"{path} ({what}) is not here"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run beside ../shared")
-        pytest.skip(message)
+        unavailable(f"{path} ({what}) is not here")
 
 
 @pytest.fixture(scope="module")
