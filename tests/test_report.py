@@ -2,6 +2,7 @@
 that change how it trains: --lr-find, --val-split, checkpoints and --resume (--truncation: test_truncation.py)."""
 
 import json
+import subprocess
 import sys
 
 import matplotlib.image
@@ -214,39 +215,18 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
 
 
 def assert_checkpoint_holds_the_epoch(splits, folder):
-    """What --resume loads (training.Checkpoints.resume, into a learner built as train.py builds it) is the model
-    at the end of the last finished epoch: its validation loss is the one the interrupted run recorded for that
-    epoch; and Adam's state: the step count of the epochs done, and the moments the checkpoint file holds."""
-    import tensorflow as tf
-
-    import dataset
-    import training
-
-    state = json.loads((folder / "state.json").read_text())
-    done, settings = state["epochs_done"], state["settings"]
-    train_df, test_df = dataset.load_splits(splits / "train.xlsx", splits / "test.xlsx", None, settings["seed"])
-    training.set_seed(settings["seed"])
-    train, val, preproc = training.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped", settings["seed"])
-    learner = training.build_learner(train, val, preproc, settings["batch_size"], "float32")
-    training.Checkpoints(folder, settings, settings["epochs"]).resume(learner)
-
-    val_loss = learner.model.evaluate(learner.val_data.to_tfdataset(train=False), verbose=0)[0]
-    assert val_loss == pytest.approx(state["history"]["val_loss"][done - 1], abs=1e-4)
-
-    # Adam's slots are restored when they are created (at the first step of training; here, by hand). ktrain
-    # compiles every model with one shared Adam (ktrain.utils.DEFAULT_OPT), so its slots are looked up per weight.
-    optimizer, weights = learner.model.optimizer, learner.model.trainable_variables
-    optimizer._create_all_weights(weights)
-    steps = done * -(-len(learner.train_data.x) // settings["batch_size"])
-    assert int(optimizer.iterations.numpy()) == steps
-    reader = tf.train.load_checkpoint(str(folder / state["checkpoint"]))
-    saved = sorted((key.split("/.OPTIMIZER_SLOT/optimizer/")[1].split("/")[0], tuple(shape),
-                    float(reader.get_tensor(key).astype(np.float64).sum()))
-                   for key, shape in tf.train.list_variables(str(folder / state["checkpoint"])) if "/.OPTIMIZER_SLOT/" in key)
-    loaded = sorted((slot, tuple(w.shape), float(optimizer.get_slot(w, slot).numpy().astype(np.float64).sum()))
-                    for w in weights for slot in ("m", "v"))
-    assert len(saved) == 2 * len(weights) and saved == loaded
-    assert all(total != 0 for slot, _, total in loaded if slot == "v")  # moments of a trained model, not fresh zeros
+    """What --resume loads (training.Checkpoints.resume, into a learner built as train.py builds it; read by
+    tests/checkpoint_state.py in a process of its own) is the model at the end of the last finished epoch: its
+    validation loss is the one the interrupted run recorded for that epoch; and Adam's state: the step count of the
+    epochs done, and the moments the checkpoint file holds."""
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "checkpoint_state.py"), str(splits), str(folder)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["val_loss"] == pytest.approx(found["recorded_val_loss"], abs=1e-4)
+    assert found["iterations"] == found["steps"] > 0
+    assert len(found["saved_slots"]) == 2 * found["weights"] and found["loaded_slots"] == found["saved_slots"]
+    assert all(total != 0 for slot, _, total in found["loaded_slots"] if slot == "v")  # trained moments, not zeros
 
 
 def test_resume_without_a_checkpoint_is_refused(synthetic_splits, tmp_path):
