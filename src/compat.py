@@ -86,6 +86,20 @@ def recognise_dataset_subclasses():
     utils.is_huggingface_from_data = lambda data: isinstance(data, TransformerDataset)
 
 
+def fresh_optimizer():
+    """Give the next model ktrain compiles an Adam of its own (call before text.text_classifier).
+
+    ktrain 0.41.4 compiles every model with one legacy Adam made when ktrain is imported (utils.DEFAULT_OPT).
+    A second model built in the same Python (a notebook's training cell run again) then starts with the first
+    one's step count, so Adam's bias correction is off and its first steps are about 3x too large, and the
+    first model's moments stay in memory (two floats per weight: 0.5 GB for DistilBERT) with every re-run.
+    """
+    import tensorflow as tf
+    from ktrain import utils
+
+    utils.DEFAULT_OPT = tf.keras.optimizers.legacy.Adam()
+
+
 def lr_suggestions(finder):
     """ktrain's three suggested learning rates from a finished lr_find, as floats (None if unknown).
 

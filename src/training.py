@@ -264,6 +264,7 @@ def build_learner(train, val, preproc, batch_size, precision="auto", strategy="d
     # The model's and the optimizer's variables must be made inside the scope: text_classifier creates and
     # compiles the model, get_learner keeps it (see ktrain issues #60, #78 and #122).
     with strategy.scope():
+        compat.fresh_optimizer()
         model = text.text_classifier("distilbert", train_data=train, preproc=preproc)
         if precision in MIXED_POLICY:
             # The last layer in float32, as Keras advises for mixed precision: the logits, and so the loss the

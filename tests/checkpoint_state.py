@@ -1,5 +1,5 @@
 """What `train.py --resume` loads from a checkpoint folder, read as a resumed run reads it, in a process of its own
-(so nothing another test left in TensorFlow, such as a float16 policy, or in ktrain's one shared Adam, is in it).
+(so nothing another test left in TensorFlow, such as a float16 policy, is in it).
 Prints JSON: the loaded model's validation loss and the one the interrupted run recorded for that epoch, Adam's
 step count and the steps the finished epochs took, and Adam's moments as loaded and as the checkpoint file holds
 them (per slot: name, shape, sum).
@@ -33,7 +33,7 @@ def main(splits, folder):
     val_loss = learner.model.evaluate(learner.val_data.to_tfdataset(train=False), verbose=0)[0]
 
     # Adam's slots are restored when they are created: at the first step of training, here by hand (ktrain's
-    # legacy Adam, one instance shared by every model ktrain compiles: its slots are looked up per weight).
+    # legacy Adam: its slots are looked up per weight).
     optimizer, weights = learner.model.optimizer, learner.model.trainable_variables
     optimizer._create_all_weights(weights)
     prefix = str(folder / state["checkpoint"])

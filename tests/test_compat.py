@@ -113,3 +113,18 @@ def test_lr_suggestions_read_the_steepest_rate_at_the_right_step():
     assert suggested["steepest"] == lrs[32 + int(np.argmin(np.gradient(losses[32:finder.ml])))]
     assert 50 <= lrs.index(suggested["steepest"]) <= 55  # where the loss falls fastest
     assert suggested["min_loss_div_10"] == lrs[55] / 10 and suggested["valley"] == lrs[52]
+
+
+def test_a_second_model_in_one_python_gets_an_adam_of_its_own():
+    """ktrain compiles every model with one Adam made at import: a notebook cell that builds and trains again
+    would continue the first run's step count (and keep its moments). compat.fresh_optimizer gives each its own."""
+    frame = synthetic.reviews(32)
+    train, val, preproc = training.preprocess(frame, frame, maxlen=16, padding="fixed")
+    first = training.build_learner(train, val, preproc, batch_size=16, precision="float32")
+    training.fit(first, 1e-3, 1)
+    second = training.build_learner(train, val, preproc, batch_size=16, precision="float32")
+    assert second.model.optimizer is not first.model.optimizer
+    assert int(second.model.optimizer.iterations.numpy()) == 0
+    training.fit(second, 1e-3, 1)
+    assert int(second.model.optimizer.iterations.numpy()) == 2  # 32 reviews in batches of 16, this model's only
+    assert int(first.model.optimizer.iterations.numpy()) == 2
