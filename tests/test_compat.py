@@ -1,4 +1,4 @@
-"""Regression tests for the four incompatibilities of today's packages (see src/compat.py)."""
+"""Regression tests for the incompatibilities of today's packages that src/compat.py works around."""
 
 import os
 import subprocess
