@@ -92,8 +92,14 @@ def grouping_pays(data, maxlen):
     reviews need 0.64 of them and grouping trains 1.6x faster; at 128 most reviews reach the cut (0.97), so
     grouping saves nothing and ktrain's own batches, fully shuffled, are kept (docs/training.md)."""
     lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
+    return padded_width(lengths, maxlen).sum() <= GROUPING_PAYS * len(lengths) * maxlen
+
+
+def padded_width(longest, maxlen):
+    """The tokens a batch whose longest review holds `longest` tokens is padded to (elementwise for an array):
+    rounded up to a multiple of bucket_width(maxlen), at most maxlen."""
     bucket = bucket_width(maxlen)
-    return np.minimum(maxlen, -(-lengths // bucket) * bucket).sum() <= GROUPING_PAYS * len(lengths) * maxlen
+    return np.minimum(maxlen, -(-np.asarray(longest) // bucket) * bucket)
 
 
 def bucket_width(maxlen):
@@ -156,8 +162,7 @@ class LengthGroupedDataset(TransformerDataset):
 
     def width(self, batch):
         """The tokens `batch` is padded to: its longest review's, rounded up to the bucket width, at most maxlen."""
-        bucket = bucket_width(self.maxlen)
-        return min(self.maxlen, -(-int(self.lengths[batch].max()) // bucket) * bucket)
+        return int(padded_width(self.lengths[batch].max(), self.maxlen))
 
     def tokens(self, batches):
         """Tokens (padding included) that `batches` hand the model."""
