@@ -28,7 +28,9 @@ IMDB = SHARED / "data" / "imdb"
 N_TRAIN, N_TEST = 600, 200
 SETTINGS = ["--maxlen", 128, "--batch-size", 16, "--lr", 5e-5, "--epochs", 2, "--precision", "float32",
             "--seed", SEED, "--top-losses", 5]
-LEARNT = 0.70
+# The bar: 0.65 is 4 standard deviations of 200 reviews' accuracy above chance (a model that learnt nothing passes
+# about once in 100,000 runs), and 2.5 below the lowest learning run seen (0.74, seed 1 with Eigen's kernels).
+LEARNT = 0.65
 
 
 def needs(path, what):
