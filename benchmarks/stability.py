@@ -86,7 +86,8 @@ def one_run(args, seed, padding):
             "roc_auc": scores["roc_auc"], "test_loss": scores["loss"], "train_loss": history["loss"][-1],
             "share_pos": float((proba[:, 1] >= 0.5).mean()), "fit_seconds": round(fit_seconds, 1),
             "seconds": round(time.time() - started, 1), "cpu": platform.processor() or platform.machine(),
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "malloc": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "default"}
 
 
 def table(records):
