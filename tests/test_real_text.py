@@ -22,14 +22,15 @@ from conftest import ROOT, SEED, at_least, at_most, run_train, unavailable
 SHARED = ROOT.parent / "shared"
 BUILD = SHARED / "pretrained" / "build.sh"
 IMDB = SHARED / "data" / "imdb"
-# 600 training reviews, 2 epochs at maxlen 128 in batches of 16 at lr 5e-5 (76 steps), 200 held-out reviews: see
-# docs/testing.md ("Real text") for what it gave over seeds. Tried and not kept: 1 epoch in batches of 8 (75 steps,
-# half the cost) reached only 0.69 on seed 7.
+# 600 training reviews, 2 epochs at maxlen 64 keeping each review's end (--truncation tail, where reviews give their
+# verdict) in batches of 16 at lr 5e-5 (76 steps), 200 held-out reviews: see docs/testing.md ("Real text") for what it
+# gave over seeds. maxlen 128 with the head learnt as well (0.74-0.83) at twice the training time; 1 epoch in batches
+# of 8 at 128 reached only 0.69 on seed 7.
 N_TRAIN, N_TEST = 600, 200
-SETTINGS = ["--maxlen", 128, "--batch-size", 16, "--lr", 5e-5, "--epochs", 2, "--precision", "float32",
-            "--seed", SEED, "--top-losses", 5]
+SETTINGS = ["--maxlen", 64, "--truncation", "tail", "--batch-size", 16, "--lr", 5e-5, "--epochs", 2,
+            "--precision", "float32", "--seed", SEED, "--top-losses", 5]
 # The bar: 0.65 is 4 standard deviations of 200 reviews' accuracy above chance (a model that learnt nothing passes
-# about once in 100,000 runs), and 2.5 below the lowest learning run seen (0.74, seed 1 with Eigen's kernels).
+# about once in 100,000 runs), and 2.4 below the lowest learning run seen (0.735, seed 1 with Eigen's kernels).
 LEARNT = 0.65
 
 
@@ -79,9 +80,10 @@ def test_training_learns_real_reviews(real_splits, stand_in, tmp_path, padding):
     assert metrics["n_train"] == N_TRAIN and metrics["n_test"] == N_TEST
     assert metrics["padding"]["padding"] == padding
     at_least(f"real text: held-out accuracy of {N_TRAIN} real reviews, {padding} padding", metrics["accuracy"], LEARNT)
-    # Both classes predicted, each for a fair share: a model sitting on one class scores 0.5 here.
+    # Both classes predicted, each for a fair share: a model sitting on one class predicts the other for 0%. Runs that
+    # learnt lean by up to 0.34 against 0.66 (seed 7, fixed), hence 0.2.
     predicted = [sum(row) for row in zip(*metrics["confusion_matrix"])]
-    at_least(f"real text: share of the rarer predicted class, {padding} padding", min(predicted) / N_TEST, 0.3)
+    at_least(f"real text: share of the rarer predicted class, {padding} padding", min(predicted) / N_TEST, 0.2)
 
 
 def test_the_bar_is_not_met_on_shuffled_labels(real_splits, stand_in, tmp_path):
