@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 
-import compat  # noqa: E402,F401  (before TensorFlow: Keras 2)
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow: Keras 2)
 
 
 def parse_args(argv=None):
@@ -70,8 +70,8 @@ def speed(args, texts, steps_list):
     import numpy as np
     import tensorflow as tf
 
-    import backends
-    import explain
+    from imdb_distilbert.inference import backends
+    from imdb_distilbert.inference import explain
 
     predictor = backends.KtrainBackend(args.model, batch_size=1).predictor
     tokens = [min(len(predictor.preproc.get_tokenizer().tokenize(t)) + 2, predictor.preproc.maxlen) for t in texts]
@@ -120,9 +120,9 @@ def delete(text, spans):
 def faithfulness(args, frame, steps_list, k=5, draws=3):
     import numpy as np
 
-    import backends
-    import explain
-    import truncation
+    from imdb_distilbert.inference import backends
+    from imdb_distilbert.inference import explain
+    from imdb_distilbert.data import truncation
 
     model = backends.KtrainBackend(args.model)
     texts = list(frame["Reviews"])
@@ -211,7 +211,7 @@ def main(argv=None):
         steps_list = [int(s) for s in (args.steps or "1,3,8").split(",")]
         if args.model is None:
             import inference
-            import predict
+            from imdb_distilbert.inference import predict
 
             args.model = Path(tempfile.mkdtemp(prefix="bench-explain-")) / "distilbert-full-size-random"
             print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen})...", file=sys.stderr)

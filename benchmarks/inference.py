@@ -75,11 +75,12 @@ tiny_distilbert.install({str(hf_home)!r}, extra_words=words, dim=768, n_layers=6
     subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
     code = f"""
 import sys; sys.path[:0] = [{str(ROOT / 'src')!r}, {str(ROOT / 'tests')!r}]
-import training, synthetic
+from imdb_distilbert.training import learning
+import synthetic
 df = synthetic.reviews(64)
-train, val, preproc = training.preprocess(df, df, {maxlen})
-learner = training.build_learner(train, val, preproc, 32)
-training.save_predictor(learner, preproc, {str(folder)!r})
+train, val, preproc = learning.preprocess(df, df, {maxlen})
+learner = learning.build_learner(train, val, preproc, 32)
+learning.save_predictor(learner, preproc, {str(folder)!r})
 """
     subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
 
@@ -88,7 +89,7 @@ def worker(args):
     """Measure one backend; print its results as JSON on the last line."""
     import numpy as np
 
-    import backends
+    from imdb_distilbert.inference import backends
 
     texts = json.loads(args.texts.read_text())
     model = backends.load(args.model, args.worker, args.batch_size)
@@ -140,7 +141,7 @@ def reviews_and_model(args, prefix, export=True):
     Returns (texts, their source file, work folder)."""
     import pandas as pd
 
-    import predict
+    from imdb_distilbert.inference import predict
 
     source = args.reviews or (REAL_REVIEWS if REAL_REVIEWS.is_file() else SAMPLE_REVIEWS)
     all_texts = predict.read_texts(source)

@@ -89,7 +89,7 @@ def static(fp32_path, out_path, backend, texts):
 
 def scorer(folder, int8_file, batch_size=32):
     """An onnx-int8 backend reading `int8_file` (with the folder's settings and tokenizer)."""
-    import backends
+    from imdb_distilbert.inference import backends
 
     scheme = Path(tempfile.mkdtemp(prefix="int8-scheme-"))
     for name in (backends.ONNX_SETTINGS, json.loads((folder / backends.ONNX_SETTINGS).read_text())["tokenizer"]):
@@ -129,8 +129,8 @@ def speed(args, work):
     """Dynamic against per token on the full shape at maxlen 400: reviews/s of each round, in alternation."""
     import pandas as pd
 
-    import backends
-    import quantize
+    from imdb_distilbert.inference import backends
+    from imdb_distilbert.export import quantize
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import inference
@@ -158,8 +158,8 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    import backends
-    import quantize
+    from imdb_distilbert.inference import backends
+    from imdb_distilbert.export import quantize
 
     work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
     folder = work / args.model.name

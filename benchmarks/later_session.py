@@ -42,9 +42,9 @@ started = time.perf_counter()
 import json, os, sys
 sys.path.insert(0, {src!r})
 os.environ["HF_HUB_OFFLINE"] = "1"  # no Hub here; on Colab the predictor folder is enough too
-import compat
+from imdb_distilbert import compat
 import ktrain
-from truncation import like_saved_run
+from imdb_distilbert.data.truncation import like_saved_run
 imported = time.perf_counter()
 predictor = ktrain.load_predictor({model!r})
 loaded = time.perf_counter()
@@ -108,7 +108,7 @@ def main(argv=None):
     import colab_env
     from inference import prepare_model
 
-    import predict
+    from imdb_distilbert.inference import predict
 
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-later-session-"))
@@ -123,7 +123,7 @@ def main(argv=None):
     print("building the Colab-like environment (Colab's versions, before the set-up cell)...", file=sys.stderr)
     python_a, version_a, before = colab_env.build_colab_like(work / "colab-like")
     print("the set-up cell's install, with no pip cache...", file=sys.stderr)
-    setup = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import colab; colab.setup()"
+    setup = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import colab; colab.setup()"
     install, result = timed([python_a, "-c", setup], cwd=ROOT, env={**os.environ, "PIP_NO_CACHE_DIR": "1"})
     print(result.stdout, file=sys.stderr)
     print("the ktrain predictor's cells...", file=sys.stderr)

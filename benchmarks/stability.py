@@ -9,7 +9,7 @@ seeds, with length-grouped and with fixed padding, and record test accuracy, ROC
     python benchmarks/stability.py --out runs/quick.jsonl --table                              # the table only
 
 The default setting is README's quick CPU try (train.py --sample 2000 --maxlen 128 --epochs 1 --batch-size 16
---lr 1e-4). A run is train.py's path (dataset.load_splits, training.set_seed, preprocess, build_learner, fit,
+--lr 1e-4). A run is train.py's path (dataset.load_splits, learning.set_seed, preprocess, build_learner, fit,
 evaluation.predict) without the per-epoch validation and without saving: neither changes the weights, so a run
 ends where train.py with the same flags and seed does, a few minutes sooner. Each run is its own process; its
 result is appended to --out as one JSON line when it ends, and runs already there are not run again.
@@ -56,7 +56,7 @@ def read_cached(path):
     """dataset.read_split(path), read once: openpyxl takes half a minute for a 25,000-row split."""
     import pandas as pd
 
-    import dataset
+    from imdb_distilbert.data import dataset
 
     cache = Path("/tmp") / f"stability-{path.stem}-{int(path.stat().st_mtime)}.pkl"
     if not cache.exists():
@@ -66,19 +66,19 @@ def read_cached(path):
 
 def one_run(args, seed, padding):
     """Train and score one run in this process; returns its record."""
-    import compat  # noqa: F401  (before TensorFlow)
-    import dataset
-    import evaluation
-    import training
+    from imdb_distilbert import compat  # noqa: F401  (before TensorFlow)
+    from imdb_distilbert.data import dataset
+    from imdb_distilbert.training import evaluation
+    from imdb_distilbert.training import learning
 
     started = time.time()
     train_df, test_df = (dataset.sample(read_cached(args.data_dir / f"{name}.xlsx"), args.sample, seed)
                          for name in ("train", "test"))  # as dataset.load_splits samples them
-    training.set_seed(seed)
-    train, val, preproc = training.preprocess(train_df, test_df, args.maxlen, "head", padding, seed)
-    learner = training.build_learner(train, None, preproc, args.batch_size, "float32")
+    learning.set_seed(seed)
+    train, val, preproc = learning.preprocess(train_df, test_df, args.maxlen, "head", padding, seed)
+    learner = learning.build_learner(train, None, preproc, args.batch_size, "float32")
     fit_started = time.time()
-    history = training.fit(learner, args.lr, args.epochs)
+    history = learning.fit(learner, args.lr, args.epochs)
     fit_seconds = time.time() - fit_started
     proba = evaluation.predict(learner, preproc, list(test_df[dataset.TEXT]), padding)
     scores = evaluation.score(test_df[dataset.LABEL], proba, preproc.get_classes())

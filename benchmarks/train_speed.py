@@ -36,7 +36,7 @@ unless --precision says otherwise, by each arm in turn, --rounds times (the arms
   pytorch  the Hugging Face Trainer in PyTorch with group_by_length=True and DataCollatorWithPadding (each batch
            padded to its longest review): what a PyTorch user would pick
 An epoch's time is from the end of its first step (TensorFlow traces the step there) to the end of its last.
-Then the test-split evaluation: training.predict_proba (length-sorted batches) against predictor.predict (every
+Then the test-split evaluation: learning.predict_proba (length-sorted batches) against predictor.predict (every
 review padded to maxlen), in turn in one process, on the same --eval-reviews real test reviews.
 For realistic lengths give --vocab a vocab.txt of BERT's uncased word pieces (the pretrained stand-in's,
 ../shared/pretrained/build.sh, is one); without it the vocabulary is the 30,000 commonest words of the reviews.
@@ -114,18 +114,18 @@ def parse_args():
 
 
 def measure(spec):
-    import compat  # noqa: F401  (first: before TensorFlow)
-    import dataset
-    import training
+    from imdb_distilbert import compat  # noqa: F401  (first: before TensorFlow)
+    from imdb_distilbert.data import dataset
+    from imdb_distilbert.training import learning
     import tensorflow as tf
 
     reviews = dataset.read_split(spec["data"])
     n_train = spec["batch_size"] * (spec["warmup"] + spec["steps"])
     train_df, val_df = reviews[:n_train], reviews[n_train:n_train + spec["batch_size"]]
-    training.set_seed(0)
-    train, val, preproc = training.preprocess(train_df, val_df, spec["maxlen"])
+    learning.set_seed(0)
+    train, val, preproc = learning.preprocess(train_df, val_df, spec["maxlen"])
     precision = os.environ.get("BENCH_PRECISION", "float32")
-    learner = training.build_learner(train, val, preproc, spec["batch_size"], precision)
+    learner = learning.build_learner(train, val, preproc, spec["batch_size"], precision)
     if os.environ.get("BENCH_XLA"):
         learner.model.jit_compile = True  # XLA-compile the training step
 
@@ -135,7 +135,7 @@ def measure(spec):
         def on_train_batch_end(self, batch, logs=None):
             marks.append((time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)))
 
-    training.fit(learner, 1e-4, 1, callbacks=[StepClock()])
+    learning.fit(learner, 1e-4, 1, callbacks=[StepClock()])
     threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}  # 0: TensorFlow's default
     return summarize(marks, spec, learner.model.count_params(), threads=threads,
@@ -144,23 +144,23 @@ def measure(spec):
 
 def measure_epoch(spec):
     """--padding, a TensorFlow arm: one epoch of the project's training path, padded spec["arm"]'s way."""
-    import compat  # noqa: F401  (first: before TensorFlow)
-    import dataset
-    import training
+    from imdb_distilbert import compat  # noqa: F401  (first: before TensorFlow)
+    from imdb_distilbert.data import dataset
+    from imdb_distilbert.training import learning
     import tensorflow as tf
 
     reviews = dataset.read_split(spec["data"])
     size, maxlen = spec["batch_size"], spec["maxlen"]
-    training.set_seed(0)
-    train, val, preproc = training.preprocess(reviews, reviews[:size], maxlen, padding=spec["arm"], seed=0)
-    learner = training.build_learner(train, val, preproc, size, spec["precision"])
+    learning.set_seed(0)
+    train, val, preproc = learning.preprocess(reviews, reviews[:size], maxlen, padding=spec["arm"], seed=0)
+    learner = learning.build_learner(train, val, preproc, size, spec["precision"])
     marks = []
 
     class StepClock(tf.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             marks.append(time.perf_counter())
 
-    training.fit(learner, 1e-4, 1, callbacks=[StepClock()])
+    learning.fit(learner, 1e-4, 1, callbacks=[StepClock()])
     if spec["arm"] == "grouped":
         shapes = [(len(batch), train.width(batch)) for batch in train.training_batches(0)]  # what the epoch ran
     else:
@@ -171,7 +171,7 @@ def measure_epoch(spec):
 
 def reviews_lengths(preproc, reviews):
     """Tokens of each review with [CLS] and [SEP], uncut."""
-    import dataset
+    from imdb_distilbert.data import dataset
 
     tokenizer = preproc.get_tokenizer()
     return [len(ids) for ids in tokenizer(list(reviews[dataset.TEXT]))["input_ids"]]
@@ -190,7 +190,7 @@ def epoch_summary(marks, shapes, lengths, maxlen, **extra):
 
 def measure_pytorch_epoch(spec):
     """--padding, the PyTorch arm: the Hugging Face Trainer with group_by_length=True and per-batch padding."""
-    import dataset
+    from imdb_distilbert.data import dataset
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainerCallback, TrainingArguments)
@@ -224,22 +224,22 @@ def measure_pytorch_epoch(spec):
 
 
 def measure_evaluation(spec):
-    """--padding: the test-split evaluation, training.predict_proba against predictor.predict, in turn, rounds times."""
-    import compat  # noqa: F401
-    import dataset
+    """--padding: the test-split evaluation, learning.predict_proba against predictor.predict, in turn, rounds times."""
+    from imdb_distilbert import compat  # noqa: F401
+    from imdb_distilbert.data import dataset
     import ktrain
     import numpy as np
-    import training
+    from imdb_distilbert.training import learning
 
     texts = list(dataset.read_split(spec["eval_data"])[dataset.TEXT])
     small = dataset.read_split(spec["data"])[:16]
-    training.set_seed(0)
-    train, val, preproc = training.preprocess(small, small, spec["maxlen"], padding="fixed")
-    learner = training.build_learner(train, val, preproc, 16, "float32")  # evaluation computes in float32
+    learning.set_seed(0)
+    train, val, preproc = learning.preprocess(small, small, spec["maxlen"], padding="fixed")
+    learner = learning.build_learner(train, val, preproc, 16, "float32")  # evaluation computes in float32
     predictor = ktrain.get_predictor(learner.model, preproc)
-    ours = lambda: training.predict_proba(learner.model, preproc, texts)  # noqa: E731
+    ours = lambda: learning.predict_proba(learner.model, preproc, texts)  # noqa: E731
     theirs = lambda: predictor.predict(texts, return_proba=True)  # noqa: E731
-    predictor.predict(texts[:8]), training.predict_proba(learner.model, preproc, texts[:8])  # warm-up: tracing
+    predictor.predict(texts[:8]), learning.predict_proba(learner.model, preproc, texts[:8])  # warm-up: tracing
     seconds, cpu, difference = {"predictor": [], "grouped": []}, {"predictor": [], "grouped": []}, 0.0
     for _ in range(spec["rounds"]):
         for name, run in (("predictor", theirs), ("grouped", ours)):
@@ -251,7 +251,7 @@ def measure_evaluation(spec):
                 reference = proba
         difference = max(difference, float(np.abs(proba - reference).max()))
     padded = preproc.preprocess_test(texts, verbose=0)  # as the predictor pads: to the longest review, at most maxlen
-    data = training.LengthGroupedDataset(padded, spec["maxlen"])
+    data = learning.LengthGroupedDataset(padded, spec["maxlen"])
     data.batch_size = 32  # the predictor's batch size
     return {"seconds": seconds, "cpu_seconds": cpu, "largest_difference": difference, "reviews": len(texts),
             "tokens": {"predictor": padded.x.shape[0] * padded.x.shape[2], "grouped": data.tokens(data.evaluation_batches())},
@@ -260,7 +260,7 @@ def measure_evaluation(spec):
 
 def summarize(marks, spec, params, **extra):
     """Per-step figures over the timed steps, from (wall time, rusage) marks taken at the end of each step."""
-    import compat
+    from imdb_distilbert import compat
 
     (t0, r0), (t1, r1) = marks[spec["warmup"] - 1], marks[-1]
     steps = len(marks) - spec["warmup"]
@@ -280,7 +280,7 @@ def summarize(marks, spec, params, **extra):
 
 def measure_pytorch(spec):
     """The same model, data and step count under the Hugging Face Trainer in PyTorch, for comparison."""
-    import dataset
+    from imdb_distilbert.data import dataset
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
                               TrainingArguments)
@@ -328,7 +328,7 @@ def install_models(cache, names):
 
 def benchmark_data(path, n, folder, name="reviews.csv"):
     """The first-sampled `n` real reviews (both classes, shuffled), as a CSV the children read quickly."""
-    import dataset
+    from imdb_distilbert.data import dataset
     import pandas as pd
 
     reviews = dataset.read_split(path)
@@ -342,7 +342,7 @@ def benchmark_data(path, n, folder, name="reviews.csv"):
 
 def child_env(config, home):
     """The environment of one configuration's run, or None when it cannot run here."""
-    import compat
+    from imdb_distilbert import compat
 
     if config.startswith("pytorch") and importlib.util.find_spec("torch") is None:
         return None
@@ -485,7 +485,7 @@ def install_vocab_model(cache, vocab, reviews):
 
 def padding_main(args):
     """--padding: the arms in turn, --rounds times, then the evaluation; a table of epochs and one of evaluation."""
-    import dataset
+    from imdb_distilbert.data import dataset
 
     arms = args.arms.split(",")
     if set(arms) - {"fixed", "grouped", "pytorch"}:

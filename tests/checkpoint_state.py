@@ -13,23 +13,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import compat  # noqa: E402,F401  (before TensorFlow)
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 import numpy as np  # noqa: E402
 
 
 def main(splits, folder):
     import tensorflow as tf
 
-    import dataset
-    import training
+    from imdb_distilbert.data import dataset
+    from imdb_distilbert.training import learning
 
     state = json.loads((folder / "state.json").read_text())
     done, settings = state["epochs_done"], state["settings"]
     train_df, test_df = dataset.load_splits(splits / "train.xlsx", splits / "test.xlsx", None, settings["seed"])
-    training.set_seed(settings["seed"])
-    train, val, preproc = training.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped", settings["seed"])
-    learner = training.build_learner(train, val, preproc, settings["batch_size"], "float32")
-    training.Checkpoints(folder, settings, settings["epochs"]).resume(learner)
+    learning.set_seed(settings["seed"])
+    train, val, preproc = learning.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped", settings["seed"])
+    learner = learning.build_learner(train, val, preproc, settings["batch_size"], "float32")
+    learning.Checkpoints(folder, settings, settings["epochs"]).resume(learner)
     val_loss = learner.model.evaluate(learner.val_data.to_tfdataset(train=False), verbose=0)[0]
 
     # Adam's slots are restored when they are created: at the first step of training, here by hand (ktrain's

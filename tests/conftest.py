@@ -21,7 +21,7 @@ HF_HOME = Path(tempfile.mkdtemp(prefix="imdb-distilbert-hf-"))
 os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
 os.environ.pop("IMDB_DATA_URL", None)
 
-import compat  # noqa: E402,F401  (before TensorFlow)
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 import pytest  # noqa: E402
 
 import synthetic  # noqa: E402
@@ -123,8 +123,8 @@ def assert_scored_as_its_predictor(folder, test_split):
     import numpy as np
     import pandas as pd
 
-    import backends
-    import evaluation
+    from imdb_distilbert.inference import backends
+    from imdb_distilbert.training import evaluation
 
     metrics = json.loads((Path(folder) / "metrics.json").read_text())
     test = pd.read_excel(test_split, dtype=str)

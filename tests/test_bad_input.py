@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-import dataset
+from imdb_distilbert.data import dataset
 import synthetic
 from conftest import assert_user_error, run_train
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 
 def write(path, frame):

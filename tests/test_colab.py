@@ -33,7 +33,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-import dataset
+from imdb_distilbert.data import dataset
 import synthetic
 from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version, fake_colab_kernel
 from conftest import ROOT, SEED, at_least, report, unavailable
@@ -157,11 +157,11 @@ def output_of(nb, fragment):
 
 DIE_AFTER_FIRST_EPOCH = """
 import os, signal, training
-_save_checkpoint = training.Checkpoints.on_epoch_end
+_save_checkpoint = learning.Checkpoints.on_epoch_end
 def _runtime_recycled(self, epoch, logs=None):
     _save_checkpoint(self, epoch, logs)
     os.kill(os.getpid(), signal.SIGKILL)  # the runtime is recycled right after epoch 1 is saved
-training.Checkpoints.on_epoch_end = _runtime_recycled
+learning.Checkpoints.on_epoch_end = _runtime_recycled
 """
 
 
@@ -275,9 +275,9 @@ def test_setup_says_restart_only_when_a_loaded_package_changed(sessions, colab_e
     python = colab_env[0]
     for module, requirement, restart in (("whoosh", "Whoosh==2.7.3", True), ("syntok", "syntok==1.4.3", False)):
         (tmp_path / "req.txt").write_text(requirement + "\n")
-        code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import {module}, colab; colab.setup(sys.argv[1])"
+        code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import {module}; from imdb_distilbert import colab; colab.setup(sys.argv[1])"
         if not restart:
-            code = code.replace(f"import {module}, colab", "import colab")
+            code = code.replace(f"import {module}, colab", "from imdb_distilbert import colab")
         out = subprocess.run([python, "-c", code, str(tmp_path / "req.txt")], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert (f"RESTART NEEDED: this session had already imported {canonical(requirement.split('==')[0])}"

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 
-import dataset
+from imdb_distilbert.data import dataset
 import synthetic
 import tiny_distilbert
-import training
-import compat
+from imdb_distilbert.training import learning
+from imdb_distilbert import compat
 from conftest import HF_HOME, ROOT, run_train
 
 
@@ -26,7 +26,7 @@ def test_keras2_is_selected():
 def test_keras3_loaded_first_is_reported_in_one_sentence():
     code = ("import tensorflow as tf; tf.keras.Model\n"
             f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
-            "import training")
+            "from imdb_distilbert.training import learning")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}  # a fresh Python, as a user has
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode != 0
@@ -44,7 +44,7 @@ def test_hub_pytorch_safetensors_loads_into_tensorflow():
     """The Hub's distilbert-base-uncased is a PyTorch model.safetensors; transformers 4.55+ fails here."""
     from transformers import TFAutoModelForSequenceClassification
 
-    model = TFAutoModelForSequenceClassification.from_pretrained(training.MODEL_NAME)
+    model = TFAutoModelForSequenceClassification.from_pretrained(learning.MODEL_NAME)
     stored = load_file(str(next(HF_HOME.glob("hub/models--*/snapshots/*/model.safetensors"))))
     loaded = {w.name: w.numpy() for w in model.weights}
     embeddings = next(v for k, v in loaded.items() if "word_embeddings" in k)
@@ -58,7 +58,7 @@ def test_pandas3_string_columns_reach_ktrain_as_plain_strings(tmp_path):
         assert not isinstance(raw["Reviews"].values, np.ndarray)  # what ktrain would refuse
         train = dataset.read_split(path)
         assert isinstance(train["Reviews"].values, np.ndarray) and train["Reviews"].dtype == object
-        _, _, preproc = training.preprocess(train, train, maxlen=16)
+        _, _, preproc = learning.preprocess(train, train, maxlen=16)
     assert preproc.get_classes() == ["neg", "pos"]
 
 
@@ -69,7 +69,7 @@ def test_english_model_even_when_language_guess_is_wrong():
     texts = ["Superb plot, brilliant cast.", "Dull plot, awful cast."] * 10
     frame = pd.DataFrame({"Reviews": texts, "Sentiment": ["pos", "neg"] * 10})
     assert textutils.detect_lang(texts) != "en"
-    _, _, preproc = training.preprocess(frame, frame, maxlen=16)
+    _, _, preproc = learning.preprocess(frame, frame, maxlen=16)
     assert preproc.model_name == "distilbert-base-uncased"
     assert preproc.lang == "en"
 
@@ -93,12 +93,12 @@ def test_cached_model_loads_without_network_and_without_offline_flag(synthetic_s
 def test_offline_only_when_the_whole_model_is_cached(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    assert not compat.offline_if_cached(training.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
+    assert not compat.offline_if_cached(learning.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
     snapshot = tiny_distilbert.install(tmp_path)
     (snapshot / "model.safetensors").unlink()  # an interrupted first download
-    assert not compat.offline_if_cached(training.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
+    assert not compat.offline_if_cached(learning.MODEL_NAME) and "HF_HUB_OFFLINE" not in os.environ
     monkeypatch.setenv("HF_HOME", str(HF_HOME))
-    assert compat.offline_if_cached(training.MODEL_NAME) and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert compat.offline_if_cached(learning.MODEL_NAME) and os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 def test_lr_suggestions_read_the_steepest_rate_at_the_right_step():
@@ -119,12 +119,12 @@ def test_a_second_model_in_one_python_gets_an_adam_of_its_own():
     """ktrain compiles every model with one Adam made at import: a notebook cell that builds and trains again
     would continue the first run's step count (and keep its moments). compat.fresh_optimizer gives each its own."""
     frame = synthetic.reviews(32)
-    train, val, preproc = training.preprocess(frame, frame, maxlen=16, padding="fixed")
-    first = training.build_learner(train, val, preproc, batch_size=16, precision="float32")
-    training.fit(first, 1e-3, 1)
-    second = training.build_learner(train, val, preproc, batch_size=16, precision="float32")
+    train, val, preproc = learning.preprocess(frame, frame, maxlen=16, padding="fixed")
+    first = learning.build_learner(train, val, preproc, batch_size=16, precision="float32")
+    learning.fit(first, 1e-3, 1)
+    second = learning.build_learner(train, val, preproc, batch_size=16, precision="float32")
     assert second.model.optimizer is not first.model.optimizer
     assert int(second.model.optimizer.iterations.numpy()) == 0
-    training.fit(second, 1e-3, 1)
+    learning.fit(second, 1e-3, 1)
     assert int(second.model.optimizer.iterations.numpy()) == 2  # 32 reviews in batches of 16, this model's only
     assert int(first.model.optimizer.iterations.numpy()) == 2

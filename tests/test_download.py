@@ -7,10 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import dataset
+from imdb_distilbert.data import dataset
 import synthetic
 from conftest import ROOT, assert_user_error, run_train
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import json
 import pandas as pd
 import pytest
 
-import dataset
-import predict
-import tables
+from imdb_distilbert.data import dataset
+from imdb_distilbert.inference import predict
+from imdb_distilbert.data import reading
 from conftest import assert_user_error, run_predict
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 # Accents, curly quotes and apostrophes, dashes, an ellipsis and the euro sign (all in Windows-1252), commas,
 # semicolons, straight quotes and a line break inside a review.
@@ -55,7 +55,7 @@ def test_every_kind_reads_back_exactly(kind, tmp_path, capsys):
     if kind == "windows-1252":
         assert "é".encode("cp1252") in path.read_bytes()  # byte 0xE9: not UTF-8
     if kind != "utf-16-txt":
-        frame = tables.read_csv(path)
+        frame = reading.read_csv(path)
         assert list(frame["Reviews"]) == REVIEWS and list(frame["Sentiment"]) == LABELS
         split = dataset.read_split(path)  # the training side: train.py --train/--test and the notebook
         assert list(split["Reviews"]) == REVIEWS and list(split["Sentiment"]) == LABELS
@@ -64,7 +64,7 @@ def test_every_kind_reads_back_exactly(kind, tmp_path, capsys):
     if kind in NOT_UTF8:
         separator = {"\t": "tab", ",": "comma", ";": "semicolon"}[KINDS[kind][1]]
         assert set(said) == {f"note: reading {path} as {NOT_UTF8[kind]}, {separator}-separated ("
-                             + tables.WHY[NOT_UTF8[kind]] + ")"}
+                             + reading.WHY[NOT_UTF8[kind]] + ")"}
     else:
         assert said == []
 
@@ -114,7 +114,7 @@ def test_predict_py_gives_the_utf8_answers(predicted, kind):
 def test_none_of_these_is_one_sentence(content, fragment, tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_bytes(content)
-    for read in (tables.read_csv, predict.read_texts, dataset.read_split):
+    for read in (reading.read_csv, predict.read_texts, dataset.read_split):
         with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
             read(path)
 

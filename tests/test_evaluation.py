@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evaluation
+from imdb_distilbert.training import evaluation
 
 
 def test_score_by_hand():

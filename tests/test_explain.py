@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import explain
-import predict
+from imdb_distilbert.inference import explain
+from imdb_distilbert.inference import predict
 import synthetic
 from conftest import TINY, assert_user_error, at_least, at_most, run_predict, run_train
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 POLARITY = set(synthetic.POSITIVE + synthetic.NEGATIVE)
 

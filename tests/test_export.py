@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import backends
+from imdb_distilbert.inference import backends
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, at_most, run_predict, run_train
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, most far longer than the tiny model's maxlen of 32
 
@@ -142,33 +142,33 @@ def test_a_reviews_scores_do_not_depend_on_its_batch(exported, backend):
 def test_the_check_reads_the_runs_own_test_split(tmp_path):
     """Without --reviews, the parity check uses the test split the run was trained with (metrics.json's args.test),
     and data/sample/test.xlsx when that file is not here or the folder has no metrics.json."""
-    import export
+    from imdb_distilbert.export import onnx_export
 
     split = tmp_path / "my-test.csv"
     split.write_text("Reviews,Sentiment\ngood,pos\n")
     (tmp_path / "metrics.json").write_text(json.dumps({"args": {"test": str(split)}}))
-    assert export.default_reviews(tmp_path) == split
+    assert onnx_export.default_reviews(tmp_path) == split
     split.unlink()
-    assert export.default_reviews(tmp_path) == export.SAMPLE_REVIEWS
+    assert onnx_export.default_reviews(tmp_path) == onnx_export.SAMPLE_REVIEWS
     (tmp_path / "metrics.json").unlink()
-    assert export.default_reviews(tmp_path) == export.SAMPLE_REVIEWS
+    assert onnx_export.default_reviews(tmp_path) == onnx_export.SAMPLE_REVIEWS
 
 
 def test_the_int8_check_is_a_binomial_test():
     """--min-agreement 0.99 on the default 1,000 reviews: int8 that keeps exactly 99% of the labels is refused in
     under 5% of exports, and int8 that keeps 97.7% or less in at least 95% of them."""
-    import export
+    from imdb_distilbert.export import onnx_export
     from scipy.stats import binom
 
-    n = export.CHECKED
-    refused = [changed for changed in range(n + 1) if export.int8_refused(n - changed, n, 0.99)]
+    n = onnx_export.CHECKED
+    refused = [changed for changed in range(n + 1) if onnx_export.int8_refused(n - changed, n, 0.99)]
     first = refused[0]
     assert refused == list(range(first, n + 1))  # refused from some count of changed labels on
     assert binom.sf(first - 1, n, 0.01) < 0.05 <= binom.sf(first - 2, n, 0.01)  # the smallest count with chance < 5%
-    surely = export.refused_surely(n, 0.99)
+    surely = onnx_export.refused_surely(n, 0.99)
     assert 0.97 < surely < 0.99 and binom.sf(first - 1, n, 1 - surely) == pytest.approx(0.95, abs=1e-6)
-    assert not export.int8_refused(200, 200, 0.99) and export.int8_refused(0, 200, 0.99)
-    assert not export.int8_refused(0, 200, 0)  # --min-agreement 0 accepts anything
+    assert not onnx_export.int8_refused(200, 200, 0.99) and onnx_export.int8_refused(0, 200, 0.99)
+    assert not onnx_export.int8_refused(0, 200, 0)  # --min-agreement 0 accepts anything
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
@@ -249,14 +249,14 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, tmp_
     must find exactly TensorFlow's "neg" reviews changed."""
     import shutil
 
-    import export
+    from imdb_distilbert.export import onnx_export
     import onnx
     from onnx import numpy_helper
 
     texts = list(synthetic.reviews(40, seed=11)["Reviews"])
     pos = int(np.sum(tensorflow_model.predict_proba(texts).argmax(1) == 1))
     assert 0 < pos < len(texts)  # both labels among the reviews, so some must change
-    quantize = export.quantize.per_token_int8
+    quantize = onnx_export.quantize.per_token_int8
 
     def favouring_pos(fp32_path, int8_path, **kwargs):
         graph = onnx.load(str(fp32_path))
@@ -274,10 +274,10 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, tmp_
     folder = tmp_path / "predictor"
     shutil.copytree(trained[0], folder)
     before = sorted(p.name for p in folder.iterdir())
-    monkeypatch.setattr(export.quantize, "per_token_int8", favouring_pos)
+    monkeypatch.setattr(onnx_export.quantize, "per_token_int8", favouring_pos)
     with pytest.raises(UserError, match=rf"the int8 ONNX model gives the TensorFlow predictor's label on only {pos} of "
                                         rf"{len(texts)} reviews \(.*too few for --min-agreement 0.99 .*so nothing was written"):
-        export.main(["--model", str(folder), "--reviews", str(reviews), "--n", str(len(texts))])
+        onnx_export.main(["--model", str(folder), "--reviews", str(reviews), "--n", str(len(texts))])
     assert sorted(p.name for p in folder.iterdir()) == before  # no files moved, no staging left
 
 
@@ -287,7 +287,7 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
     of, so the change shows whatever the training (a small nudge to the bias hid in saturated probabilities)."""
     import shutil
 
-    import export
+    from imdb_distilbert.export import onnx_export
     import torch
 
     folder = tmp_path / "predictor"
@@ -295,7 +295,7 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
     before = sorted(p.name for p in folder.iterdir())
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("\n".join(synthetic.reviews(20, seed=11)["Reviews"]) + "\n")
-    convert = export.to_pytorch
+    convert = onnx_export.to_pytorch
 
     def changed(tf_model):
         model = convert(tf_model)
@@ -307,7 +307,7 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
     monkeypatch.setattr(export, "to_pytorch", changed)
     with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to \S+ \(more "
                                         r"than 0.0001\), so nothing was written"):
-        export.main(["--model", str(folder), "--reviews", str(reviews), "--n", "20", "--min-agreement", "0"])
+        onnx_export.main(["--model", str(folder), "--reviews", str(reviews), "--n", "20", "--min-agreement", "0"])
     assert sorted(p.name for p in folder.iterdir()) == before
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-import backends
+from imdb_distilbert.inference import backends
 import synthetic
 from colab_env import COLAB, HF_SET, build_colab_own, colab_pins, cpu_torch_wheel, fake_colab_kernel
 from conftest import ROOT, assert_user_error, report, run_train, unavailable
@@ -138,14 +138,14 @@ def test_our_pinned_set_loads_it_with_one_pipeline_call(hf_export, texts, expect
 
 
 def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained, hf_export, tmp_path, monkeypatch, capsys):
-    import export
-    import export_hf
-    from errors import UserError
+    from imdb_distilbert.export import onnx_export
+    from imdb_distilbert.export import hf_folder
+    from imdb_distilbert.errors import UserError
 
     earlier = tmp_path / "distilbert-imdb-hf"
     shutil.copytree(hf_export[0], earlier)
     before = {p.name: p.read_bytes() for p in earlier.iterdir()}
-    convert = export.to_pytorch
+    convert = onnx_export.to_pytorch
 
     def changed_weights(tf_model):  # a conversion that went wrong: the classifier's rows swapped (label order mixed up)
         import torch
@@ -158,16 +158,16 @@ def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained
 
     monkeypatch.setattr(export, "to_pytorch", changed_weights)
     with pytest.raises(UserError, match=r"differ from the TensorFlow predictor's by up to .* so nothing was written"):
-        export_hf.export(trained[0], earlier)
+        hf_folder.export(trained[0], earlier)
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["distilbert-imdb-hf"]  # no staging left
 
 
 def test_head_tail_is_said_and_the_tokenizer_keeps_the_tail(trained, tmp_path, texts, capsys):
     """A model trained with --truncation head+tail (the trained predictor, its metrics.json saying so)."""
-    import export_hf
+    from imdb_distilbert.export import hf_folder
     from huggingface_hub import ModelCard
-    from truncation import like_saved_run
+    from imdb_distilbert.data.truncation import like_saved_run
     from transformers import pipeline
 
     predictor = tmp_path / "predictor"
@@ -175,7 +175,7 @@ def test_head_tail_is_said_and_the_tokenizer_keeps_the_tail(trained, tmp_path, t
     metrics = json.loads((predictor / "metrics.json").read_text())
     metrics["args"]["truncation"] = "head+tail"
     (predictor / "metrics.json").write_text(json.dumps(metrics))
-    folder = export_hf.export(predictor)
+    folder = hf_folder.export(predictor)
     assert folder == tmp_path / "predictor-hf"  # next to the predictor by default
     printed = capsys.readouterr().out
     assert "note: this model was trained with --truncation head+tail" in printed and "keeps the tail" in printed

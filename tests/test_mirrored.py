@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-import evaluation
+from imdb_distilbert.training import evaluation
 from conftest import ROOT, TINY, at_least, interrupt_after_first_epoch, run_train
 
 LAUNCHER = ROOT / "tests" / "two_cpu_devices.py"

@@ -83,12 +83,12 @@ def test_committed_clean():
 
 
 def test_parameters_cell_mirrors_train_py_flags():
-    import train
+    from imdb_distilbert.training import recipe
 
     cell = next(c for c in read().cells if "parameters" in c.metadata.get("tags", []))
     values = {}
     exec(cell.source, {"IN_COLAB": False}, values)
-    defaults = vars(train.parse_args([]))
+    defaults = vars(recipe.parse_args([]))
     for name in ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "data_dir", "val_split",
                  "truncation", "padding", "lr_find", "top_losses", "precision", "strategy", "resume"):
         assert values[name] == defaults[name], name
@@ -112,7 +112,7 @@ def test_notebook_trains_saves_and_predicts(executed):
 def test_explanation_cells_highlight_the_words(executed):
     """The cells at the end: the tutorial sentences and own reviews, then the worst mistakes, as HTML: what
     src/explain.py gives for the saved predictor, its strongest word in the strongest colour."""
-    import explain
+    from imdb_distilbert.inference import explain
 
     nb, output = executed
     shown = next(c for c in nb.cells if "explain.show(" in c.source)
@@ -186,7 +186,7 @@ def assert_port_closed(port):
 def test_notebook_writes_the_hf_folder_and_classifies_with_it(executed):
     """After saving, the Hugging Face folder goes next to the predictor; the no-install cell reads it and gives
     the TensorFlow predictor's answers; the web page cells start, show (an IFrame) and stop the server."""
-    import backends
+    from imdb_distilbert.inference import backends
 
     nb, output = executed
     folder = output.parent / f"{output.name}-hf"
@@ -212,7 +212,7 @@ def test_web_page_cells_in_jupyter(exported, synthetic_splits):
     """A kernel runs the set-up and parameters cells, then the web page's on an exported predictor: the page is
     an IFrame on the server's port, the server answers what the page asks while it runs (BROWSER, a cell put
     before the stop), and the stop cell frees the port."""
-    import backends
+    from imdb_distilbert.inference import backends
 
     folder = exported[0]
     nb = read()

@@ -17,9 +17,9 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-import network
+from imdb_distilbert import network
 from conftest import HF_HOME, ROOT, assert_user_error, run_train
-from errors import UserError
+from imdb_distilbert.errors import UserError
 from test_notebook import read, parameters
 
 SECONDS = 10  # what the issue asks for: the sentence within 10 s of starting
@@ -93,13 +93,13 @@ def test_offline_flag_without_cached_model_is_one_sentence(synthetic_splits, tmp
 @pytest.mark.parametrize("kind", ["refused"])  # a port that never answers: in the notebook test below
 def test_train_start_without_network(kind, ports, synthetic_splits, tmp_path, monkeypatch):
     """The notebook's entry, in this Python: a UserError at once, whose IPython rendering is its one line."""
-    import train
+    from imdb_distilbert.training import recipe
 
     for name, value in no_model(tmp_path, ports[kind]).items():
         monkeypatch.delenv(name) if value is None else monkeypatch.setenv(name, value)
     started = time.monotonic()
     with pytest.raises(UserError, match="could not load distilbert-base-uncased") as raised:
-        train.start(data_dir=synthetic_splits, output=tmp_path / "out")
+        recipe.start(data_dir=synthetic_splits, output=tmp_path / "out")
     assert time.monotonic() - started <= SECONDS
     assert raised.value._render_traceback_() == [f"error: {raised.value}"]
 
@@ -126,7 +126,7 @@ def test_cached_model_is_not_asked_for(ports, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_notebook_cells_without_network(kind, ports, synthetic_splits, tmp_path):
-    """The notebook's cells up to train.start, in a kernel without a network or a cached model: the cell
+    """The notebook's cells up to recipe.start, in a kernel without a network or a cached model: the cell
     that would download shows one line, the error, within SECONDS (the kernel's start-up not counted)."""
     nb = read()
     at = next(i for i, c in enumerate(nb.cells) if "train.start(" in c.source)

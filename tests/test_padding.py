@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evaluation
+from imdb_distilbert.training import evaluation
 import synthetic
-import training
+from imdb_distilbert.training import learning
 from conftest import TINY, assert_scored_as_its_predictor, run_train
 from ktrain.text.dataset import TransformerDataset
 
@@ -35,22 +35,22 @@ def ktrain_like(lengths, maxlen, n_labels=2, seed=0):
 
 def test_bucket_widths_are_few_and_multiples_of_8():
     """At most 16 widths whatever maxlen is, each a multiple of 8 or maxlen itself; 13 at the tutorial's 400."""
-    assert training.bucket_width(400) == 32
+    assert learning.bucket_width(400) == 32
     for maxlen in range(1, 513):
-        bucket = training.bucket_width(maxlen)
+        bucket = learning.bucket_width(maxlen)
         widths = {min(maxlen, math.ceil(n / bucket) * bucket) for n in range(1, maxlen + 1)}
         assert len(widths) <= 16 and all(w % 8 == 0 or w == maxlen for w in widths), maxlen
-    data = training.LengthGroupedDataset(ktrain_like(range(1, 401), 400), 400)
+    data = learning.LengthGroupedDataset(ktrain_like(range(1, 401), 400), 400)
     assert sorted({data.width([i]) for i in range(400)}) == [*range(32, 400, 32), 400]  # 13 widths
 
 
 def test_auto_groups_only_where_it_saves_a_tenth_of_the_tokens():
     """--padding auto: grouped where reviews padded each to its own bucket would need at most 0.9 of fixed padding's
     tokens, else ktrain's fixed batches (as at maxlen 128 on IMDB, where 89% of the reviews reach the cut)."""
-    assert training.grouping_pays(ktrain_like(range(10, 401), 400), 400)  # half of the tokens
-    assert not training.grouping_pays(ktrain_like([128] * 90 + list(range(30, 40)), 128), 128)  # 0.93 of them
-    assert training.grouping_pays(ktrain_like([128] * 70 + [24] * 30, 128), 128)  # 0.76 of them
-    assert not training.grouping_pays(ktrain_like([121] * 100, 128), 128)  # 121 rounds up to the bucket: 128
+    assert learning.grouping_pays(ktrain_like(range(10, 401), 400), 400)  # half of the tokens
+    assert not learning.grouping_pays(ktrain_like([128] * 90 + list(range(30, 40)), 128), 128)  # 0.93 of them
+    assert learning.grouping_pays(ktrain_like([128] * 70 + [24] * 30, 128), 128)  # 0.76 of them
+    assert not learning.grouping_pays(ktrain_like([121] * 100, 128), 128)  # 121 rounds up to the bucket: 128
 
 
 def test_training_batches_are_hugging_faces_group_by_length():
@@ -59,7 +59,7 @@ def test_training_batches_are_hugging_faces_group_by_length():
     the batch with the longest review first, the others in a new random order every epoch, the same for a seed."""
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 520, 1003)  # some longer than maxlen: ktrain has cut them to 400
-    data = training.LengthGroupedDataset(ktrain_like(np.minimum(lengths, 400), 400), 400, seed=5)
+    data = learning.LengthGroupedDataset(ktrain_like(np.minimum(lengths, 400), 400), 400, seed=5)
     data.batch_size = 6
     assert (np.diff(data.lengths) <= 0).all()  # kept longest first
     epochs = [data.training_batches(epoch) for epoch in range(3)]
@@ -78,7 +78,7 @@ def test_training_batches_are_hugging_faces_group_by_length():
         assert firsts != sorted(firsts)  # the batches come in a shuffled order
     assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], epochs[1]))  # a new grouping every epoch
     assert all(np.array_equal(a, b) for a, b in zip(epochs[1], data.training_batches(1)))  # reproducible
-    other = training.LengthGroupedDataset(ktrain_like(np.minimum(lengths, 400), 400), 400, seed=6)
+    other = learning.LengthGroupedDataset(ktrain_like(np.minimum(lengths, 400), 400), 400, seed=6)
     other.batch_size = 6
     assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], other.training_batches(0)))
 
@@ -89,7 +89,7 @@ def test_tf_dataset_hands_over_the_batches_without_cutting_a_token():
     longest first; in_given_order() puts results back in the order of the data given."""
     lengths = [5, 17, 3, 30, 32, 9, 12, 24, 1, 16, 8, 20, 31]
     given = ktrain_like(lengths, 32)
-    data = training.LengthGroupedDataset(given, 32, seed=2)
+    data = learning.LengthGroupedDataset(given, 32, seed=2)
     data.batch_size = 4
     index_of = lambda ids: int(ids[0]) - 1000  # noqa: E731  (the review's index in `given`)
 
@@ -116,29 +116,29 @@ def test_tf_dataset_hands_over_the_batches_without_cutting_a_token():
 
 
 def test_fixed_padding_keeps_ktrains_datasets(synthetic_splits):
-    import dataset
+    from imdb_distilbert.data import dataset
 
     train_df, test_df = dataset.load_splits(synthetic_splits / "train.xlsx", synthetic_splits / "test.xlsx", 40, 1)
-    for padding, kind in (("fixed", TransformerDataset), ("grouped", training.LengthGroupedDataset)):
-        train, val, _ = training.preprocess(train_df, test_df, 32, padding=padding)
+    for padding, kind in (("fixed", TransformerDataset), ("grouped", learning.LengthGroupedDataset)):
+        train, val, _ = learning.preprocess(train_df, test_df, 32, padding=padding)
         assert type(train) is kind and type(val) is kind, padding
 
 
 @pytest.fixture(scope="module")
 def bfloat16_learner(synthetic_splits):
     """A tiny model trained in process for an epoch in mixed bfloat16, on length-grouped batches."""
-    import dataset
+    from imdb_distilbert.data import dataset
 
     train_df, test_df = dataset.load_splits(synthetic_splits / "train.xlsx", synthetic_splits / "test.xlsx", 96, 1)
-    training.set_seed(FLAGS["--seed"])
-    train, val, preproc = training.preprocess(train_df, test_df, FLAGS["--maxlen"], seed=FLAGS["--seed"])
+    learning.set_seed(FLAGS["--seed"])
+    train, val, preproc = learning.preprocess(train_df, test_df, FLAGS["--maxlen"], seed=FLAGS["--seed"])
     try:
-        learner = training.build_learner(train, val, preproc, FLAGS["--batch-size"], "bfloat16")
+        learner = learning.build_learner(train, val, preproc, FLAGS["--batch-size"], "bfloat16")
         trained = learner.model  # fit() then puts a float32 copy of it in its place
-        assert training.precision_of(learner) == "bfloat16"
-        history = training.fit(learner, FLAGS["--lr"], 1)
+        assert learning.precision_of(learner) == "bfloat16"
+        history = learning.fit(learner, FLAGS["--lr"], 1)
     finally:
-        training.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
+        learning.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
     return learner, preproc, history, test_df, trained.train_tf_function.experimental_get_tracing_count()
 
 
@@ -147,13 +147,13 @@ def test_bfloat16_trains_on_grouped_batches_with_one_trace(bfloat16_learner):
     padding (once, and once more when the optimizer makes its variables), not once per width."""
     learner, preproc, history, _, traces = bfloat16_learner
     assert type(learner).__name__ == "TransformerTextClassLearner"  # what ktrain picks for its own TransformerDataset
-    assert isinstance(learner.train_data, training.LengthGroupedDataset)
-    assert isinstance(learner.val_data, training.LengthGroupedDataset)
+    assert isinstance(learner.train_data, learning.LengthGroupedDataset)
+    assert isinstance(learner.val_data, learning.LengthGroupedDataset)
     assert len(history["lr"]) == math.ceil(96 / FLAGS["--batch-size"]) and len(history["val_loss"]) == 1
     widths = {learner.train_data.width(b) for b in learner.train_data.training_batches(0)}
     assert len(widths) >= 2, widths
     assert traces <= 2
-    assert training.padding_of(learner)["padding"] == "grouped" and training.padding_of(learner)["token_share"] < 1
+    assert learning.padding_of(learner)["padding"] == "grouped" and learning.padding_of(learner)["token_share"] < 1
 
 
 def test_grouped_evaluation_gives_the_predictors_probabilities(bfloat16_learner):
@@ -169,7 +169,7 @@ def test_grouped_evaluation_gives_the_predictors_probabilities(bfloat16_learner)
 
 def test_saved_predictor_predicts_what_evaluation_reported(trained, synthetic_splits):
     """The train.py run: its test metrics (scored in grouped batches) are the loaded predictor's own, review by
-    review; so is training.predict_proba, in the given order, on the test split and on reviews longer than maxlen;
+    review; so is learning.predict_proba, in the given order, on the test split and on reviews longer than maxlen;
     and the last epoch's validation (grouped batches of the test split, the same weights) agrees."""
     import ktrain
 
@@ -181,7 +181,7 @@ def test_saved_predictor_predicts_what_evaluation_reported(trained, synthetic_sp
     texts = list(pd.read_excel(synthetic_splits / "test.xlsx", dtype=str)["Reviews"])
     texts += list(synthetic.reviews(40, seed=5, long=True)["Reviews"]) + ["great", ""]
     expected = predictor.predict(texts, return_proba=True)
-    proba = training.predict_proba(predictor.model, predictor.preproc, texts)
+    proba = learning.predict_proba(predictor.model, predictor.preproc, texts)
     assert np.abs(proba - expected).max() <= 1e-5  # row i is text i's
     history = metrics["history"]
     assert history["val_accuracy"][-1] == pytest.approx(metrics["accuracy"], abs=1e-6)

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-import backends
+from imdb_distilbert.inference import backends
 import synthetic
 from conftest import ROOT, TINY, assert_scored_as_its_predictor, at_least, run_train
 
@@ -21,17 +21,17 @@ def float16_run(synthetic_splits, tmp_path_factory):
 
 
 def test_float16_uses_loss_scaling(synthetic_splits):
-    import dataset
-    import training
+    from imdb_distilbert.data import dataset
+    from imdb_distilbert.training import learning
 
     train_df, test_df = dataset.load_splits(synthetic_splits / "train.xlsx", synthetic_splits / "test.xlsx", 64, 1)
-    train, val, preproc = training.preprocess(train_df, test_df, 32)
+    train, val, preproc = learning.preprocess(train_df, test_df, 32)
     try:
-        learner = training.build_learner(train, val, preproc, 16, "float16")
-        assert training.precision_of(learner) == "float16"
+        learner = learning.build_learner(train, val, preproc, 16, "float16")
+        assert learning.precision_of(learner) == "float16"
         assert type(learner.model.optimizer).__name__ == "LossScaleOptimizer"
         assert learner.model.classifier.compute_dtype == "float32"  # float32 logits, so a float32 loss
-        training.to_float32(learner)
+        learning.to_float32(learner)
         assert learner.model.compute_dtype == "float32"
         assert type(learner.model.optimizer).__name__ != "LossScaleOptimizer"
     finally:

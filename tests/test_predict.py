@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import backends
-import predict
+from imdb_distilbert.inference import backends
+from imdb_distilbert.inference import predict
 import synthetic
 from conftest import assert_user_error, at_least, run_predict
 

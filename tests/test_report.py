@@ -110,7 +110,7 @@ def test_top_losses_are_the_most_confident_mistakes(options_run, mislabelled_spl
 def test_an_empty_top_losses_list_says_why(tmp_path):
     """--top-losses 0 lists no mistakes: the page and the notebook's cell say the run kept none (and how many
     there were), not that the model got every review right; that is said only when it did."""
-    import explain
+    from imdb_distilbert.inference import explain
 
     empty = pd.DataFrame(columns=["review", "true_label", "predicted_label", "probability", "loss"])
     assert "got every test review right" in explain.top_losses_page(None, empty, mistakes=0)
@@ -215,7 +215,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
 
 
 def assert_checkpoint_holds_the_epoch(splits, folder):
-    """What --resume loads (training.Checkpoints.resume, into a learner built as train.py builds it; read by
+    """What --resume loads (learning.Checkpoints.resume, into a learner built as train.py builds it; read by
     tests/checkpoint_state.py in a process of its own) is the model at the end of the last finished epoch: its
     validation loss is the one the interrupted run recorded for that epoch; and Adam's state: the step count of the
     epochs done, and the moments the checkpoint file holds."""

@@ -10,16 +10,16 @@ import time
 import pytest
 
 import synthetic
-import training
+from imdb_distilbert.training import learning
 from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def learner_and_preproc():
     frame = synthetic.reviews(32)
-    train, val, preproc = training.preprocess(frame, frame, maxlen=16)
-    learner = training.build_learner(train, val, preproc, batch_size=16)
-    training.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
+    train, val, preproc = learning.preprocess(frame, frame, maxlen=16)
+    learner = learning.build_learner(train, val, preproc, batch_size=16)
+    learning.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
     return learner, preproc
 
 
@@ -35,7 +35,7 @@ def test_save_writes_a_loadable_predictor(learner_and_preproc, tmp_path):
     import ktrain
 
     learner, preproc = learner_and_preproc
-    out = training.save_predictor(learner, preproc, tmp_path / "p", {"metrics.json": "{}"})
+    out = learning.save_predictor(learner, preproc, tmp_path / "p", {"metrics.json": "{}"})
     assert ktrain.load_predictor(str(out)).get_classes() == ["neg", "pos"]
     assert (out / "metrics.json").read_text() == "{}" and hidden(tmp_path) == []
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~current_umask())
@@ -46,18 +46,18 @@ def test_interrupted_save_leaves_no_folder(learner_and_preproc, tmp_path, monkey
 
     monkeypatch.setattr(Predictor, "_save_preproc", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        training.save_predictor(*learner_and_preproc, tmp_path / "p")
+        learning.save_predictor(*learner_and_preproc, tmp_path / "p")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_save_keeps_the_previous_predictor(learner_and_preproc, tmp_path, monkeypatch):
     from ktrain.predictor import Predictor
 
-    out = training.save_predictor(*learner_and_preproc, tmp_path / "p", {"metrics.json": json.dumps({"run": 1})})
+    out = learning.save_predictor(*learner_and_preproc, tmp_path / "p", {"metrics.json": json.dumps({"run": 1})})
     before = sorted(p.name for p in out.iterdir())
     monkeypatch.setattr(Predictor, "_save_preproc", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        training.save_predictor(*learner_and_preproc, out, {"metrics.json": json.dumps({"run": 2})})
+        learning.save_predictor(*learner_and_preproc, out, {"metrics.json": json.dumps({"run": 2})})
     assert sorted(p.name for p in out.iterdir()) == before
     assert json.loads((out / "metrics.json").read_text()) == {"run": 1}
     assert hidden(tmp_path) == []
@@ -67,7 +67,7 @@ def test_a_killed_runs_leftovers_are_cleaned_up(learner_and_preproc, tmp_path):
     leftover = tmp_path / ".p.partial-abc123"
     leftover.mkdir()
     (leftover / "tf_model.h5").write_text("half a model")
-    training.save_predictor(*learner_and_preproc, tmp_path / "p")
+    learning.save_predictor(*learner_and_preproc, tmp_path / "p")
     assert hidden(tmp_path) == []
 
 

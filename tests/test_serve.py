@@ -377,7 +377,7 @@ def explaining_server(exported):
 
 
 def explain_py(folder, texts):
-    import explain
+    from imdb_distilbert.inference import explain
 
     return explain.explain(str(folder), texts)
 
@@ -480,7 +480,7 @@ class CountingModel:
 def test_a_failing_model_gets_500_and_the_server_keeps_serving(capsys):
     from starlette.testclient import TestClient
 
-    import serve
+    from imdb_distilbert.serving import serve
 
     model = CountingModel()
     with TestClient(serve.create_app(model, "onnx", None, "not needed here")) as client:
@@ -499,7 +499,7 @@ def test_a_request_that_does_not_fit_the_batch_waits_for_the_next():
     and scored with the 10 in the next call; each request gets its own texts' probabilities."""
     import asyncio
 
-    import serve
+    from imdb_distilbert.serving import serve
 
     model = CountingModel()
     requests = [[f"{n}-{i}" + "z" * (i % 50) for i in range(n)] for n in (40, 30, 10)]

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import score_spark
+from imdb_distilbert.spark import score_spark
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, run_predict, run_train, unavailable
-from errors import UserError
+from imdb_distilbert.errors import UserError
 from test_export import blocking
 
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"  # CI clones the project with shared/ beside it

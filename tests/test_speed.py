@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import compat
+from imdb_distilbert import compat
 from conftest import ROOT, TINY, at_least, at_most, run_train, unavailable
 
 TCMALLOC = compat.fast_malloc_library()
@@ -22,7 +22,7 @@ def needs_tcmalloc():
 PROGRAM = f"""
 import sys
 sys.path.insert(0, {str(ROOT / 'src')!r})
-import compat
+from imdb_distilbert import compat
 compat.use_fast_malloc()
 print(compat.malloc_in_use(), sys.argv[1:], flush=True)
 sys.exit(3)
@@ -56,7 +56,7 @@ def test_program_runs_unchanged_when_opted_out_or_preloaded(tmp_path, env):
 @pytest.mark.usefixtures("needs_tcmalloc")
 def test_not_rerun_unless_started_as_a_script():
     """`python -c` here stands for `%run script.py` in IPython or Jupyter: their process must stay."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat; compat.use_fast_malloc(); print(compat.malloc_in_use())"
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import compat; compat.use_fast_malloc(); print(compat.malloc_in_use())"
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "IMDB_FAST_MALLOC")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout == "system\n", result.stderr
@@ -104,9 +104,9 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert metrics["fast"]["malloc"] == ("tcmalloc" if TCMALLOC else "system")
     assert metrics["plain"]["malloc"] == "system"
-    import training
+    from imdb_distilbert.training import learning
 
-    assert metrics["fast"]["training_precision"] == ("bfloat16" if training.cpu_has_bf16() else "float32")
+    assert metrics["fast"]["training_precision"] == ("bfloat16" if learning.cpu_has_bf16() else "float32")
     assert metrics["plain"]["training_precision"] == "float32"
     for key in ("accuracy", "f1"):
         at_most(f"speed: |{key} with the speed-ups - without|", abs(metrics["fast"][key] - metrics["plain"][key]), TOLERANCE)
@@ -116,14 +116,14 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
 def test_auto_precision_is_float32_where_onednn_is_capped_without_bf16(monkeypatch):
     """With ONEDNN_MAX_CPU_ISA capping oneDNN to an instruction set without bfloat16 (AVX2, say), oneDNN aborts on
     bfloat16 products even on a CPU that has them, so --precision auto trains in float32 there."""
-    import training
+    from imdb_distilbert.training import learning
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    native = training.cpu_has_bf16()
+    native = learning.cpu_has_bf16()
     for isa, has_bf16 in (("AVX2", False), ("avx512_core_vnni", False), ("AVX512_CORE_AMX", native), ("", native)):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
-        assert training.cpu_has_bf16() is has_bf16
-        assert training.choose_precision("auto") == ("bfloat16" if has_bf16 else "float32")
+        assert learning.cpu_has_bf16() is has_bf16
+        assert learning.choose_precision("auto") == ("bfloat16" if has_bf16 else "float32")
 
 
 # The allocator does no arithmetic; bfloat16 rounds the inputs of every matrix product to 8 significant

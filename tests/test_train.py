@@ -89,7 +89,7 @@ def test_predictor_folder_is_self_contained(trained, predictor, tmp_path):
     """Copied to a machine with an empty Hugging Face cache and no network, it still predicts."""
     copy = tmp_path / "copied-predictor"
     shutil.copytree(trained[0], copy)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import compat, ktrain\n"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import compat; import ktrain\n"
             f"p = ktrain.load_predictor({str(copy)!r})\n"
             "print(p.predict(['a wonderful film, superb acting', 'an awful boring mess'], return_proba=True).tolist())")
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}

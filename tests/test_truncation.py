@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import backends
+from imdb_distilbert.inference import backends
 import synthetic
-import truncation
+from imdb_distilbert.data import truncation
 from conftest import assert_scored_as_its_predictor, at_least, at_most
-from truncation import cut
+from imdb_distilbert.data.truncation import cut
 
 TOKENS = list(range(20))
 

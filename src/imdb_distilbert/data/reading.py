@@ -17,7 +17,7 @@ import io
 import sys
 from pathlib import Path
 
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon"}
 WHY = {"UTF-16": "it starts with a UTF-16 byte-order mark, as Excel's \"Unicode Text\" does",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-import network
-import tables
-from compat import plain_strings
-from errors import UserError
+from imdb_distilbert import network
+from imdb_distilbert.data import reading
+from imdb_distilbert.compat import plain_strings
+from imdb_distilbert.errors import UserError
 
 TEXT, LABEL = "Reviews", "Sentiment"
 SPLITS = ("train.xlsx", "test.xlsx")
@@ -33,7 +33,7 @@ def read_split(path):
         raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
     try:
         if path.suffix.lower() == ".csv":
-            df = tables.read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
+            df = reading.read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
         else:
             df = pd.read_excel(path, dtype=str)
     except UserError:

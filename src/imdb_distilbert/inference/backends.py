@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-import truncation
-from errors import UserError
+from imdb_distilbert.data import truncation
+from imdb_distilbert.errors import UserError
 
 BACKENDS = ("ktrain", "onnx", "onnx-int8")
 ONNX_SETTINGS = "onnx.json"  # written by src/export.py next to the ONNX files
@@ -62,7 +62,6 @@ class KtrainBackend:
         # The predictor folder holds its tokenizer and config: scoring needs nothing from the Hub,
         # and without a network each Hub check would wait about 20 seconds.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import compat  # noqa: F401  (before TensorFlow: Keras 2 and the NumPy alias ktrain needs)
 
         try:
             import ktrain

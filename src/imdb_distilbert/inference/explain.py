@@ -1,6 +1,6 @@
 """Why did the model say that? Word-level explanations of a saved predictor, and HTML that shows them.
 
-    import explain
+    from imdb_distilbert.inference import explain
     found = explain.explain("models/distilbert-imdb", ["great film, awful ending"])
     found[0]["label"], found[0]["words"][0]            # 'pos', {'word': 'great', 'scores': {'neg': -1.9, 'pos': 1.9}, ...}
     html = explain.to_html(found)                      # the reviews, words on red/green backgrounds
@@ -39,8 +39,8 @@ import json
 
 import numpy as np
 
-import truncation
-from errors import UserError
+from imdb_distilbert.data import truncation
+from imdb_distilbert.errors import UserError
 
 STEPS = 3  # points on the integration path: see the module docstring and docs/explain.md
 TOKENS_PER_CALL = 4096  # path points x tokens per model call: several full-length reviews, or many short ones
@@ -51,7 +51,7 @@ def load(predictor_or_folder):
     """(ktrain predictor, truncation mode) for a predictor or a folder src/train.py saved."""
     if not isinstance(predictor_or_folder, (str, bytes)) and hasattr(predictor_or_folder, "preproc"):
         return predictor_or_folder, None
-    import backends
+    from imdb_distilbert.inference import backends
 
     backends.check_predictor_folder(predictor_or_folder)
     backend = backends.KtrainBackend(predictor_or_folder)
@@ -308,7 +308,7 @@ def show_top_losses(predictor_or_folder, folder, n=5, cut=None, steps=STEPS):
         raise UserError(f"{path} does not exist; train with src/train.py (or the notebook) to write it.")
     frame = pd.read_csv(path).head(n)
     if len(frame) == 0:
-        import evaluation
+        from imdb_distilbert.training import evaluation
 
         metrics = Path(folder) / "metrics.json"
         wrong = evaluation.mistakes(json.loads(metrics.read_text())) if metrics.is_file() else None

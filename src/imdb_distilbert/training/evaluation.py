@@ -8,23 +8,23 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-import plots
-import truncation
-from dataset import LABEL, TEXT
+from imdb_distilbert.training import plots
+from imdb_distilbert.data import truncation
+from imdb_distilbert.data.dataset import LABEL, TEXT
 
 
 def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, padding="grouped"):
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
-    `history`, as training.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
+    `history`, as learning.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
     top_losses.html (those reviews with the words that decided them highlighted, src/explain.py).
     Reviews are cut to `maxlen` tokens the `cut` way, as in training, and scored in batches of similar
     length unless `padding` is "fixed" (see predict).
     """
     import ktrain
 
-    import explain
+    from imdb_distilbert.inference import explain
 
     texts = truncation.truncate(list(test_df[TEXT]), preproc.get_tokenizer(), maxlen, cut)
     proba = predict(learner, preproc, texts, padding)
@@ -47,15 +47,15 @@ def predict(learner, preproc, texts, padding="grouped"):
     """Class probabilities (n, 2) for `texts`, in their order: what the predictor that will be saved gives.
 
     "grouped" scores batches of reviews of similar length, each padded only to its longest (faster, the same
-    numbers to 1e-5: training.predict_proba); "fixed" calls the predictor itself, which pads every review to maxlen.
+    numbers to 1e-5: learning.predict_proba); "fixed" calls the predictor itself, which pads every review to maxlen.
     """
     import ktrain
 
-    import training
+    from imdb_distilbert.training import learning
 
     print(f"evaluating on the {len(texts)} test reviews...")
     if padding == "grouped":
-        return training.predict_proba(learner.model, preproc, texts)
+        return learning.predict_proba(learner.model, preproc, texts)
     return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)
 
 

@@ -3,7 +3,7 @@
 Imported by src/train.py and by the notebook, so the two run exactly the same code.
 """
 
-import compat  # first, before TensorFlow: selects Keras 2 and patches NumPy for ktrain
+from imdb_distilbert import compat  # first, before TensorFlow: selects Keras 2 (the package does it too)
 
 import itertools
 import json
@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
+from imdb_distilbert.network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
 
+compat.numpy_inf()
 compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()
 compat.recognise_dataset_subclasses()
@@ -25,9 +26,9 @@ from ktrain import text, utils  # noqa: E402
 from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
 from ktrain.text.dataset import TransformerDataset  # noqa: E402
 
-import truncation  # noqa: E402
-from dataset import LABEL, TEXT  # noqa: E402
-from errors import UserError  # noqa: E402
+from imdb_distilbert.data import truncation  # noqa: E402
+from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
+from imdb_distilbert.errors import UserError  # noqa: E402
 
 
 def set_seed(seed):

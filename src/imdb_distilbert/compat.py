@@ -1,6 +1,7 @@
 """Every workaround for today's package versions, in one place.
 
-Import this module before TensorFlow (training.py does it on its first line). Each fix names the
+The package imports this module first (imdb_distilbert/__init__.py), so its environment settings come
+before TensorFlow loads. Each fix names the
 upstream version it is for; delete it when upstream is fixed and the pin in requirements.txt moves.
 One more is handled by a pin alone, in requirements.txt: transformers 5 has no TensorFlow
 models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF model
@@ -18,11 +19,17 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # Hide TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes); errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
-# ktrain 0.41.4 (lroptimize/triangular.py, used by fit_onecycle) uses `np.Inf`, removed in NumPy 2.0.
-if not hasattr(np, "Inf"):
-    np.Inf = np.inf
+
+def numpy_inf():
+    """ktrain 0.41.4 (lroptimize/triangular.py, used by fit_onecycle) uses `np.Inf`, removed in NumPy 2.0.
+
+    Called where training starts (training/learning.py), not at import: importing this package must not import
+    NumPy (colab.setup() runs before anything is imported)."""
+    import numpy as np
+
+    if not hasattr(np, "Inf"):
+        np.Inf = np.inf
 
 
 def offline_if_cached(model_name):
@@ -78,7 +85,7 @@ def recognise_dataset_subclasses():
 
     ktrain 0.41.4 tells Hugging Face data by its class name (utils.is_huggingface_from_data: the name must be
     "TransformerDataset"), so text_classifier refuses a subclass, get_learner picks the wrong Learner for it
-    and lr_find cannot restore the model after its sweep. training.LengthGroupedDataset is one: check the type.
+    and lr_find cannot restore the model after its sweep. learning.LengthGroupedDataset is one: check the type.
     """
     from ktrain import utils
     from ktrain.text.dataset import TransformerDataset
@@ -107,6 +114,8 @@ def lr_suggestions(finder):
     the rate at that index of the full list, 32 steps too early; this adds the offset back.
     """
     _, min_loss_div_10, valley = finder.estimate_lr()
+    import numpy as np
+
     slope = np.gradient(np.asarray(finder.losses[32:finder.ml])) if finder.ml > 33 else []
     steepest = finder.lrs[32 + int(np.argmin(slope))] if len(slope) else None
     return {name: None if lr is None else float(lr)

@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from imdb_distilbert import ROOT
 SERVE = ROOT / "src" / "serve.py"
 STARTED = re.compile(r"serving on http://([\d.]+):(\d+)/")
 _running = []  # the servers this kernel started and has not stopped

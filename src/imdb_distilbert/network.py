@@ -12,7 +12,7 @@ gets no answer.
 import os
 import threading
 
-from errors import UserError
+from imdb_distilbert.errors import UserError
 
 TIMEOUT = 5  # seconds without an answer that count as "no network" (for the Hub, HF_HUB_ETAG_TIMEOUT if set)
 BASE_MODEL = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English (training.py)
@@ -61,7 +61,7 @@ def offline():
 def check_model(name=BASE_MODEL):
     """Return when `name` is fully in the local Hugging Face cache (then it loads with no network, see
     compat.offline_if_cached) or the Hub answers; else stop with one sentence saying what to do."""
-    import compat
+    from imdb_distilbert import compat
 
     if compat.offline_if_cached(name):
         return

@@ -1,0 +1,214 @@
+"""Classify movie reviews with a saved predictor: texts on the command line, a file, or standard input.
+
+    python src/predict.py --model models/distilbert-imdb "great film" "awful"
+    python src/predict.py --model models/distilbert-imdb --file reviews.xlsx --out predictions.csv
+    cat reviews.txt | python src/predict.py --model models/distilbert-imdb - --json
+    python src/predict.py --model models/distilbert-imdb --backend onnx-int8 --file reviews.csv   # after src/export.py
+    python src/predict.py --model models/distilbert-imdb --explain "great film, awful ending"     # and the top words
+
+Every backend prints and writes the same thing: the text, the predicted label and one probability per
+class (columns text, label, prob_neg, prob_pos). The onnx backends need `python src/export.py` once,
+and then neither TensorFlow nor ktrain. --explain adds top_words: the words that pushed the prediction
+most, each with its score (positive: towards the predicted label; see src/explain.py and docs/explain.md).
+
+Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
+can run code. The onnx backends unpickle nothing.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from imdb_distilbert import compat
+from imdb_distilbert.inference import backends
+from imdb_distilbert.data import reading
+from imdb_distilbert.data import truncation
+from imdb_distilbert.errors import UserError, run_cli
+
+from imdb_distilbert import ROOT
+TEXT_COLUMN = "Reviews"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to classify; - reads standard input, one review per line")
+    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
+                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    p.add_argument("--file", type=Path, metavar="PATH", help="reviews to classify: .xlsx or .csv (one review per row "
+                   "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) or .txt (one review per line)")
+    p.add_argument("--column", default=TEXT_COLUMN, help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
+    p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file (CSV, or JSON lines "
+                   "with --json) instead of printing them")
+    p.add_argument("--json", action="store_true", help="JSON lines: one object per review with text, label and probabilities")
+    p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
+                   help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
+                   "src/explain.py; about 7x the time of scoring alone; ktrain backend only)")
+    p.add_argument("--top-words", type=int, metavar="N", default=5, help="how many words --explain lists per review (default: 5)")
+    args = p.parse_args(argv)
+    if not args.texts and not args.file:
+        p.error("give reviews to classify: texts, - for standard input, or --file PATH")
+    if args.texts and args.file:
+        p.error("give either texts (or -) or --file, not both")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.explain and args.backend != "ktrain":
+        p.error("--explain needs the ktrain backend (it takes gradients through the TensorFlow model)")
+    if args.top_words < 1:
+        p.error("--top-words must be at least 1")
+    return args
+
+
+def read_texts(path, column=TEXT_COLUMN):
+    """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str.
+
+    CSV and .txt files are decoded as src/tables.py says (UTF-8, UTF-16 or Windows-1252). A .txt file whose first
+    line is a tab-separated header naming `column` (Excel's "Unicode Text" save) is read as a table.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; give an .xlsx, .csv or .txt file of reviews.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".txt":
+            text, encoding = reading.decode(path)
+            header = text.split("\n", 1)[0].rstrip("\r").split("\t")
+            if len(header) > 1 and column in header:  # Excel's "Unicode Text" save: a table with a header line
+                texts = column_of(reading.parse(path, text, encoding), column, path)
+            else:
+                reading.say(path, encoding, "one review per line")
+                texts = text.splitlines()
+        elif suffix == ".csv":
+            texts = column_of(reading.read_csv(path), column, path)
+        elif suffix in (".xlsx", ".xls"):
+            texts = column_of(pd.read_excel(path, dtype=str), column, path)
+        else:
+            raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        texts = []
+    except Exception as error:  # openpyxl, zipfile, pandas and the codecs each raise their own kinds
+        raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or .txt file of reviews.") from None
+    texts = non_empty(texts)
+    if not texts:
+        raise UserError(f"{path} has no reviews to classify" + (f" in its {column} column." if suffix != ".txt" else "."))
+    return texts
+
+
+def column_of(frame, column, path):
+    """The texts of `frame`'s `column` (empty cells as ""), or UserError naming the columns it has."""
+    if column not in frame.columns:
+        raise UserError(f"{path} has no {column} column (it has: {', '.join(map(str, frame.columns)) or 'none'}); "
+                        "name the text column with --column.")
+    return frame[column].fillna("").tolist()
+
+
+def non_empty(texts):
+    return [t.strip() for t in texts if t and t.strip()]
+
+
+def gather_texts(args):
+    if args.file:
+        return read_texts(args.file, args.column)
+    texts = []
+    for text in args.texts:
+        texts += sys.stdin.read().splitlines() if text == "-" else [text]
+    texts = non_empty(texts)
+    if not texts:
+        raise UserError("there are no reviews to classify (the texts given were empty); give at least one non-empty text.")
+    return texts
+
+
+def rows(texts, proba, classes):
+    """One dict per text: text, label, and prob_<class> for each class."""
+    for text, p in zip(texts, proba):
+        yield {"text": text, "label": classes[int(p.argmax())], **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p)}}
+
+
+def with_top_words(rows, explanations, n):
+    """`rows` with top_words added: the `n` words with the largest scores towards (or, negative, away
+    from) the predicted label, as [word, score] pairs."""
+    from imdb_distilbert.inference import explain
+
+    for row, found in zip(rows, explanations):
+        yield {**row, "top_words": [list(pair) for pair in explain.top_words(found, n)]}
+
+
+def words_text(pairs):
+    """top_words as one CSV cell or terminal column: 'great +1.23; awful -0.41'."""
+    return "; ".join(f"{word} {score:+.2f}" for word, score in pairs)
+
+
+def format_rows(rows, as_json, for_terminal=False):
+    """The predictions as JSON lines, CSV, or (for_terminal) aligned columns with shortened texts."""
+    rows = list(rows)
+    if as_json:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    rows = [{**r, "top_words": words_text(r["top_words"])} if "top_words" in r else r for r in rows]
+    if for_terminal:  # label and probabilities first, so the columns line up; long texts shortened
+        columns = [c for c in rows[0] if c not in ("text", "top_words")]
+        extra = ["top_words"] if "top_words" in rows[0] else []
+        lines = ["\t".join(columns + extra + ["text"])]
+        for r in rows:
+            text = " ".join(r["text"].split())  # one line per review
+            text = text if len(text) <= 80 else text[:77] + "..."
+            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [r[c] for c in extra] + [text]))
+        return "\n".join(lines) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_atomically(path, content):
+    """Write `content` to `path` completely or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.backend == "ktrain" and argv is None:  # a command (src/predict.py), not a call from Python
+        compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded, before standard input is read
+    backends.check_predictor_folder(args.model)
+    if args.out and args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file path such as predictions.csv.")
+    texts = gather_texts(args)  # bad input is reported before any model loads
+    model = backends.load(args.model, args.backend, args.batch_size)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(texts), unit="review", desc=f"scoring ({args.backend})", file=sys.stderr,
+              disable=len(texts) <= args.batch_size) as bar:
+        proba = model.predict_proba(texts, done=bar.update)
+    predictions = list(rows(texts, proba, model.classes))
+    if args.explain:
+        from imdb_distilbert.inference import explain
+
+        with tqdm(total=len(texts), unit="review", desc="explaining", file=sys.stderr) as bar:
+            found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1], done=bar.update)
+        predictions = list(with_top_words(predictions, found, args.top_words))
+    if args.out:
+        write_atomically(args.out, format_rows(predictions, args.json))
+        counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
+        print(f"wrote {len(predictions)} predictions ({counts}) to {args.out}")
+    else:
+        sys.stdout.write(format_rows(predictions, args.json, for_terminal=True))
+

@@ -1,0 +1,562 @@
+"""Serve a predictor over HTTP: a JSON API and a small web page to try it in a browser.
+
+    python src/serve.py --model models/distilbert-imdb                 # then open http://127.0.0.1:8000/
+    curl -s http://127.0.0.1:8000/predict -d '{"texts": ["a great film", "awful, boring"]}'
+
+POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]},
+the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
+GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
+and the review with the words that decided it highlighted.
+POST /explain {"texts": [...]} answers {"explanations": [...]}, src/explain.py's word scores (and the
+highlighted HTML the page shows), which are
+gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
+requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
+
+Requests that arrive together are scored together (micro-batching: the first one waits at most a few
+milliseconds for others), in one worker thread, so the event loop keeps accepting requests while the
+model runs. The default backend is onnx-int8 when the folder has an ONNX export (src/export.py),
+else ktrain. With an onnx backend nothing imports TensorFlow: requirements-serve.txt is enough.
+
+The work it accepts is bounded: at most --max-queue texts waiting for the model (or in it), and
+--max-explain-queue /explain requests. Past that, a request is answered at once with 503, a Retry-After
+header and a JSON reason, and GET /health keeps answering and shows the queues. SIGTERM or Ctrl-C stops
+it: no new connections, the requests in flight are answered (for at most --stop-timeout seconds), exit 0.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from imdb_distilbert.inference import backends
+from imdb_distilbert.inference import explain
+from imdb_distilbert.inference import predict
+from imdb_distilbert.errors import UserError, run_cli
+
+from imdb_distilbert import ROOT
+MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
+MAX_TEXTS = 64  # texts per request
+MAX_CHARS = 20_000  # characters per text (the longest IMDB review has about 13,700)
+MAX_BATCH = 64  # texts gathered into one model call, from however many requests
+MAX_EXPLAIN_TEXTS = 8  # texts per /explain request (about 2 s each for full-size DistilBERT at maxlen 400 on 2 cores)
+WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
+# Texts waiting for the model or in it: at most about 2 s of work for full-size DistilBERT at maxlen 400 on 2 CPU
+# cores (16 reviews/s), and as many as 32 clients posting one review each keep waiting, never refused.
+MAX_QUEUE = 32
+MAX_EXPLAIN_QUEUE = 4  # /explain requests waiting or being explained
+STOP_SECONDS = 30  # on SIGTERM or Ctrl-C, how long the requests in flight may take before they are cut
+LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the model's (see below_the_model)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
+                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    p.add_argument("--backend", choices=backends.BACKENDS,
+                   help="default: onnx-int8 when the folder has an ONNX export (src/export.py), else ktrain")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--no-explain", action="store_true",
+                   help="no POST /explain and no highlighted words on the page (default: on when TensorFlow is installed)")
+    p.add_argument("--max-queue", type=int, metavar="N", default=MAX_QUEUE,
+                   help=f"texts waiting for the model (or in it) beyond which /predict answers 503 busy, with Retry-After "
+                   f"(default: {MAX_QUEUE}; a request is always taken when nothing waits)")
+    p.add_argument("--max-explain-queue", type=int, metavar="N", default=MAX_EXPLAIN_QUEUE,
+                   help=f"/explain requests waiting (or being explained) beyond which /explain answers 503 busy (default: {MAX_EXPLAIN_QUEUE})")
+    p.add_argument("--stop-timeout", type=float, metavar="SECONDS", default=STOP_SECONDS,
+                   help=f"on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before they are "
+                   f"cut (default: {STOP_SECONDS})")
+    args = p.parse_args(argv)
+    for name in ("batch_size", "max_queue", "max_explain_queue"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.stop_timeout < 0:
+        p.error("--stop-timeout must be 0 or more")
+    if not 0 <= args.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    return args
+
+
+def default_backend(model_dir):
+    """onnx-int8 when `model_dir` has an ONNX export, else ktrain; and why, in words."""
+    model_dir = Path(model_dir)
+    if (model_dir / backends.ONNX_SETTINGS).is_file() and (model_dir / backends.ONNX_FILES["onnx-int8"]).is_file():
+        return "onnx-int8", "the folder has an ONNX export"
+    return "ktrain", "the folder has no ONNX export; run src/export.py for the faster onnx-int8"
+
+
+class Busy(Exception):
+    """The server has as much work waiting as it takes: answered 503, with when to try again."""
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Bound:
+    """Work accepted and not answered yet (texts, or requests), at most `limit` of it; and how fast it is done,
+    to tell a refused client when to come back."""
+
+    def __init__(self, limit, what, flag):
+        self.limit, self.what, self.flag = limit, what, flag
+        self.waiting = self.refused = 0
+        self.per_second = None  # of `what`, measured on the model calls (a moving average)
+
+    @contextlib.contextmanager
+    def admit(self, n):
+        """Hold `n` of the limit while the block runs; Busy if they do not fit (anything fits when nothing waits)."""
+        if self.waiting and self.waiting + n > self.limit:
+            self.refused += 1
+            seconds = self.retry_after()
+            what, verb = (self.what, "are") if self.waiting != 1 else (self.what[:-1], "is")  # "texts", "requests"
+            raise Busy(f"the server is busy: {self.waiting} {what} {verb} in progress or waiting, the most it takes "
+                       f"({self.flag} {self.limit}); try again in {seconds} s.", seconds)
+        self.waiting += n
+        try:
+            yield
+        finally:
+            self.waiting -= n
+
+    def done(self, n, seconds):
+        rate = n / max(seconds, 1e-6)
+        self.per_second = rate if self.per_second is None else 0.7 * self.per_second + 0.3 * rate
+
+    def retry_after(self):
+        """Whole seconds until what waits now is done (1 to 60; 1 before anything was measured)."""
+        return min(60, max(1, math.ceil(self.waiting / self.per_second))) if self.per_second else 1
+
+    def health(self):
+        return {"waiting": self.waiting, "max": self.limit, "refused": self.refused}
+
+
+class Batcher:
+    """Scores the texts of concurrent requests together, one model call at a time, off the event loop.
+    `bound` counts the texts waiting for the model or in it (the route admits them)."""
+
+    def __init__(self, model, max_batch=MAX_BATCH, wait=WAIT_SECONDS, max_queue=MAX_QUEUE):
+        self.model, self.max_batch, self.wait = model, max_batch, wait
+        self.bound = Bound(max_queue, "texts", "--max-queue")
+        self.queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.task = None
+        self.requests = self.batches = 0  # how many of each were scored (GET /health shows them)
+
+    async def predict_proba(self, texts):
+        """The texts' probabilities, or Busy at once if the queue is full."""
+        with self.bound.admit(len(texts)):
+            future = asyncio.get_running_loop().create_future()
+            await self.queue.put((texts, future))
+            return await future
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        held = None  # a request that did not fit into the last batch
+        while True:
+            items = [held or await self.queue.get()]
+            held = None
+            count = len(items[0][0])
+            if count < self.max_batch:
+                await asyncio.sleep(self.wait)  # let requests that arrive meanwhile join this batch
+            while count < self.max_batch and not self.queue.empty():
+                item = self.queue.get_nowait()
+                if count + len(item[0]) > self.max_batch:
+                    held = item
+                    break
+                items.append(item)
+                count += len(item[0])
+            items = [(texts, future) for texts, future in items if not future.done()]  # drop abandoned requests
+            if not items:
+                continue
+            texts = [text for batch, _ in items for text in batch]
+            self.requests, self.batches = self.requests + len(items), self.batches + 1
+            started = time.perf_counter()
+            try:
+                proba = await loop.run_in_executor(self.executor, self.model.predict_proba, texts)
+                self.bound.done(len(texts), time.perf_counter() - started)
+            except Exception as error:  # noqa: BLE001  (reported to each waiting request as a 500)
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            start = 0
+            for batch, future in items:
+                if not future.done():
+                    future.set_result(proba[start:start + len(batch)])
+                start += len(batch)
+
+
+def below_the_model():
+    """Lower the CPU priority of the calling thread, the event loop's, below that of the model's threads, started
+    before at normal priority. Under a flood of requests it must refuse, the loop would otherwise take the CPU
+    the model needs, and serve fewer; this way the refusals get what the model leaves. Linux only, where the
+    priority (nice value) is per thread; elsewhere it does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + LOOP_NICENESS))
+    except OSError:
+        pass
+
+
+def why_no_explanations():
+    """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
+    import importlib.util
+
+    for name in ("tensorflow", "tf_keras", "ktrain"):
+        try:
+            found = importlib.util.find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            return f"{name} is not installed; install requirements.txt to have them"
+    return None
+
+
+class Explanations:
+    """src/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
+    (so predictions keep flowing while a review is explained); the model is loaded at the first request."""
+
+    def __init__(self, model_dir, max_queue=MAX_EXPLAIN_QUEUE):
+        self.model_dir = model_dir
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
+        self.loaded = None  # (ktrain predictor, how the training run cut long reviews)
+        self.bound = Bound(max_queue, "explanation requests", "--max-explain-queue")
+
+    def explain(self, texts):
+        if self.loaded is None:
+            print("loading the TensorFlow model for explanations...", flush=True)
+            self.loaded = explain.load(str(self.model_dir))
+        predictor, cut = self.loaded
+        started = time.perf_counter()
+        found = explain.explain(predictor, texts, cut=cut)
+        self.bound.done(1, time.perf_counter() - started)
+        return found
+
+
+class BadRequest(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_texts(request, max_texts=MAX_TEXTS):
+    """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
+    try:
+        payload = json.loads(bytes(body).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest(400, "the request body is not UTF-8; send JSON encoded as UTF-8.") from None
+    except ValueError:
+        raise BadRequest(400, 'the request body is not JSON; send {"texts": ["a review", ...]}.') from None
+    if not isinstance(payload, dict) or "texts" not in payload:
+        raise BadRequest(422, 'the JSON has no "texts"; send {"texts": ["a review", ...]}.')
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise BadRequest(422, '"texts" must be a list of strings; send {"texts": ["a review", ...]}.')
+    if not texts:
+        raise BadRequest(422, '"texts" is empty; send at least one review.')
+    if len(texts) > max_texts:
+        raise BadRequest(413, f'"texts" has {len(texts)} reviews; send at most {max_texts} per request.')
+    for i, text in enumerate(texts):
+        if len(text) > MAX_CHARS:
+            raise BadRequest(413, f"texts[{i}] has {len(text)} characters; send at most {MAX_CHARS} per review.")
+        if not text.strip():
+            raise BadRequest(422, f"texts[{i}] is empty; send reviews with some text.")
+    return [t.strip() for t in texts]  # as src/predict.py does
+
+
+def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+    """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`);
+    `max_queue`: the texts waiting for the model (or in it) beyond which /predict answers 503."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    state = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher = state["batcher"] = Batcher(model, max_queue=max_queue)
+        loop = asyncio.get_running_loop()
+        for executor in [batcher.executor, *([explanations.executor] if explanations else [])]:
+            await loop.run_in_executor(executor, lambda: None)  # their threads start now, at normal priority
+        below_the_model()
+        batcher.task = asyncio.create_task(batcher.run())
+        yield
+        batcher.task.cancel()
+        batcher.executor.shutdown(wait=False, cancel_futures=True)
+        if explanations:
+            explanations.executor.shutdown(wait=False, cancel_futures=True)
+
+    def error(status, message):
+        return JSONResponse({"error": message}, status_code=status)
+
+    def busy(refused):
+        return JSONResponse({"error": str(refused), "retry_after": refused.retry_after}, status_code=503,
+                            headers={"Retry-After": str(refused.retry_after)})
+
+    def cut_when_stopping(route):
+        """`route`, answering 503 when uvicorn cancels it, --stop-timeout seconds after SIGTERM or Ctrl-C
+        (uvicorn would print a traceback and answer 500)."""
+        async def answered(request):
+            try:
+                return await route(request)
+            except asyncio.CancelledError:
+                return error(503, "the server stopped before this request was finished; send it again.")
+        return answered
+
+    async def predict_route(request):
+        try:
+            texts = await read_texts(request)
+        except BadRequest as bad:
+            return error(bad.status, str(bad))
+        try:
+            proba = await state["batcher"].predict_proba(texts)
+        except Busy as refused:
+            return busy(refused)
+        except Exception as failure:  # noqa: BLE001  (a model failure must not take the server down)
+            print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
+            return error(500, "the model failed on this request; see the server's log.")
+        rows = [{k: v for k, v in row.items() if k != "text"} for row in predict.rows(texts, proba, model.classes)]
+        return JSONResponse({"backend": backend, "predictions": rows})
+
+    async def explain_route(request):
+        if explanations is None:
+            return error(503, f"explanations are off on this server: {no_explain_because}.")
+        try:
+            texts = await read_texts(request, MAX_EXPLAIN_TEXTS)
+        except BadRequest as bad:
+            return error(bad.status, str(bad))
+        try:
+            with explanations.bound.admit(1):
+                found = await asyncio.get_running_loop().run_in_executor(explanations.executor, explanations.explain, texts)
+        except Busy as refused:
+            return busy(refused)
+        except Exception as failure:  # noqa: BLE001  (as for /predict)
+            print(f"error explaining {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
+            return error(500, "the explanation failed on this request; see the server's log.")
+        found = [{**f, "html": explain.highlight(f)} for f in found]  # what the page shows
+        return JSONResponse({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
+
+    async def health(request):
+        batcher = state["batcher"]
+        return JSONResponse({"status": "ok", "backend": backend, "classes": model.classes,
+                             "explain": explanations is not None,
+                             **({} if explanations else {"explain_off_because": no_explain_because}),
+                             "requests_scored": batcher.requests, "model_calls": batcher.batches,
+                             "batch_size": model.batch_size,  # reviews per model call at most (--batch-size)
+                             "queue": {"texts": batcher.bound.health(),
+                                       **({"explain_requests": explanations.bound.health()} if explanations else {})}})
+
+    async def page(request):
+        return HTMLResponse(PAGE)
+
+    async def http_error(request, exc):
+        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health, POST /predict or POST /explain.")
+
+    routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
+              Route("/predict", cut_when_stopping(predict_route), methods=["POST"]),
+              Route("/explain", cut_when_stopping(explain_route), methods=["POST"])]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+
+
+def listen(host, port):
+    """A listening socket on host:port (port 0: a free one), or a UserError saying why not."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(256)
+    except OSError as failure:
+        raise UserError(f"cannot listen on {host}:{port} ({failure.strerror or failure}); "
+                        "choose another --port, or stop what is using it.") from None
+    return sock
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    backends.check_predictor_folder(args.model)
+    backend, why = (args.backend, "chosen with --backend") if args.backend else default_backend(args.model)
+    try:
+        import uvicorn  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as missing:
+        raise UserError(f"serving needs {missing.name}, which is not installed; "
+                        "run `pip install -r requirements-serve.txt`.") from None
+    sock = listen(args.host, args.port)  # before loading: a busy port is reported at once
+    print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
+    model = backends.load(args.model, backend, args.batch_size)
+    model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
+    why_not = "it was started with --no-explain" if args.no_explain else why_no_explanations()
+    explanations = None if why_not else Explanations(args.model, args.max_explain_queue)
+    print("explanations: " + (f"off ({why_not})" if why_not else
+                              "on (POST /explain; the TensorFlow model is loaded at the first request)"), flush=True)
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+    app = create_app(model, backend, explanations, why_not, args.max_queue)
+    server = stopping_server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                            timeout_graceful_shutdown=args.stop_timeout))
+    server.run(sockets=[sock])
+    name, asked = server.stop_asked or ("", time.monotonic())
+    print(f"stopped {f'by {name} ' if name else ''}in {time.monotonic() - asked:.1f} s", flush=True)
+
+
+def stopping_server(config):
+    """uvicorn's Server, whose stop on SIGTERM or Ctrl-C (SIGINT) ends the process with exit status 0.
+
+    On either signal uvicorn stops gracefully: it closes the listening socket (new connections are refused),
+    lets the requests in flight finish (for at most config.timeout_graceful_shutdown seconds, then cuts them),
+    and runs the app's shutdown. A second Ctrl-C stops at once. Then uvicorn (0.29 and later; 0.54 here)
+    raises the signal again, so that the process ends by it: status -15, or a KeyboardInterrupt. A stop that
+    was asked for and carried out is a success for a service manager (systemd, Docker, Kubernetes), so this
+    server restores the previous handlers without raising it again, and says when the stop begins.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        stop_asked = None  # (signal name, time.monotonic()) of the first SIGTERM or SIGINT
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            handlers = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig, frame):
+            if self.stop_asked is None:
+                self.stop_asked = (signal.Signals(sig).name, time.monotonic())
+                print(f"stopping ({self.stop_asked[0]}): new connections are refused, the requests in flight answered "
+                      f"(for at most {self.config.timeout_graceful_shutdown:g} s; Ctrl-C again stops at once)", flush=True)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>IMDB review sentiment</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+  textarea { width: 100%; box-sizing: border-box; font: inherit; padding: .5rem; }
+  button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; cursor: pointer; }
+  #result { margin-top: 1.2rem; min-height: 3rem; }
+  #label { font-weight: bold; font-size: 1.3rem; }
+  .track { background: #eee; height: 1rem; border-radius: .5rem; overflow: hidden; margin-top: .4rem; }
+  #bar { background: #3a7; height: 100%; width: 0; transition: width .2s; }
+  #bar.neg { background: #c44; }
+  #error { color: #b00; }
+  #why { margin-top: 1rem; }
+  #key, #note { font-size: .85rem; color: #555; }
+  #key span { padding: 0 .3em; border-radius: 3px; }
+  #words { line-height: 1.7; white-space: pre-wrap; }
+  #words span[data-score] { border-radius: 3px; }
+  #words .cut { color: #999; }
+</style>
+</head>
+<body>
+<h1>Is this review positive or negative?</h1>
+<textarea id="review" rows="8" placeholder="Paste or type a movie review"></textarea>
+<button id="classify" type="button">Classify</button>
+<div id="result" aria-live="polite">
+  <span id="label"></span> <span id="probability"></span>
+  <div class="track"><div id="bar"></div></div>
+  <p id="error"></p>
+</div>
+<div id="why" aria-live="polite">
+  <div id="key"></div>
+  <p id="words"></p>
+  <p id="note"></p>
+</div>
+<script>
+const $ = (id) => document.getElementById(id);
+const health = fetch("health").then((r) => r.json()).catch(() => ({explain: false}));
+
+// The review highlighted: src/explain.py's HTML (explain.highlight, the colours of top_losses.html),
+// each word on a green (towards the explained label) or red (away from it) background, as strong as its
+// score; the text the model did not read (longer than maxlen) in grey. Its text is HTML-escaped there.
+function highlight(found) {
+  const label = found.label;
+  $("words").innerHTML = found.html;
+  const others = Object.keys(found.probabilities).filter((c) => c !== label).join(", ");
+  $("key").replaceChildren();
+  const to = document.createElement("span"), away = document.createElement("span");
+  to.textContent = "towards " + label; to.style.background = "rgba(0, 150, 0, 0.45)";
+  away.textContent = "towards " + others; away.style.background = "rgba(220, 0, 0, 0.45)";
+  $("key").append("The words that decided it: ", to, " ", away);
+  let note = found.tokens_cut ? `The model read ${found.tokens_read} word pieces; the grey text (${found.tokens_cut}) was cut. ` : "";
+  if (label !== $("label").textContent) {
+    note += `The words are explained for the TensorFlow model, which says ${label} (${found.probabilities[label].toFixed(4)}).`;
+  }
+  $("note").textContent = note;
+}
+
+async function explain(text) {
+  const info = await health;
+  if (!info.explain) {
+    $("note").textContent = "Word highlighting is off on this server: " + info.explain_off_because + ".";
+    return;
+  }
+  $("note").textContent = "Finding the words that decided it...";
+  const response = await fetch("explain", {method: "POST", headers: {"Content-Type": "application/json"},
+                                           body: JSON.stringify({texts: [text]})});
+  const answer = await response.json();
+  if (!response.ok) { $("note").textContent = answer.error; return; }
+  highlight(answer.explanations[0]);
+}
+
+$("classify").addEventListener("click", async () => {
+  const text = $("review").value;
+  for (const id of ["error", "label", "probability", "key", "words", "note"]) $(id).textContent = "";
+  $("bar").style.width = "0";
+  $("classify").disabled = true;
+  try {
+    const response = await fetch("predict", {method: "POST", headers: {"Content-Type": "application/json"},
+                                             body: JSON.stringify({texts: [text]})});
+    const answer = await response.json();
+    if (!response.ok) { $("error").textContent = answer.error; return; }
+    const p = answer.predictions[0], probability = p["prob_" + p.label];
+    $("label").textContent = p.label;
+    $("probability").textContent = probability.toFixed(4);
+    $("bar").style.width = (100 * probability).toFixed(1) + "%";
+    $("bar").className = p.label;
+    await explain(text);
+  } catch (failure) {
+    $("error").textContent = "the server did not answer (" + failure + ")";
+  } finally {
+    $("classify").disabled = false;
+  }
+});
+</script>
+</body>
+</html>
+"""

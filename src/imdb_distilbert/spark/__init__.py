@@ -1,0 +1,1 @@
+"""Spark: scoring a large table of reviews on Apache Spark with the ONNX export."""

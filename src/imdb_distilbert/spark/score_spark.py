@@ -1,0 +1,301 @@
+"""Score a large table of reviews on Apache Spark with the predictor's ONNX export: Parquet or CSV in, Parquet out.
+
+    python src/score_spark.py --model models/distilbert-imdb --input reviews.parquet --output scored.parquet
+    spark-submit --master spark://host:7077 src/score_spark.py --model models/distilbert-imdb \\
+        --input hdfs:///reviews/ --output hdfs:///reviews-scored/
+
+The output has every input column, in the input's row order, plus `label` and one `prob_<class>` column
+per class (prob_neg, prob_pos). Rows whose text is empty or missing get nulls there, and are counted.
+Locally (the default, `local[*]`) it needs `pip install -r requirements-spark.txt` and Java 17.
+Each Spark executor loads the ONNX model once per Python worker and scores with ONNX Runtime:
+no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/export.py --model DIR` first.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+from imdb_distilbert.inference import backends
+from imdb_distilbert.data import reading
+from imdb_distilbert.errors import UserError, run_cli
+
+import imdb_distilbert
+from imdb_distilbert import ROOT
+SNIFF_BYTES = 1 << 22  # a CSV input's encoding is found from the first 4 MiB of its first file
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
+                   help="the predictor folder, exported with src/export.py (default: models/distilbert-imdb)")
+    p.add_argument("--input", required=True, metavar="PATH", help="Parquet (a file or a folder of them) or CSV "
+                   "(a path ending in .csv, with a header line); any path Spark reads, such as hdfs:// or s3a://")
+    p.add_argument("--output", required=True, metavar="PATH", help="where to write the scored rows, as a folder of Parquet files")
+    p.add_argument("--text-column", default="Reviews", metavar="NAME", help="the column holding the text (default: Reviews)")
+    p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8",
+                   help="onnx-int8 (the default, about 2.6x faster) or onnx (fp32)")
+    p.add_argument("--master", metavar="URL", help="Spark master (default: local[*], all cores of this machine; "
+                   "under spark-submit, its --master)")
+    p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
+                   "(default: 4 per core Spark has, or the input's own number if larger)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    if args.partitions is not None and args.partitions < 1:
+        p.error("--partitions must be at least 1")
+    return args
+
+
+def check_model(model_dir, backend):
+    """The model folder has the files the executors need; stop with one sentence if not."""
+    backends.check_predictor_folder(model_dir)
+    if not (model_dir / backends.ONNX_SETTINGS).is_file() or not (model_dir / backends.ONNX_FILES[backend]).is_file():
+        raise UserError(f"{model_dir} has no ONNX export yet ({backends.ONNX_FILES[backend]}); run "
+                        f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
+
+
+def pack_model(model_dir, backend, folder):
+    """A zip of what the ONNX backend reads (settings, tokenizer, model), for Spark to ship to executors."""
+    settings = json.loads((model_dir / backends.ONNX_SETTINGS).read_text())
+    archive = Path(folder) / f"predictor-{uuid.uuid4().hex[:8]}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:  # the ONNX files hardly compress
+        for name in (backends.ONNX_SETTINGS, settings["tokenizer"], backends.ONNX_FILES[backend]):
+            z.write(model_dir / name, name)
+    return archive
+
+
+def pack_code(folder):
+    """This package's source, zipped for the executors' Python path: every .py file and template, no caches."""
+    package = Path(imdb_distilbert.__file__).parent
+    archive = Path(folder) / f"{package.name}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                zipped.write(path, path.relative_to(package.parent))
+    return archive
+
+
+def session(master=None):
+    """The active SparkSession, or a new one (local[*] unless `master` or spark-submit says otherwise)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise UserError("scoring on Spark needs pyspark; install it with `pip install -r requirements-spark.txt`.") from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise UserError("Spark needs Java 17 or later, and none was found; install it (Debian/Ubuntu: "
+                        "`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME.")
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not launched_by_spark_submit and (master or "local").startswith("local"):
+        # Local Python workers run `python3` from PATH by default, which may lack our packages: use this Python.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("imdb-distilbert scoring")
+    if master:
+        builder = builder.master(master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def hadoop_fs(spark, path):
+    """(FileSystem, Path) of Hadoop, which knows local paths, hdfs://, s3a:// and the rest alike."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def read(spark, path, text_column):
+    """The input as a DataFrame: CSV if the path ends in .csv, else Parquet. Checks the text column."""
+    fs, hpath = hadoop_fs(spark, path)
+    if not fs.globStatus(hpath):
+        raise UserError(f"--input {path} does not exist; give a Parquet file or folder, or a .csv file.")
+    is_csv = path.rstrip("/").lower().endswith(".csv")
+    options = csv_options(spark, path) if is_csv else {}
+    try:
+        if is_csv:
+            # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
+            frame = spark.read.csv(path, header=True, multiLine=True, escape='"', **options)
+        else:
+            frame = spark.read.parquet(path)
+    except Exception as error:  # Spark's AnalysisException, or a Java error from a file it cannot parse
+        raise UserError(f"could not read --input {path} as {'CSV' if is_csv else 'Parquet'} ({first_line(error)}); "
+                        "give Parquet, or CSV with a header line in a path ending in .csv.") from None
+    columns = dict(frame.dtypes)
+    if text_column not in columns:
+        raise UserError(f"--input {path} has no {text_column} column (it has: {', '.join(frame.columns) or 'none'}); "
+                        "name the text column with --text-column.")
+    if columns[text_column] != "string":
+        raise UserError(f"the {text_column} column of {path} holds {columns[text_column]}, not text; "
+                        "name the text column with --text-column.")
+    return frame
+
+
+def csv_options(spark, path):
+    """Spark's encoding and separator for the CSV input `path`, found by src/tables.py from the start of its first
+    file (UTF-8, UTF-16 or Windows-1252: Excel's three CSV kinds), with tables.py's line when it is not UTF-8."""
+    fs, hpath = hadoop_fs(spark, path)
+    files = []
+    for found in fs.globStatus(hpath):
+        listed = fs.listStatus(found.getPath()) if found.isDirectory() else [found]
+        files += sorted((f.getPath() for f in listed if f.isFile() and not f.getPath().getName().startswith(("_", "."))),
+                        key=lambda p: p.toString())
+    if not files:
+        return {}
+    stream = fs.open(files[0])
+    try:
+        head = bytes(stream.readNBytes(SNIFF_BYTES))
+    finally:
+        stream.close()
+    codec, encoding = reading.encoding_of(head, path, complete=len(head) < SNIFF_BYTES)
+    separator = reading.separator_of(head.decode(codec, errors="ignore"))
+    reading.say(path, encoding, f"{reading.SEPARATORS[separator]}-separated")
+    if encoding == "Windows-1252":
+        # Spark 4.x reads CSV only in UTF-8, UTF-16/32, US-ASCII and ISO-8859-1 unless this legacy switch allows
+        # every charset Java knows (ISO-8859-1 would turn Excel's curly quotes into control characters).
+        spark.conf.set("spark.sql.legacy.javaCharsets", "true")
+    return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding], "sep": separator}
+
+
+ROW = "__row"  # the input order, when the rows are spread over more tasks; dropped before writing
+
+
+def executor_model(archive_name, backend, batch_size):
+    """The ONNX model on an executor, loaded once per Python worker from the archive Spark shipped."""
+    from pyspark import SparkFiles, TaskContext
+
+    # Each task gets spark.task.cpus cores (1 by default): ONNX Runtime uses that many threads.
+    return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
+
+
+def scorer(archive_name, backend, batch_size, text_column, classes):
+    """mapInPandas function: each chunk of a task's rows, the same rows plus label and probabilities, in order.
+
+    The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
+    A review's scores depend only on the review (the int8 export quantizes each token on its own,
+    src/quantize.py), so which rows share a task or a batch changes nothing: these are predict.py's numbers.
+    """
+    import numpy as np
+
+    def score(frames):
+        model = executor_model(archive_name, backend, batch_size)
+        for frame in frames:
+            texts = frame[text_column].fillna("").str.strip()  # as src/predict.py reads them
+            has_text = (texts != "").to_numpy()
+            proba = np.full((len(frame), len(classes)), np.nan)  # NaN becomes null in Spark
+            if has_text.any():
+                proba[has_text] = model.predict_proba(texts[has_text].tolist())
+            label = np.array(classes, dtype=object)[np.nan_to_num(proba).argmax(axis=1)]
+            frame["label"] = np.where(has_text, label, None)
+            for i, name in enumerate(classes):
+                frame[f"prob_{name}"] = proba[:, i]
+            yield frame
+
+    return score
+
+
+def score(spark, args):
+    """Read, score and write, all or nothing. Returns {label or None: rows}."""
+    check_model(args.model, args.backend)
+    out_fs, out_path = hadoop_fs(spark, args.output)
+    if out_fs.exists(out_path) and not args.overwrite:
+        raise UserError(f"--output {args.output} already exists; choose a new path, or add --overwrite to replace it.")
+    frame = read(spark, args.input, args.text_column)
+    classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
+    clash = [c for c in ["label", *(f"prob_{c}" for c in classes)] if c in frame.columns]
+    if clash:
+        raise UserError(f"--input {args.input} already has a {clash[0]} column, which the scores would replace; "
+                        "rename or drop it first.")
+    sc = spark.sparkContext
+    partitions = args.partitions or max(4 * sc.defaultParallelism, frame.rdd.getNumPartitions())
+    with tempfile.TemporaryDirectory(prefix="score-spark-") as packed:
+        archive = pack_model(args.model, args.backend, packed)
+        sc.addArchive(str(archive))  # unpacked on every executor, found there with SparkFiles.get
+        sc.addPyFile(str(pack_code(packed)))  # the whole package: the executors import what scorer() needs from it
+        print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr, flush=True)
+        write_atomically(spark, scored_in_input_order(frame, args, archive.name, classes, partitions), args.output)
+    counts = spark.read.parquet(args.output).groupBy("label").count().collect()
+    return {r["label"]: r["count"] for r in counts}
+
+
+def scored_in_input_order(frame, args, archive_name, classes, partitions):
+    """`frame` plus label and probabilities, in `partitions` tasks, rows in input order.
+
+    Each task scores its own rows: no shuffle to batch reviews of similar length across the cluster. Only when
+    the input has a different number of partitions are its rows moved, in contiguous ranges that keep their order.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    moved = partitions != frame.rdd.getNumPartitions()
+    if moved:
+        frame = (frame.withColumn(ROW, F.monotonically_increasing_id())
+                 .repartitionByRange(partitions, ROW).sortWithinPartitions(ROW))
+    schema = StructType([*frame.schema.fields, StructField("label", StringType()),
+                         *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
+    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes), schema=schema)
+    return scored.drop(ROW) if moved else scored
+
+
+def write_atomically(spark, frame, output):
+    """Write `frame` as Parquet to a hidden folder beside `output`, then rename it to `output`.
+
+    A failed or interrupted job leaves no `output` (and an earlier one, with --overwrite, stays until the end).
+    """
+    fs, target = hadoop_fs(spark, output)
+    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        frame.write.parquet(staging.toString())
+        if fs.exists(target):
+            fs.delete(target, True)
+        if not fs.rename(staging, target):
+            raise OSError(f"could not rename {staging} to {target}")
+    finally:
+        if fs.exists(staging):
+            fs.delete(staging, True)
+
+
+def first_line(error):
+    """The first line of `error`'s message; for an error from Spark's JVM, of the Java exception's."""
+    java = getattr(error, "java_exception", None)
+    text = str(java.getMessage() if java is not None else error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:300]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_model(args.model, args.backend)  # before Spark starts: a wrong folder is reported in a second
+    created = _no_active_session()
+    started = time.time()
+    spark = session(args.master)
+    ready = time.time()
+    try:
+        counts = score(spark, args)
+        scored = time.time()
+    finally:
+        if created:
+            spark.stop()
+    empty = counts.pop(None, 0)
+    summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
+    print(f"wrote {sum(counts.values()) + empty} rows ({summary}) to {args.output}"
+          + (f"; {empty} rows had no text: their label and probabilities are null" if empty else ""))
+    print(f"took {scored - started:.1f} s: {ready - started:.1f} s starting Spark, {scored - ready:.1f} s reading, scoring and writing")
+
+
+def _no_active_session():
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return True
+    return SparkSession.getActiveSession() is None
+
