@@ -129,7 +129,7 @@ def test_notebook_cells_without_network(kind, ports, synthetic_splits, tmp_path)
     """The notebook's cells up to recipe.start, in a kernel without a network or a cached model: the cell
     that would download shows one line, the error, within SECONDS (the kernel's start-up not counted)."""
     nb = read()
-    at = next(i for i, c in enumerate(nb.cells) if "train.start(" in c.source)
+    at = next(i for i, c in enumerate(nb.cells) if "recipe.start(" in c.source)
     nb.cells = nb.cells[:at + 1]
     params = parameters(synthetic_splits, tmp_path / "out")
     nb.cells.insert(next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1,
@@ -139,7 +139,7 @@ def test_notebook_cells_without_network(kind, ports, synthetic_splits, tmp_path)
     with pytest.raises(CellExecutionError):
         client.execute(env=env)
     cell = nb.cells[-1]
-    assert "train.start(" in cell.source
+    assert "recipe.start(" in cell.source
     outputs = [o for o in cell.outputs]
     assert [o.output_type for o in outputs] == ["error"], outputs
     assert len(outputs[0].traceback) == 1 and outputs[0].traceback[0].startswith(

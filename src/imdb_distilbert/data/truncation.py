@@ -10,10 +10,9 @@ tokens, join them back into text. Re-tokenizing that text gives the same tokens,
 cut (at the head) never triggers. No TensorFlow here: the prediction tools use it too.
 """
 
-import json
-from pathlib import Path
+from imdb_distilbert.config import TRUNCATIONS, RunConfig
 
-MODES = ("head", "tail", "head+tail")
+MODES = TRUNCATIONS
 
 
 def cut(tokens, budget, mode):
@@ -62,11 +61,8 @@ def saved_settings(folder):
 
     (None, "head") when unknown: then ktrain's own cut at the head applies, as for any predictor.
     """
-    try:
-        args = json.loads((Path(folder) / "metrics.json").read_text())["args"]
-        return int(args["maxlen"]), args.get("truncation", "head")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, "head"
+    saved = RunConfig.saved(folder)
+    return (int(saved.maxlen), saved.truncation) if saved else (None, "head")
 
 
 def like_saved_run(texts, folder, tokenizer):

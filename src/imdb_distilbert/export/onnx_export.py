@@ -34,6 +34,7 @@ from imdb_distilbert.data import truncation
 from imdb_distilbert.errors import UserError, run_cli
 
 from imdb_distilbert import ROOT
+from imdb_distilbert.config import RunConfig
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 FP32_TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and ONNX fp32
 FP32_CHECKED = 100  # reviews on which fp32 is checked against TensorFlow (int8: all --n)
@@ -165,11 +166,10 @@ def refused_surely(n, min_agreement, significance=SIGNIFICANCE, power=0.95):
 
 def default_reviews(model_dir):
     """The test split the run in `model_dir` was trained with (its metrics.json says), if it is here; else the sample."""
-    try:
-        test = json.loads((model_dir / "metrics.json").read_text())["args"]["test"]
-    except (OSError, ValueError, KeyError, TypeError):
+    saved = RunConfig.saved(model_dir)
+    if saved is None or saved.test is None:
         return SAMPLE_REVIEWS
-    for path in (Path(test), ROOT / test):
+    for path in (saved.test, ROOT / saved.test):
         if path.is_file():
             return path
     return SAMPLE_REVIEWS

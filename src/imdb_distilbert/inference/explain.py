@@ -39,6 +39,7 @@ import json
 
 import numpy as np
 
+from imdb_distilbert import config
 from imdb_distilbert.data import truncation
 from imdb_distilbert.errors import UserError
 
@@ -308,10 +309,8 @@ def show_top_losses(predictor_or_folder, folder, n=5, cut=None, steps=STEPS):
         raise UserError(f"{path} does not exist; train with src/train.py (or the notebook) to write it.")
     frame = pd.read_csv(path).head(n)
     if len(frame) == 0:
-        from imdb_distilbert.training import evaluation
-
-        metrics = Path(folder) / "metrics.json"
-        wrong = evaluation.mistakes(json.loads(metrics.read_text())) if metrics.is_file() else None
+        metrics = config.saved_metrics(folder)
+        wrong = config.mistakes(metrics) if metrics else None
         return HTML(f"<p>{no_mistakes_listed(wrong)}</p>")
     found = explain(predictor_or_folder, list(frame["review"]), steps=steps, cut=cut)
     return HTML(to_html(found, truths=list(frame["true_label"])))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from imdb_distilbert import config
 from imdb_distilbert.training import plots
 from imdb_distilbert.data import truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
@@ -38,7 +39,7 @@ def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, p
         "training_curves.png": plots.training_curves(history),
         "top_losses.csv": worst.to_csv(index=False),
         "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut,
-                                                   mistakes=mistakes(metrics)),
+                                                   mistakes=config.mistakes(metrics)),
     }
     return metrics, files
 
@@ -82,11 +83,6 @@ def score(y_true, proba, class_names):
         "n_test": len(y_true),
         "classes": classes,
     }
-
-
-def mistakes(metrics):
-    """How many test reviews were predicted wrong (off the confusion matrix's diagonal)."""
-    return sum(n for i, row in enumerate(metrics["confusion_matrix"]) for j, n in enumerate(row) if i != j)
 
 
 def report_text(metrics):

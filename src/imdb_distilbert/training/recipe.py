@@ -10,7 +10,6 @@ Then, from Python (with src/ on the path; the package sets Keras 2 up for ktrain
     ktrain.load_predictor("models/distilbert-imdb").predict(["great film"])
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from imdb_distilbert import compat  # environment fixes, before TensorFlow loads
 from imdb_distilbert.data import dataset
 from imdb_distilbert import network
 from imdb_distilbert.data import truncation
+from imdb_distilbert.config import RunConfig
 from imdb_distilbert.errors import UserError, run_cli
 
 from imdb_distilbert import ROOT
@@ -26,77 +26,17 @@ DEFAULT_DATA_DIR = ROOT / "data"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, metavar="N", default=2, help="training epochs (default: 2)")
-    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate of the one-cycle schedule (default: 2e-5)")
-    p.add_argument("--batch-size", type=int, metavar="N", default=6, help="reviews per training step (default: 6)")
-    p.add_argument("--maxlen", type=int, metavar="N", default=400, help="tokens kept per review; longer ones are cut (default: 400)")
-    p.add_argument("--seed", type=int, metavar="N", default=42, help="random seed for sampling, shuffling and initialisation (default: 42)")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder holding train.xlsx and test.xlsx "
-                   "(default: data/, where the splits are downloaded if missing)")
-    p.add_argument("--train", type=Path, metavar="PATH", help="training split, .xlsx or .csv with Reviews and Sentiment columns "
-                   "(default: DATA_DIR/train.xlsx)")
-    p.add_argument("--test", type=Path, metavar="PATH", help="test split, same format (default: DATA_DIR/test.xlsx)")
-    p.add_argument("--sample", type=int, metavar="N", help="use a stratified random N reviews from each split, "
-                   "for quick runs (default: all)")
-    p.add_argument("--output", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="folder for the saved predictor, metrics.json, report and plots (default: models/distilbert-imdb)")
-    p.add_argument("--val-split", type=float, metavar="FRACTION", default=0.0,
-                   help="validate on a stratified FRACTION of train during training, so the test split is used "
-                   "only once, at the end (default: 0, validate on the test split, as the tutorial does)")
-    p.add_argument("--truncation", choices=truncation.MODES, default="head",
-                   help="which part of a review longer than --maxlen tokens to keep (default: head)")
-    p.add_argument("--padding", choices=("auto", "grouped", "fixed"), default="auto",
-                   help="grouped: batches of reviews of similar length (Hugging Face's group_by_length), each padded "
-                   "only to its longest review, in training, validation and evaluation (training about 1.6x faster at maxlen 400 on a CPU); "
-                   "fixed: every review padded to --maxlen, as ktrain and the tutorial do; auto: grouped where that "
-                   "saves at least a tenth of the tokens (maxlen 400: yes; 128: no, most reviews reach the cut), "
-                   "else fixed (default: auto)")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="arithmetic of training: bfloat16 and float16 are mixed precision (float32 weights). auto picks "
-                   "bfloat16 on a CPU with bfloat16 instructions (AVX-512 BF16, AMX), where it is about 1.5x faster, "
-                   "else float32. float16 (with loss scaling) is for GPUs with float16 tensor cores, such as "
-                   "Colab's T4, L4 and A100 (default: auto). The saved predictor is float32 either way")
-    p.add_argument("--strategy", choices=("default", "mirrored"), default="default",
-                   help="default: train on one device (a GPU if there is one); mirrored: a copy of the model on every "
-                   "GPU of this machine (tf.distribute.MirroredStrategy), each taking --batch-size reviews per step")
-    p.add_argument("--lr-find", action="store_true", help="run the learning-rate finder before training "
-                   "and save lr_find.png with the suggested rates")
-    p.add_argument("--lr-find-only", action="store_true", help="run the learning-rate finder, save lr_find.png "
-                   "and metrics.json to --output, and stop without training")
-    p.add_argument("--top-losses", type=int, metavar="N", default=20,
-                   help="write the N most confidently wrong test reviews to top_losses.csv (default: 20)")
-    p.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
-                   help="where to save the model after every epoch (default: OUTPUT/checkpoints)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its last finished epoch (same flags as that run)")
-    args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "maxlen"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 < args.lr < 1:
-        p.error("--lr must be between 0 and 1 (the tutorial uses 2e-5)")
-    if args.sample is not None and args.sample < 2:
-        p.error("--sample must be at least 2 (one review of each class)")
-    if args.maxlen > 512:
-        p.error("--maxlen must be at most 512, the longest input DistilBERT accepts")
-    if not 0 <= args.val_split < 1:
-        p.error("--val-split must be a fraction from 0 (off) to below 1, such as 0.1")
-    if args.top_losses < 0:
-        p.error("--top-losses must be 0 or more")
-    if args.lr_find_only and args.resume:
-        p.error("--lr-find-only and --resume do not go together: the finder does not train")
-    args.checkpoint_dir = args.checkpoint_dir or args.output / "checkpoints"
-    return args
+    """train.py's flags as a RunConfig (config.py defines them: names, defaults, help and checks)."""
+    return RunConfig.from_flags(argv, __doc__)
 
 
-def resolve_data(args, download=False):
+def resolve_data(config, download=False):
     """The two split paths. The splits are downloaded when they are missing from the default data/ folder,
     or from --data-dir when `download` is set (the notebook's way of keeping them on Google Drive)."""
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
-    train = args.train or data_dir / "train.xlsx"
-    test = args.test or data_dir / "test.xlsx"
-    defaults = not (args.train or args.test) and (download or not args.data_dir)
+    data_dir = config.data_dir or DEFAULT_DATA_DIR
+    train = config.train or data_dir / "train.xlsx"
+    test = config.test or data_dir / "test.xlsx"
+    defaults = not (config.train or config.test) and (download or not config.data_dir)
     if defaults and not (train.exists() and test.exists()):
         print(f"{data_dir} has no IMDB splits yet; downloading them (about 26 MB) from {dataset.DATA_URL}")
         dataset.download_splits(data_dir)
@@ -116,21 +56,21 @@ def check_output(output, lr_find_only=False):
                         "give it a new folder, such as --output runs/lr-find.")
 
 
-def check_checkpoints(args):
+def check_checkpoints(config):
     """--resume needs a checkpoint, and an interrupted run's checkpoint is not silently overwritten."""
-    found = (args.checkpoint_dir / "state.json").exists()
-    if args.resume and not found:
-        raise UserError(f"--resume found no checkpoint in {args.checkpoint_dir}; "
+    found = (config.checkpoint_dir / "state.json").exists()
+    if config.resume and not found:
+        raise UserError(f"--resume found no checkpoint in {config.checkpoint_dir}; "
                         "run without --resume to start training, or point --checkpoint-dir at the interrupted run's.")
-    if found and not args.resume and not args.lr_find_only:
-        raise UserError(f"{args.checkpoint_dir} holds a checkpoint of an interrupted run; add --resume to continue it, "
+    if found and not config.resume and not config.lr_find_only:
+        raise UserError(f"{config.checkpoint_dir} holds a checkpoint of an interrupted run; add --resume to continue it, "
                         "or delete that folder to start over.")
 
 
-def run_settings(args):
+def run_settings(config):
     """What must match between an interrupted run and its --resume."""
     keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation", "strategy")
-    return {**{k: getattr(args, k) for k in keys}, "train": str(args.train.resolve()), "test": str(args.test.resolve())}
+    return {**{k: getattr(config, k) for k in keys}, "train": str(config.train.resolve()), "test": str(config.test.resolve())}
 
 
 def main(argv=None):
@@ -138,30 +78,31 @@ def main(argv=None):
     run = Run(parse_args(argv))
     train_df, val_df, test_df = run.load_data()
     learner, preproc = run.build(train_df, val_df)  # TensorFlow loads here, after the inputs are known to be good
-    if run.args.lr_find or run.args.lr_find_only:
+    if run.config.lr_find or run.config.lr_find_only:
         run.find_lr(learner)
-        if run.args.lr_find_only:
+        if run.config.lr_find_only:
             return run.save_lr_find()
     history = run.fit(learner)
     metrics = run.evaluate(learner, preproc, test_df, history)
     run.save(learner, preproc, metrics)
 
 
-def start(**params):
-    """The notebook's entry: a Run from keyword parameters named like the flags, e.g.
-    start(epochs=2, batch_size=6, output="models/distilbert-imdb").
+def start(config=None, **params):
+    """The notebook's entry: a Run of `config` (a RunConfig; the notebook makes it from its parameters cell), or of
+    keyword parameters named like the flags, e.g. start(epochs=2, batch_size=6, output="models/distilbert-imdb").
 
     Values are checked as train.py checks its flags. Unlike the command line, a `data_dir` that lacks
     the splits gets them downloaded (so the notebook can keep them on Google Drive).
     """
-    argv = []
-    for name, value in params.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:
-            argv += [flag, str(value)]
-    return Run(parse_args(argv), download=True)
+    if config is None:
+        unknown = sorted(set(params) - set(RunConfig.names()))
+        if unknown:
+            raise UserError(f"start() has no parameter {unknown[0]!r}; its parameters are train.py's flags with _ "
+                            f"for -: {', '.join(RunConfig.names())}.")
+        config = RunConfig(**params)
+    for problem in config.problems()[:1]:
+        raise UserError(problem)
+    return Run(config, download=True)
 
 
 class Run:
@@ -171,12 +112,12 @@ class Run:
     Hub answers (in seconds: src/network.py), and finds (or downloads) the data.
     """
 
-    def __init__(self, args, download=False):
-        self.args, self.started, self.clock = args, time.time(), time.time()
-        check_output(args.output, args.lr_find_only)
-        check_checkpoints(args)
+    def __init__(self, config, download=False):
+        self.config, self.started, self.clock = config, time.time(), time.time()
+        check_output(config.output, config.lr_find_only)
+        check_checkpoints(config)
         network.check_model(network.BASE_MODEL)
-        args.train, args.test = resolve_data(args, download)
+        config.train, config.test = resolve_data(config, download)
         self.files, self.facts = {}, {"seconds": {}}
 
     def lap(self, name):
@@ -187,14 +128,14 @@ class Run:
 
     def load_data(self):
         """(train, validation, test) DataFrames; validation is the test split unless --val-split."""
-        args = self.args
-        train_df, test_df = dataset.load_splits(args.train, args.test, args.sample, args.seed)
+        config = self.config
+        train_df, test_df = dataset.load_splits(config.train, config.test, config.sample, config.seed)
         val_df = test_df  # the tutorial validates on the test split
-        if args.val_split:
-            train_df, val_df = dataset.split_validation(train_df, args.val_split, args.seed)
-        print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} from train" if args.val_split else ""))
+        if config.val_split:
+            train_df, val_df = dataset.split_validation(train_df, config.val_split, config.seed)
+        print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} from train" if config.val_split else ""))
         self.facts.update(n_train=len(train_df), n_val=len(val_df),
-                          validation=f"{args.val_split:g} of train" if args.val_split else "test split",
+                          validation=f"{config.val_split:g} of train" if config.val_split else "test split",
                           dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
                                                  "test": test_df.attrs["dropped_empty"]})
         return train_df, val_df, test_df
@@ -203,14 +144,14 @@ class Run:
         """Tokenize the reviews and build DistilBERT with a fresh classifier head. Returns (learner, preproc)."""
         from imdb_distilbert.training import learning  # TensorFlow loads here
 
-        args = self.args
-        learning.set_seed(args.seed)
-        train, val, preproc = learning.preprocess(train_df, val_df, args.maxlen, args.truncation, args.padding, args.seed)
-        if args.padding == "auto":  # decided: later steps (evaluation, metrics.json) see what was used
-            args.padding = "grouped" if isinstance(train, learning.LengthGroupedDataset) else "fixed"
-            print(f"padding: {args.padding} (--padding auto: length grouping "
-                  f"{'saves' if args.padding == 'grouped' else 'would save less than'} a tenth of the tokens at maxlen {args.maxlen})")
-        learner = learning.build_learner(train, val, preproc, args.batch_size, args.precision, args.strategy)
+        config = self.config
+        learning.set_seed(config.seed)
+        train, val, preproc = learning.preprocess(train_df, val_df, config.maxlen, config.truncation, config.padding, config.seed)
+        if config.padding == "auto":  # decided: later steps (evaluation, metrics.json) see what was used
+            config.padding = "grouped" if isinstance(train, learning.LengthGroupedDataset) else "fixed"
+            print(f"padding: {config.padding} (--padding auto: length grouping "
+                  f"{'saves' if config.padding == 'grouped' else 'would save less than'} a tenth of the tokens at maxlen {config.maxlen})")
+        learner = learning.build_learner(train, val, preproc, config.batch_size, config.precision, config.strategy)
         self.lap("preprocess")
         return learner, preproc
 
@@ -232,25 +173,25 @@ class Run:
         from imdb_distilbert.training import learning
 
         self.files["metrics.json"] = to_json(self.record())
-        print(f"saved lr_find.png and metrics.json to {learning.save_files(self.args.output, self.files)}")
+        print(f"saved lr_find.png and metrics.json to {learning.save_files(self.config.output, self.files)}")
 
     def fit(self, learner):
         """fit_onecycle with a checkpoint after every epoch (resumed from the last one with --resume)."""
         from imdb_distilbert.training import learning
 
-        args = self.args
+        config = self.config
         self.facts["training_precision"] = learning.precision_of(learner)  # "precision" is the metric
         # Replicas, devices, the batch of a step (--batch-size x replicas) and the peak rate it trains with.
-        self.facts["distribution"] = {**learning.distribution_of(learner), "lr": args.lr}
+        self.facts["distribution"] = {**learning.distribution_of(learner), "lr": config.lr}
         self.facts["padding"] = learning.padding_of(learner)  # the bucket width, the share of fixed padding's tokens
-        checkpoints = learning.Checkpoints(args.checkpoint_dir, run_settings(args), args.epochs)
-        if args.resume:
+        checkpoints = learning.Checkpoints(config.checkpoint_dir, run_settings(config), config.epochs)
+        if config.resume:
             checkpoints.resume(learner)
         try:
-            history = learning.fit(learner, args.lr, args.epochs, checkpoints)
+            history = learning.fit(learner, config.lr, config.epochs, checkpoints)
         except KeyboardInterrupt:
             if checkpoints.done:
-                raise KeyboardInterrupt(f"epoch {checkpoints.done} of {args.epochs} is saved in {checkpoints.folder}; "
+                raise KeyboardInterrupt(f"epoch {checkpoints.done} of {config.epochs} is saved in {checkpoints.folder}; "
                                         "run the same command with --resume to continue from there.") from None
             raise
         self.lap("train")
@@ -263,8 +204,8 @@ class Run:
         from imdb_distilbert.training import evaluation
 
         self.facts["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
-        metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.args.maxlen,
-                                             self.args.truncation, self.args.top_losses, self.args.padding)
+        metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.config.maxlen,
+                                             self.config.truncation, self.config.top_losses, self.config.padding)
         self.lap("evaluate")
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
@@ -277,7 +218,7 @@ class Run:
         from imdb_distilbert.training import learning
 
         self.files["metrics.json"] = to_json(self.record(metrics))
-        output = learning.save_predictor(learner, preproc, self.args.output, self.files)
+        output = learning.save_predictor(learner, preproc, self.config.output, self.files)
         self.checkpoints.clear()  # the predictor holds the final weights
         print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv/.html to {output}")
         return output
@@ -287,7 +228,7 @@ class Run:
         from imdb_distilbert.training import evaluation
 
         self.facts["seconds"]["total"] = round(time.time() - self.started, 1)
-        return {**(metrics or {}), **self.facts, "args": vars(self.args), "versions": evaluation.package_versions()}
+        return {**(metrics or {}), **self.facts, "args": self.config.record(), "versions": evaluation.package_versions()}
 
 
 def to_json(record):
