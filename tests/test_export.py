@@ -304,7 +304,7 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
                 tensor.copy_(tensor.flip(0))
         return model
 
-    monkeypatch.setattr(export, "to_pytorch", changed)
+    monkeypatch.setattr(onnx_export, "to_pytorch", changed)
     with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to \S+ \(more "
                                         r"than 0.0001\), so nothing was written"):
         onnx_export.main(["--model", str(folder), "--reviews", str(reviews), "--n", "20", "--min-agreement", "0"])

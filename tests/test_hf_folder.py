@@ -156,7 +156,7 @@ def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained
                 tensor.copy_(tensor.flip(0))
         return model
 
-    monkeypatch.setattr(export, "to_pytorch", changed_weights)
+    monkeypatch.setattr(onnx_export, "to_pytorch", changed_weights)
     with pytest.raises(UserError, match=r"differ from the TensorFlow predictor's by up to .* so nothing was written"):
         hf_folder.export(trained[0], earlier)
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before

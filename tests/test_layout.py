@@ -87,7 +87,8 @@ def test_no_import_cycles():
 def test_no_name_shadows_an_installed_package():
     """src/ is on sys.path for the scripts and the notebook: only the package and the thin scripts live there,
     and none of their names is a module another installed package provides (src/tables.py once hid PyTables)."""
-    top = {p.stem if p.suffix == ".py" else p.name for p in (ROOT / "src").iterdir() if p.name != "__pycache__"}
+    top = {p.stem if p.suffix == ".py" else p.name for p in (ROOT / "src").iterdir()
+           if p.name != "__pycache__" and not p.name.endswith(".egg-info")}
     assert top == {"imdb_distilbert"} | {Path(s).stem for s in SCRIPTS}
     provided = importlib.metadata.packages_distributions()
     assert not top & set(provided), top & set(provided)
@@ -112,3 +113,54 @@ def test_importing_the_package_sets_keras_2_up_and_imports_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "src")], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.stdout.split() == ["1", "[]"], result.stdout + result.stderr
+
+
+def requirements(name):
+    """{package: "==version"} of a requirements file, following its -r lines."""
+    pins = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].split(";")[0].strip()
+        if line.startswith("-r "):
+            pins.update(requirements(line[3:].strip()))
+        elif "==" in line:
+            package, version = line.split("==")
+            pins[canonical(package)] = version.strip()
+    return pins
+
+
+def canonical(name):
+    return name.strip().lower().replace("_", "-")
+
+
+def test_pyproject_extras_pin_what_the_requirements_files_pin():
+    """Each extra of pyproject.toml asks for the versions its requirements file installs (and nothing it lacks)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    files = {"training": "requirements.txt", "onnx": "requirements-onnx.txt", "export": "requirements-export.txt",
+             "serve": "requirements-serve.txt", "spark": "requirements-spark.txt",
+             "explain": "requirements-explain.txt", "dev": "requirements-dev.txt"}
+    assert set(extras) == set(files)
+
+    def pins(extra):
+        found = {}
+        for requirement in extras[extra]:
+            if requirement.startswith("imdb-distilbert["):
+                for other in requirement[len("imdb-distilbert["):-1].split(","):
+                    found.update(pins(other))
+            else:
+                package, version = requirement.split("==")
+                found[canonical(package)] = version
+        return found
+
+    for extra, name in files.items():
+        installed = requirements(name)
+        wrong = {p: (v, installed.get(p)) for p, v in pins(extra).items() if installed.get(p) != v}
+        assert not wrong, f"pyproject's [{extra}] and {name} disagree (pyproject, file): {wrong}"
+
+
+def test_ruff_finds_nothing():
+    """The lint settings are pyproject.toml's [tool.ruff]; `ruff check` is how to run them by hand."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "src", "tests", "benchmarks"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
