@@ -6,6 +6,7 @@ it must come before TensorFlow; after it, `ktrain.load_predictor(folder)` needs 
 The folders are the tiers, each using only those above it in this list:
 
     compat, errors, network   version workarounds, user errors, the Hub check: what every tier uses
+    files, packages, cli      outputs written all or nothing, installed packages and versions, the --model option
     data/                     the review files and splits, labels, cutting reviews to maxlen, length batches
     training/                 the recipe (train.py's steps), the ktrain learner, evaluation and its plots
     inference/                scoring a saved predictor (ktrain or ONNX backends), explanations, predict.py
@@ -23,3 +24,15 @@ from pathlib import Path
 from imdb_distilbert import compat  # noqa: F401  (first: Keras 2 before TensorFlow loads)
 
 ROOT = Path(__file__).resolve().parents[2]  # the project checkout: data/, models/ and requirements*.txt live here
+
+
+def load_predictor(folder: "str | Path", batch_size: int = 32):  # noqa: ANN201  (a ktrain Predictor; ktrain loads lazily)
+    """`ktrain.load_predictor(folder)`, with Keras 2 already set up for it and no Hub check (the folder holds its
+    tokenizer and config). To cut long reviews as a --truncation tail/head+tail run did, pass texts through
+    `imdb_distilbert.data.truncation.like_saved_run` first."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import ktrain
+
+    return ktrain.load_predictor(str(folder), batch_size=batch_size)
