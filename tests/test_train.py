@@ -89,11 +89,13 @@ def test_predictor_folder_is_self_contained(trained, predictor, tmp_path):
     """Copied to a machine with an empty Hugging Face cache and no network, it still predicts."""
     copy = tmp_path / "copied-predictor"
     shutil.copytree(trained[0], copy)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import compat; import ktrain\n"
-            f"p = ktrain.load_predictor({str(copy)!r})\n"
+    # As README.md shows it: the package's load_predictor, with no other set-up line (no HF_HUB_OFFLINE either).
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import load_predictor\n"
+            f"p = load_predictor({str(copy)!r})\n"
             "print(p.predict(['a wonderful film, superb acting', 'an awful boring mess'], return_proba=True).tolist())")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TF_USE_LEGACY_KERAS")}
+    env.update(HF_HOME=str(tmp_path / "empty-cache"), HF_ENDPOINT="http://127.0.0.1:9")  # no Hub: port 9 refuses
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     copied = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
     original = predictor.predict(['a wonderful film, superb acting', 'an awful boring mess'], return_proba=True)
