@@ -70,6 +70,7 @@ def speed(args, texts, steps_list):
     import numpy as np
     import tensorflow as tf
 
+    from imdb_distilbert.data import batching
     from imdb_distilbert.inference import backends
     from imdb_distilbert.inference import explain
 
@@ -87,7 +88,7 @@ def speed(args, texts, steps_list):
     padded = []
     for text in texts:  # as explain() pads them
         ids = explainer.encode(text, "head")[0]
-        width = min(-(-len(ids) // explain.BUCKET) * explain.BUCKET, predictor.preproc.maxlen)
+        width = batching.explain_width(len(ids), predictor.preproc.maxlen, explain.BUCKET)
         padded.append((tf.constant([ids + [0] * (width - len(ids))]), tf.constant([[1] * len(ids) + [0] * (width - len(ids))])))
     def forward(ids, mask):
         predictor.model({"input_ids": ids, "attention_mask": mask}, training=False)

@@ -9,8 +9,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
-
 from imdb_distilbert import network
 from imdb_distilbert.data import reading
 from imdb_distilbert.compat import plain_strings
@@ -32,10 +30,7 @@ def read_split(path):
     if not path.is_file():
         raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
     try:
-        if path.suffix.lower() == ".csv":
-            df = reading.read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
-        else:
-            df = pd.read_excel(path, dtype=str)
+        df = reading.read_table(path)  # .xlsx, or CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it
     except UserError:
         raise
     except Exception as error:  # openpyxl, zipfile and pandas each raise their own kinds

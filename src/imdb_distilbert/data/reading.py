@@ -1,4 +1,4 @@
-"""CSV files of reviews, read as Excel and pandas save them: the encoding and the separator found from the file.
+"""Files of reviews (.xlsx, .csv, .txt); CSV as Excel and pandas save it, its encoding and separator found in the file.
 
 Excel saves three kinds our users have: "CSV UTF-8" (UTF-8 starting with a byte-order mark, BOM),
 "CSV" (on Windows, the Windows code page: Windows-1252 in the Americas and Western Europe, separated by
@@ -8,18 +8,26 @@ UTF-8 or UTF-16; otherwise UTF-8 if the bytes are valid UTF-8 (text in another e
 is), else Windows-1252. The separator is the one the header line uses most: tab, semicolon or comma.
 When the encoding is not UTF-8, one line on standard error says which was assumed.
 
-src/predict.py (--file), src/dataset.py (CSV splits) and src/score_spark.py (CSV input, through Spark's
-own reader) all read CSV through here.
+Every file of reviews is read here: read_table reads the training splits (data/dataset.py) and, through
+read_texts, the reviews to classify (predict.py --file, and the reviews the exports check themselves on);
+spark/score_spark.py finds its CSV input's encoding and separator here, and reads it with Spark's own reader.
 """
 
 import codecs
 import io
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imdb_distilbert.errors import UserError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon"}
+TEXT_COLUMN = "Reviews"  # the column of the review text, in the IMDB splits and in files of reviews to classify
 WHY = {"UTF-16": "it starts with a UTF-16 byte-order mark, as Excel's \"Unicode Text\" does",
        "Windows-1252": "it is not valid UTF-8; Excel's \"CSV\" on Windows is Windows-1252"}
 
@@ -84,3 +92,69 @@ def parse(path, text, encoding):
     separator = separator_of(text)
     say(path, encoding, f"{SEPARATORS[separator]}-separated")
     return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def read_table(path: str | os.PathLike, text_column: str | None = None) -> "pd.DataFrame":
+    """The file of reviews `path` as a DataFrame of strings (empty cells are NaN): CSV (a name ending in .csv) as
+    read_csv reads it, anything else as an Excel workbook; with `text_column`, a .txt file as read_text reads it.
+    Errors are those of the readers: each caller says in its own words what went wrong."""
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
+    if suffix == ".txt" and text_column is not None:
+        return read_text(path, text_column)
+    return pd.read_excel(path, dtype=str)
+
+
+def read_text(path: str | os.PathLike, column: str) -> "pd.DataFrame":
+    """The .txt file `path`, decoded as read_csv does: one review per line, as a DataFrame of the one `column`;
+    or, if its first line is a tab-separated header naming `column` (Excel's "Unicode Text" save), the table."""
+    import pandas as pd
+
+    text, encoding = decode(path)
+    header = text.split("\n", 1)[0].rstrip("\r").split("\t")
+    if len(header) > 1 and column in header:  # Excel's "Unicode Text" save: a table with a header line
+        return parse(path, text, encoding)
+    say(path, encoding, "one review per line")
+    return pd.DataFrame({column: text.splitlines()}, dtype=object)
+
+
+def read_texts(path: str | os.PathLike, column: str = TEXT_COLUMN) -> list[str]:
+    """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str
+    (read by read_table); a UserError in one sentence if there are none, or the file cannot be read."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; give an .xlsx, .csv or .txt file of reviews.")
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".xlsx", ".xls"):
+        raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
+    try:
+        texts = column_of(read_table(path, text_column=column), column, path)
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        texts = []
+    except Exception as error:  # openpyxl, zipfile, pandas and the codecs each raise their own kinds
+        raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or .txt file of reviews.") from None
+    texts = non_empty(texts)
+    if not texts:
+        raise UserError(f"{path} has no reviews to classify"
+                        + (f" in its {column} column." if suffix != ".txt" else "."))
+    return texts
+
+
+def column_of(frame: "pd.DataFrame", column: str, path: str | os.PathLike) -> list:
+    """The texts of `frame`'s `column` (empty cells as ""), or UserError naming the columns it has."""
+    if column not in frame.columns:
+        raise UserError(f"{path} has no {column} column (it has: {', '.join(map(str, frame.columns)) or 'none'}); "
+                        "name the text column with --column.")
+    return frame[column].fillna("").tolist()
+
+
+def non_empty(texts: Iterable[str]) -> list[str]:
+    """`texts` stripped, without the empty ones."""
+    return [t.strip() for t in texts if t and t.strip()]

@@ -23,16 +23,15 @@ cannot keep both, so for a model trained with head+tail it keeps the tail, and s
 """
 
 import argparse
-import importlib.util
 import os
 import shutil
-import tempfile
 import time
-from importlib import metadata
+from importlib import resources
 from pathlib import Path
 
+from imdb_distilbert import cli, files, packages
 from imdb_distilbert.inference import backends
-from imdb_distilbert.data import truncation
+from imdb_distilbert.data import reading, truncation
 from imdb_distilbert.errors import UserError, run_cli
 
 from imdb_distilbert import ROOT
@@ -49,8 +48,7 @@ SIDE = {"head": "right", "tail": "left", "head+tail": "left"}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    cli.add_model_option(p)
     p.add_argument("--output", type=Path, metavar="DIR",
                    help="the Hugging Face folder to write; replaced if it is an earlier export "
                    "(default: next to the predictor, its name + '-hf', e.g. models/distilbert-imdb-hf)")
@@ -88,11 +86,7 @@ def is_export(folder):
 
 
 def check_torch():
-    try:
-        found = importlib.util.find_spec("torch") is not None
-    except ImportError:
-        found = False
-    if not found:
+    if not packages.installed("torch"):
         raise UserError("writing the Hugging Face folder needs PyTorch (torch), which is not installed; run "
                         "`pip install -r requirements-export.txt` (Colab has it already).")
 
@@ -106,9 +100,7 @@ def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
     backends.check_predictor_folder(model_dir)
     check_output(model_dir, output)
     check_torch()
-    from imdb_distilbert.inference import predict
-
-    texts = predict.read_texts(reviews)[:n]  # bad input is reported before TensorFlow loads
+    texts = reading.read_texts(reviews)[:n]  # bad input is reported before TensorFlow loads
     started = time.time()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything needed is in the predictor folder
     import ktrain
@@ -116,13 +108,7 @@ def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
     predictor = ktrain.load_predictor(str(model_dir))
     maxlen, mode = int(predictor.preproc.maxlen), truncation.saved_settings(model_dir)[1]
     output = output.resolve()
-    for stale in [*output.parent.glob(f".{output.name}-export-*"), *output.parent.glob(f".{output.name}-old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-export-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
-    try:
+    with files.atomic_folder(output) as staging:  # replaces an earlier export only when this one is complete
         print(f"exporting {model_dir} to a Hugging Face folder (PyTorch weights, maxlen {maxlen}, "
               f"keeps the {'head' if SIDE[mode] == 'right' else 'tail'} of longer reviews)...", flush=True)
         if mode == "head+tail":
@@ -143,11 +129,6 @@ def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
         metrics = read_metrics(model_dir)
         (staging / "README.md").write_text(model_card(metrics, predictor.model.config, maxlen, mode, parity,
                                                       output.name, export_versions()))
-        for file in staging.iterdir():
-            file.chmod(0o666 & ~umask)  # safetensors writes its file private
-        replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     size = (output / "model.safetensors").stat().st_size / 1e6
     print(f"wrote {output} (model.safetensors {size:.1f} MB, config.json, tokenizer, README.md model card) "
           f"in {time.time() - started:.0f} s")
@@ -243,32 +224,28 @@ def read_metrics(model_dir):
 
 
 def export_versions():
-    names = ("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "tensorflow", "ktrain")
-    import platform
-
-    return {"python": platform.python_version(), **{name: metadata.version(name) for name in names}}
+    return packages.versions(("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "tensorflow",
+                              "ktrain"))
 
 
-def replace(staging, output):
-    """Move the finished `staging` folder to `output`; an earlier export there is replaced as a whole."""
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}-old-{os.getpid()}"
-        os.replace(output, old)
-    os.replace(staging, output)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def head_tail_ends(maxlen):
+    """The word pieces --truncation head+tail keeps of a longer review's head and of its tail (as truncation.kept)."""
+    budget = maxlen - 2  # [CLS] and [SEP] take two
+    return budget // 4, budget - budget // 4
 
 
 def head_tail_note(maxlen):
-    return (f"this model was trained with --truncation head+tail (the first {(maxlen - 2) // 4} and the last "
-            f"{maxlen - 2 - (maxlen - 2) // 4} word pieces of a longer review), which a transformers pipeline cannot do: "
-            "the folder's tokenizer keeps the tail (the last "
+    head, tail = head_tail_ends(maxlen)
+    return (f"this model was trained with --truncation head+tail (the first {head} and the last {tail} word pieces of a "
+            "longer review), which a transformers pipeline cannot do: the folder's tokenizer keeps the tail (the last "
             f"{maxlen - 2}). For the predictor's exact answers, cut reviews with src/truncation.py first (the model card says how).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The model card (README.md): the Hub's YAML header, then what a user of the model needs to know.
+# The model card (README.md): the Hub's YAML header, then what a user of the model needs to know. Its text is the
+# Jinja2 template CARD_TEMPLATE; the functions here work out what fills it.
+
+CARD_TEMPLATE = resources.files("imdb_distilbert.export") / "templates" / "model_card.md"  # also inside a zip
 
 METRICS = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precision (macro)"),
            ("recall", "Recall (macro)"), ("roc_auc", "ROC-AUC")]
@@ -318,110 +295,33 @@ def arithmetic(precision):
 
 
 def model_card(metrics, config, maxlen, mode, parity, name, versions):
-    """README.md of the folder: the Hub's YAML header and the card's text."""
+    """README.md of the folder: CARD_TEMPLATE (the Hub's YAML header, card_data, and the card's text) rendered by
+    huggingface_hub's ModelCard.from_template (Jinja2) with the values worked out here."""
     from huggingface_hub import ModelCard
 
     args = metrics.get("args", {})
-    differs = differences_from_recipe(metrics, config)
-    classes = metrics.get("classes") or list(config.id2label.values())
-    lines = [f"# {name}: movie-review sentiment ({' / '.join(classes)})", ""]
-    if differs:
-        lines += ["> **Not the full recipe.** This run differs from the tutorial's (DistilBERT, 2 epochs, lr 2e-5, batch 6, "
-                  "maxlen 400, all 25,000 training reviews): " + "; ".join(differs) + ". Read its results as those of this "
-                  "run only.", ""]
-    lines += [
-        "DistilBERT (`distilbert-base-uncased`) fine-tuned to tell positive from negative English movie reviews, on the "
-        "IMDB Large Movie Review Dataset, with [ktrain](https://github.com/amaiya/ktrain) on TensorFlow "
-        "(`texts_from_df(preprocess_mode='distilbert')`, `text_classifier('distilbert')`, `fit_onecycle`), then exported "
-        "to PyTorch by the imdb-distilbert project's `src/export_hf.py`. No ktrain, TensorFlow or pickle is needed to use it.",
-        "",
-        "## Use it",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'classify = pipeline("text-classification", model="{name}", truncation=True)  # the folder, or its Hub id',
-        'classify("the movie was really great. I will see it again")   # [{\'label\': ..., \'score\': ...}]',
-        'classify(["awful, boring, too long"], top_k=None)             # every class with its probability',
-        "```",
-        "",
-        f"`truncation=True` cuts a review longer than {maxlen} word pieces the way the model was trained "
-        f"(`model_max_length` {maxlen}). Without it, a pipeline reads up to 512 word pieces, which changes the answers "
-        "for longer reviews, and fails on reviews longer than that.",
-        "",
-        "## Long reviews",
-        "",
-    ]
-    if mode == "head":
-        lines += [f"The model was trained on the first {maxlen - 2} word pieces of each review (`--truncation head`, "
-                  "ktrain's way); the tokenizer keeps the same (`truncation_side: right`)."]
-    elif mode == "tail":
-        lines += [f"The model was trained on the last {maxlen - 2} word pieces of each review (`--truncation tail`); the "
-                  "tokenizer keeps the tail too (`truncation_side: left`). The training run started the kept tail at a whole "
-                  "word; the tokenizer may keep a word piece more, which changes the answers for some long reviews slightly."]
-    else:
-        lines += [f"**The model was trained with `--truncation head+tail`**: the first {(maxlen - 2) // 4} and the last "
-                  f"{maxlen - 2 - (maxlen - 2) // 4} word pieces of each longer review. A transformers pipeline cannot cut a "
-                  f"review that way: this tokenizer keeps the tail (the last {maxlen - 2} word pieces, "
-                  "`truncation_side: left`), which gives somewhat different answers on long reviews. For the trained "
-                  "model's exact answers, cut the reviews first with the project's `src/truncation.py`:",
-                  "", "```python", "from truncation import truncate  # imdb-distilbert's src/truncation.py",
-                  "", f'texts = truncate(texts, classify.tokenizer, {maxlen}, "head+tail")', "```"]
-    if "uncut" in parity:
-        uncut = parity["uncut"]
-        lines += ["", f"Measured at export on {parity['n_reviews']} reviews: letting the pipeline cut gave the predictor's "
-                  f"label on {uncut['label_agreement']:.1%} of them (largest probability difference {uncut['max_abs_diff']:.2g})."]
-
-    lines += ["", "## How it was trained", ""]
-    if args:
-        rows = [("epochs", args.get("epochs")), ("peak learning rate (one-cycle policy)", args.get("lr")),
-                ("batch size", args.get("batch_size")), ("maxlen (word pieces)", args.get("maxlen")),
-                ("truncation", args.get("truncation", "head")), ("seed", args.get("seed")),
-                ("training reviews", metrics.get("n_train")), ("validation", metrics.get("validation")),
-                ("test reviews", metrics.get("n_test")), ("sample per split", args.get("sample")),
-                ("arithmetic", arithmetic(metrics.get("training_precision"))),
-                ("distribution", (metrics.get("distribution") or {}).get("strategy")),
-                ("training data", ", ".join(Path(str(args[k])).name for k in ("train", "test") if args.get(k))),
-                ("training time", f"{metrics['seconds']['total']:,.0f} s" if metrics.get("seconds", {}).get("total") else None)]
-        lines += ["| setting | value |", "| --- | --- |"]
-        lines += [f"| {key} | {value:,} |" if isinstance(value, int) and not isinstance(value, bool) else f"| {key} | {value} |"
-                  for key, value in rows if value is not None]
-        versions_trained = metrics.get("versions", {})
-        lines += ["", "Trained with " + ", ".join(f"{k} {v}" for k, v in versions_trained.items()) + "."]
-    else:
-        lines += ["Unknown: the predictor folder had no metrics.json."]
-    lines += ["Exported with " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
-
-    lines += ["", "## Results on the test split", ""]
-    if metrics.get("accuracy") is not None:
-        lines += ["| metric | value |", "| --- | --- |"]
-        lines += [f"| {label} | {metrics[key]:.4f} |" for key, label in METRICS if metrics.get(key) is not None]
-        per_class = metrics.get("per_class") or {}
-        if per_class:
-            lines += ["", "| class | precision | recall | F1 | reviews |", "| --- | --- | --- | --- | --- |"]
-            lines += [f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']:,} |"
-                      for c, m in per_class.items()]
-    else:
-        lines += ["Not recorded."]
-    lines += ["", f"Exported weights checked against the TensorFlow predictor on {parity['n_reviews']} reviews: the same "
-              f"label on {parity['label_agreement']:.1%}, probabilities within {parity['max_abs_diff']:.1e}."]
-
-    lines += [
-        "", "## Intended use and limitations", "",
-        "- For: English movie reviews (or similar opinionated English text), positive or negative; learning and "
-        "comparing fine-tuning recipes.",
-        "- Not for: other languages; neutral or mixed text (it always answers one of the two classes, often with high "
-        "confidence); decisions about people.",
-        "- It learned from IMDB reviews only: other domains (products, news, social media) and other writing styles may "
-        "score worse, and its confidence is not calibrated for them. Sarcasm and verdicts that come after the kept part "
-        f"of a long review (beyond {maxlen} word pieces) are typical mistakes.",
-        "- It inherits the biases of DistilBERT's pretraining text and of IMDB's reviewers.",
-        "", "## Share it on the Hub", "",
-        "```bash", f"hf upload YOUR-NAME/{name} path/to/{name} .   # after `hf auth login`", "```",
-        "", "(or `huggingface_hub.upload_folder(repo_id=..., folder_path=...)`). Add a `license:` line to the header above "
-        "first: the one you choose for your model.",
-    ]
-    return str(ModelCard(f"---\n{card_data(metrics, name).to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+    rows = [("epochs", args.get("epochs")), ("peak learning rate (one-cycle policy)", args.get("lr")),
+            ("batch size", args.get("batch_size")), ("maxlen (word pieces)", args.get("maxlen")),
+            ("truncation", args.get("truncation", "head")), ("seed", args.get("seed")),
+            ("training reviews", metrics.get("n_train")), ("validation", metrics.get("validation")),
+            ("test reviews", metrics.get("n_test")), ("sample per split", args.get("sample")),
+            ("arithmetic", arithmetic(metrics.get("training_precision"))),
+            ("distribution", (metrics.get("distribution") or {}).get("strategy")),
+            ("training data", ", ".join(Path(str(args[k])).name for k in ("train", "test") if args.get(k))),
+            ("training time", f"{metrics['seconds']['total']:,.0f} s" if metrics.get("seconds", {}).get("total")
+             else None)]
+    settings = [(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value)
+                for key, value in rows if value is not None]
+    results = [(label, metrics[key]) for key, label in METRICS if metrics.get(key) is not None]
+    head, tail = head_tail_ends(maxlen)
+    card = ModelCard.from_template(
+        card_data(metrics, name), template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
+        name=name, classes=metrics.get("classes") or list(config.id2label.values()),
+        differs=differences_from_recipe(metrics, config), maxlen=maxlen, kept=maxlen - 2, mode=mode,
+        head=head, tail=tail, parity=parity, settings=settings if args else None,
+        trained_with=metrics.get("versions", {}), exported_with=versions,
+        results=results if metrics.get("accuracy") is not None else None, per_class=metrics.get("per_class") or {})
+    return str(card)
 
 
 def main(argv=None):

@@ -17,20 +17,19 @@ model of the same architecture, which torch.onnx exports in seconds.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import random
 import shutil
-import tempfile
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
+from imdb_distilbert import cli, files, packages
+from imdb_distilbert.data import reading
 from imdb_distilbert.inference import backends
 from imdb_distilbert.export import quantize
-from imdb_distilbert.data import truncation
+from imdb_distilbert.data import batching, truncation
 from imdb_distilbert.errors import UserError, run_cli
 
 from imdb_distilbert import ROOT
@@ -46,8 +45,7 @@ OPSET = 17
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    cli.add_model_option(p)
     p.add_argument("--reviews", type=Path, metavar="PATH",
                    help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) (default: the test "
                    "split the run was trained with, from its metrics.json, when it is there; else data/sample/test.xlsx)")
@@ -65,17 +63,10 @@ def parse_args(argv=None):
 
 
 def check_packages():
-    missing = [name for name in ("torch", "onnx", "onnxruntime", "tokenizers") if not installed(name)]
+    missing = packages.missing(("torch", "onnx", "onnxruntime", "tokenizers"))
     if missing:
         raise UserError(f"exporting needs {', '.join(missing)}, which is not installed; "
                         "run `pip install -r requirements-export.txt` first.")
-
-
-def installed(name):
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
 
 
 def to_pytorch(tf_model):
@@ -119,7 +110,7 @@ def settings(preproc, tokenizer_file, folder):
         "pad_token_id": int(tok.pad_token_id),
         "inputs": ["input_ids", "attention_mask"],
         "opset": OPSET,
-        "versions": {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime", "transformers", "tensorflow", "ktrain")},
+        "versions": packages.versions(("torch", "onnx", "onnxruntime", "transformers", "tensorflow", "ktrain"), python=False),
     }
 
 
@@ -129,10 +120,12 @@ def check_parity(predictor, model_dir, folder, texts, batch_size=8):
     import numpy as np
     from tqdm.auto import tqdm
 
-    texts = sorted(texts, key=len)  # ktrain pads each call to its longest review: similar lengths together
+    # Shortest first (in characters), in calls of 32: ktrain pads each call to its longest review (data/batching.py).
+    texts = [texts[i] for i in batching.by_length([len(t) for t in texts])]
     cut = truncation.like_saved_run(texts, model_dir, predictor.preproc.get_tokenizer())
-    expected = np.concatenate([predictor.predict(cut[i:i + 32], return_proba=True)
-                               for i in tqdm(range(0, len(cut), 32), desc="TensorFlow", unit="batch", leave=False)])
+    calls = batching.cut(np.arange(len(cut)), 32)
+    expected = np.concatenate([predictor.predict([cut[i] for i in batch], return_proba=True)
+                               for batch in tqdm(calls, desc="TensorFlow", unit="batch", leave=False)])
     few = np.linspace(0, len(texts) - 1, min(len(texts), FP32_CHECKED)).round().astype(int)  # short to long
     report = {"n_reviews": len(texts)}
     for backend, rows in (("onnx", few), ("onnx-int8", np.arange(len(texts)))):
@@ -179,10 +172,8 @@ def main(argv=None):
     args = parse_args(argv)
     backends.check_predictor_folder(args.model)
     check_packages()
-    from imdb_distilbert.inference import predict
-
     reviews = args.reviews or default_reviews(args.model)
-    texts = predict.read_texts(reviews)  # bad input is reported before TensorFlow loads
+    texts = reading.read_texts(reviews)  # bad input is reported before TensorFlow loads
     if len(texts) > args.n:
         texts = [texts[i] for i in sorted(random.Random(0).sample(range(len(texts)), args.n))]
     started = time.time()
@@ -192,15 +183,14 @@ def main(argv=None):
 
     predictor = ktrain.load_predictor(str(args.model))
     folder = args.model.resolve()
-    for stale in folder.glob(".onnx-export-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=folder))
-    try:
+    tokenizer_file = "tokenizer.json"
+    # The files go into the folder only if the block finishes; onnx.json last: the ONNX backends look for it first.
+    into_place = (*backends.ONNX_FILES.values(), tokenizer_file, backends.ONNX_SETTINGS)
+    with files.atomic_files(folder, "onnx-export", into_place) as staging:
         print(f"exporting {folder} to ONNX (opset {OPSET})...")
         export_onnx(to_pytorch(predictor.model), staging / backends.ONNX_FILES["onnx"])
         print("quantizing to int8...")
         quantize.per_token_int8(staging / backends.ONNX_FILES["onnx"], staging / backends.ONNX_FILES["onnx-int8"])
-        tokenizer_file = "tokenizer.json"
         if not (folder / tokenizer_file).is_file():  # ktrain saves it for fast tokenizers; write it if not
             predictor.preproc.tok.backend_tokenizer.save(str(staging / tokenizer_file))
         info = settings(predictor.preproc, tokenizer_file, folder)
@@ -230,14 +220,8 @@ def main(argv=None):
                   "or less in at least 95%)")
         info["parity"] = parity
         (staging / backends.ONNX_SETTINGS).write_text(json.dumps(info, indent=2) + "\n")
-
-        # Into place; onnx.json last, since the ONNX backends look for it first.
-        for name in (*backends.ONNX_FILES.values(), tokenizer_file, backends.ONNX_SETTINGS):
-            if name == tokenizer_file and (folder / name).exists():
-                continue
-            os.replace(staging / name, folder / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if (folder / tokenizer_file).exists():  # the folder keeps its own: the copy was for the check
+            (staging / tokenizer_file).unlink()
     sizes = ", ".join(f"{name} {(folder / name).stat().st_size / 1e6:.1f} MB" for name in backends.ONNX_FILES.values())
     print(f"wrote {sizes} and {backends.ONNX_SETTINGS} to {folder} in {time.time() - started:.0f} s")
 

@@ -9,22 +9,18 @@ or src/compat.py, so a server can score without a TensorFlow install (requiremen
 
 import functools
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from imdb_distilbert.data import truncation
+from imdb_distilbert.data import batching, truncation
 from imdb_distilbert.errors import UserError
 
 BACKENDS = ("ktrain", "onnx", "onnx-int8")
 ONNX_SETTINGS = "onnx.json"  # written by src/export.py next to the ONNX files
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
-# Word pieces per ONNX Runtime call (padding included), on top of the batch size: on a CPU, a call's
-# activations should stay in cache. Full-size DistilBERT, onnx-int8, 96 real reviews, 2 cores
-# (docs/inference.md): at maxlen 400, batches of 32 score 12.2-12.7 reviews/s, at most 1,024 tokens
-# per call 15.9-16.8; at maxlen 128, 37.6 against 41.6-41.8. A server's batch of 32 reviews that
-# arrived together, split this way, scores as fast as predict.py's length-sorted batches.
-MAX_TOKENS = 1024
+MAX_TOKENS = batching.ONNX_MAX_TOKENS  # word pieces per ONNX Runtime call, padding included (why: data/batching.py)
 
 
 def check_predictor_folder(model_dir):
@@ -36,6 +32,19 @@ def check_predictor_folder(model_dir):
     if not model_dir.is_dir() or not (model_dir / "tf_model.preproc").is_file():
         raise UserError(f"--model {model_dir} is not a saved predictor (it has no tf_model.preproc); "
                         "give the folder src/train.py saved.")
+
+
+def has_onnx_export(model_dir: str | Path, backend: str = "onnx-int8") -> bool:
+    """Whether `model_dir` holds src/export.py's files for `backend` (onnx or onnx-int8)."""
+    model_dir = Path(model_dir)
+    return (model_dir / ONNX_SETTINGS).is_file() and (model_dir / ONNX_FILES[backend]).is_file()
+
+
+def check_onnx_export(model_dir: str | Path, backend: str) -> None:
+    """Stop with one sentence unless `model_dir` holds src/export.py's files for `backend`."""
+    if not has_onnx_export(model_dir, backend):
+        raise UserError(f"{model_dir} has no ONNX export yet ({ONNX_FILES[backend]}); run "
+                        f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
 
 
 def load(model_dir, backend="ktrain", batch_size=32):
@@ -79,8 +88,8 @@ class KtrainBackend:
         # longest text (up to maxlen), so this gives the same probabilities as one call on all texts.
         texts = truncation.like_saved_run(texts, self.model_dir, self.predictor.preproc.get_tokenizer())
         chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start:start + self.batch_size])
+        for batch in batching.cut(np.arange(len(texts)), self.batch_size):  # in the order given
+            chunk = [texts[i] for i in batch]
             chunks.append(np.asarray(self.predictor.predict(chunk, return_proba=True), dtype=np.float32))
             if done:
                 done(len(chunk))
@@ -93,9 +102,7 @@ class OnnxBackend:
     def __init__(self, model_dir, backend="onnx", batch_size=32, threads=None):
         model_dir = Path(model_dir)
         settings_path, model_path = model_dir / ONNX_SETTINGS, model_dir / ONNX_FILES[backend]
-        if not settings_path.is_file() or not model_path.is_file():
-            raise UserError(f"{model_dir} has no ONNX export yet ({model_path.name}); run "
-                            f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
+        check_onnx_export(model_dir, backend)
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -147,18 +154,17 @@ class OnnxBackend:
 
     def batches(self, lengths):
         """Indices of the texts, sorted by length and cut into batches of at most `batch_size` texts
-        and MAX_TOKENS padded word pieces (at least one text each)."""
-        order = np.argsort(lengths, kind="stable")  # neighbours have similar lengths
-        start = 0
-        while start < len(order):
-            end = start + 1
-            while (end < len(order) and end - start < self.batch_size
-                   and (end - start + 1) * lengths[order[end]] <= MAX_TOKENS):
-                end += 1
-            yield order[start:end]
-            start = end
+        and MAX_TOKENS padded word pieces (at least one text each): batching.onnx_batches."""
+        return batching.onnx_batches(lengths, self.batch_size, MAX_TOKENS)
 
 
 def softmax(logits):
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def rows(texts: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> Iterator[dict]:
+    """One dict per text: text, label, and prob_<class> for each class (what predict.py writes and serve.py answers)."""
+    for text, p in zip(texts, proba):
+        yield {"text": text, "label": classes[int(p.argmax())],
+               **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p)}}

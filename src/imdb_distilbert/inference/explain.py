@@ -40,12 +40,12 @@ import json
 import numpy as np
 
 from imdb_distilbert import config
-from imdb_distilbert.data import truncation
+from imdb_distilbert.data import batching, truncation
 from imdb_distilbert.errors import UserError
 
 STEPS = 3  # points on the integration path: see the module docstring and docs/explain.md
-TOKENS_PER_CALL = 4096  # path points x tokens per model call: several full-length reviews, or many short ones
-BUCKET = 32  # lengths are padded to a multiple of this, so TensorFlow's CPU kernels set up for one length are reused
+TOKENS_PER_CALL = batching.EXPLAIN_TOKENS_PER_CALL  # path points x tokens per model call (why: data/batching.py)
+BUCKET = batching.EXPLAIN_BUCKET  # lengths are padded to a multiple of this (why: data/batching.py)
 
 
 def load(predictor_or_folder):
@@ -80,18 +80,12 @@ def explain(predictor_or_folder, texts, steps=STEPS, cut=None, done=None):
     model = Explainer(predictor, steps)
     # Reviews of similar length share a model call (less padding), up to TOKENS_PER_CALL path tokens.
     lengths = [min(len(model.tokenizer.tokenize(t)) + 2, model.maxlen) for t in texts]
-    order = np.argsort(lengths, kind="stable")
     results = [None] * len(texts)
-    batch = []
-    for n, i in enumerate(order):
-        batch.append(i)
-        last = n + 1 == len(order)
-        if last or (len(batch) + 1) * max(steps, 1) * lengths[order[n + 1]] > TOKENS_PER_CALL:
-            for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut)):
-                results[j] = found
-            if done:
-                done(len(batch))
-            batch = []
+    for batch in batching.explain_batches(lengths, steps, TOKENS_PER_CALL):
+        for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut)):
+            results[j] = found  # back in the order given
+        if done:
+            done(len(batch))
     return results
 
 
@@ -144,7 +138,7 @@ class Explainer:
         (lists of token ids): all their path points in one forward and one backward pass."""
         tf = self.tf
         width, steps = max(len(ids) for ids in batch), len(self.alphas)
-        width = min(-(-width // BUCKET) * BUCKET, max(self.maxlen, width))  # masked padding: same scores
+        width = batching.explain_width(width, self.maxlen, BUCKET)  # masked padding: same scores
         ids = np.full((len(batch), width), self.tokenizer.pad_token_id)
         mask = np.zeros((len(batch), width), dtype=np.int32)
         moves = np.zeros((len(batch), width, 1), dtype=np.float32)  # 1 where the embedding moves: not [CLS], [SEP], padding

@@ -19,26 +19,24 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from imdb_distilbert import compat
+from imdb_distilbert import cli, compat, files
 from imdb_distilbert.inference import backends
+from imdb_distilbert.inference.backends import rows
 from imdb_distilbert.data import reading
 from imdb_distilbert.data import truncation
+from imdb_distilbert.data.reading import non_empty, read_texts
 from imdb_distilbert.errors import UserError, run_cli
 
-from imdb_distilbert import ROOT
-TEXT_COLUMN = "Reviews"
+TEXT_COLUMN = reading.TEXT_COLUMN
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to classify; - reads standard input, one review per line")
-    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    cli.add_model_option(p)
     p.add_argument("--file", type=Path, metavar="PATH", help="reviews to classify: .xlsx or .csv (one review per row "
                    "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) or .txt (one review per line)")
     p.add_argument("--column", default=TEXT_COLUMN, help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
@@ -65,57 +63,6 @@ def parse_args(argv=None):
     return args
 
 
-def read_texts(path, column=TEXT_COLUMN):
-    """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str.
-
-    CSV and .txt files are decoded as src/tables.py says (UTF-8, UTF-16 or Windows-1252). A .txt file whose first
-    line is a tab-separated header naming `column` (Excel's "Unicode Text" save) is read as a table.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; give an .xlsx, .csv or .txt file of reviews.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".txt":
-            text, encoding = reading.decode(path)
-            header = text.split("\n", 1)[0].rstrip("\r").split("\t")
-            if len(header) > 1 and column in header:  # Excel's "Unicode Text" save: a table with a header line
-                texts = column_of(reading.parse(path, text, encoding), column, path)
-            else:
-                reading.say(path, encoding, "one review per line")
-                texts = text.splitlines()
-        elif suffix == ".csv":
-            texts = column_of(reading.read_csv(path), column, path)
-        elif suffix in (".xlsx", ".xls"):
-            texts = column_of(pd.read_excel(path, dtype=str), column, path)
-        else:
-            raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
-    except UserError:
-        raise
-    except pd.errors.EmptyDataError:
-        texts = []
-    except Exception as error:  # openpyxl, zipfile, pandas and the codecs each raise their own kinds
-        raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or .txt file of reviews.") from None
-    texts = non_empty(texts)
-    if not texts:
-        raise UserError(f"{path} has no reviews to classify" + (f" in its {column} column." if suffix != ".txt" else "."))
-    return texts
-
-
-def column_of(frame, column, path):
-    """The texts of `frame`'s `column` (empty cells as ""), or UserError naming the columns it has."""
-    if column not in frame.columns:
-        raise UserError(f"{path} has no {column} column (it has: {', '.join(map(str, frame.columns)) or 'none'}); "
-                        "name the text column with --column.")
-    return frame[column].fillna("").tolist()
-
-
-def non_empty(texts):
-    return [t.strip() for t in texts if t and t.strip()]
-
-
 def gather_texts(args):
     if args.file:
         return read_texts(args.file, args.column)
@@ -126,12 +73,6 @@ def gather_texts(args):
     if not texts:
         raise UserError("there are no reviews to classify (the texts given were empty); give at least one non-empty text.")
     return texts
-
-
-def rows(texts, proba, classes):
-    """One dict per text: text, label, and prob_<class> for each class."""
-    for text, p in zip(texts, proba):
-        yield {"text": text, "label": classes[int(p.argmax())], **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p)}}
 
 
 def with_top_words(rows, explanations, n):
@@ -170,19 +111,6 @@ def format_rows(rows, as_json, for_terminal=False):
     return out.getvalue()
 
 
-def write_atomically(path, content):
-    """Write `content` to `path` completely or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.backend == "ktrain" and argv is None:  # a command (src/predict.py), not a call from Python
@@ -206,7 +134,7 @@ def main(argv=None):
             found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1], done=bar.update)
         predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
-        write_atomically(args.out, format_rows(predictions, args.json))
+        files.atomic_file(args.out, format_rows(predictions, args.json))
         counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
         print(f"wrote {len(predictions)} predictions ({counts}) to {args.out}")
     else:

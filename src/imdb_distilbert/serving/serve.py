@@ -36,14 +36,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
+from importlib import resources
 
+from imdb_distilbert import cli, packages
 from imdb_distilbert.inference import backends
 from imdb_distilbert.inference import explain
-from imdb_distilbert.inference import predict
 from imdb_distilbert.errors import UserError, run_cli
 
-from imdb_distilbert import ROOT
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
 MAX_TEXTS = 64  # texts per request
 MAX_CHARS = 20_000  # characters per text (the longest IMDB review has about 13,700)
@@ -60,8 +59,7 @@ LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the m
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="the predictor folder src/train.py saved (default: models/distilbert-imdb)")
+    cli.add_model_option(p)
     p.add_argument("--backend", choices=backends.BACKENDS,
                    help="default: onnx-int8 when the folder has an ONNX export (src/export.py), else ktrain")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -90,8 +88,7 @@ def parse_args(argv=None):
 
 def default_backend(model_dir):
     """onnx-int8 when `model_dir` has an ONNX export, else ktrain; and why, in words."""
-    model_dir = Path(model_dir)
-    if (model_dir / backends.ONNX_SETTINGS).is_file() and (model_dir / backends.ONNX_FILES["onnx-int8"]).is_file():
+    if backends.has_onnx_export(model_dir, "onnx-int8"):
         return "onnx-int8", "the folder has an ONNX export"
     return "ktrain", "the folder has no ONNX export; run src/export.py for the faster onnx-int8"
 
@@ -212,16 +209,8 @@ def below_the_model():
 
 def why_no_explanations():
     """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
-    import importlib.util
-
-    for name in ("tensorflow", "tf_keras", "ktrain"):
-        try:
-            found = importlib.util.find_spec(name)
-        except ImportError:
-            found = None
-        if found is None:
-            return f"{name} is not installed; install requirements.txt to have them"
-    return None
+    missing = packages.missing(("tensorflow", "tf_keras", "ktrain"))
+    return f"{missing[0]} is not installed; install requirements.txt to have them" if missing else None
 
 
 class Explanations:
@@ -284,19 +273,48 @@ async def read_texts(request, max_texts=MAX_TEXTS):
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
-def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
-    """The web app. `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`);
-    `max_queue`: the texts waiting for the model (or in it) beyond which /predict answers 503."""
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.responses import HTMLResponse, JSONResponse
-    from starlette.routing import Route
+def answer(body, status=200, headers=None):
+    """A JSON response (starlette is imported only when a server runs)."""
+    from starlette.responses import JSONResponse
 
-    state = {}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error(status, message):
+    return answer({"error": message}, status)
+
+
+def busy(refused):
+    """503 for a request refused because the queue is full: the reason, and when to try again."""
+    return answer({"error": str(refused), "retry_after": refused.retry_after}, 503,
+                  {"Retry-After": str(refused.retry_after)})
+
+
+def cut_when_stopping(handler):
+    """`handler`, answering 503 when uvicorn cancels it, --stop-timeout seconds after SIGTERM or Ctrl-C
+    (uvicorn would print a traceback and answer 500)."""
+    async def answered(request):
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            return error(503, "the server stopped before this request was finished; send it again.")
+    return answered
+
+
+class App:
+    """The web app's state and its handlers: the page, GET /health, POST /predict and POST /explain, errors.
+    `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`); `max_queue`: the
+    texts waiting for the model (or in it) beyond which /predict answers 503. The Batcher is made at startup."""
+
+    def __init__(self, model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+        self.model, self.backend, self.max_queue = model, backend, max_queue
+        self.explanations, self.no_explain_because = explanations, no_explain_because
+        self.batcher = None
 
     @asynccontextmanager
-    async def lifespan(app):
-        batcher = state["batcher"] = Batcher(model, max_queue=max_queue)
+    async def lifespan(self, app):
+        batcher = self.batcher = Batcher(self.model, max_queue=self.max_queue)
+        explanations = self.explanations
         loop = asyncio.get_running_loop()
         for executor in [batcher.executor, *([explanations.executor] if explanations else [])]:
             await loop.run_in_executor(executor, lambda: None)  # their threads start now, at normal priority
@@ -308,76 +326,73 @@ def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_Q
         if explanations:
             explanations.executor.shutdown(wait=False, cancel_futures=True)
 
-    def error(status, message):
-        return JSONResponse({"error": message}, status_code=status)
+    async def page(self, request):
+        from starlette.responses import HTMLResponse
 
-    def busy(refused):
-        return JSONResponse({"error": str(refused), "retry_after": refused.retry_after}, status_code=503,
-                            headers={"Retry-After": str(refused.retry_after)})
+        return HTMLResponse(PAGE)
 
-    def cut_when_stopping(route):
-        """`route`, answering 503 when uvicorn cancels it, --stop-timeout seconds after SIGTERM or Ctrl-C
-        (uvicorn would print a traceback and answer 500)."""
-        async def answered(request):
-            try:
-                return await route(request)
-            except asyncio.CancelledError:
-                return error(503, "the server stopped before this request was finished; send it again.")
-        return answered
+    async def health(self, request):
+        batcher, explanations = self.batcher, self.explanations
+        return answer({"status": "ok", "backend": self.backend, "classes": self.model.classes,
+                       "explain": explanations is not None,
+                       **({} if explanations else {"explain_off_because": self.no_explain_because}),
+                       "requests_scored": batcher.requests, "model_calls": batcher.batches,
+                       "batch_size": self.model.batch_size,  # reviews per model call at most (--batch-size)
+                       "queue": {"texts": batcher.bound.health(),
+                                 **({"explain_requests": explanations.bound.health()} if explanations else {})}})
 
-    async def predict_route(request):
+    async def predict_route(self, request):
         try:
             texts = await read_texts(request)
         except BadRequest as bad:
             return error(bad.status, str(bad))
         try:
-            proba = await state["batcher"].predict_proba(texts)
+            proba = await self.batcher.predict_proba(texts)
         except Busy as refused:
             return busy(refused)
         except Exception as failure:  # noqa: BLE001  (a model failure must not take the server down)
             print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the model failed on this request; see the server's log.")
-        rows = [{k: v for k, v in row.items() if k != "text"} for row in predict.rows(texts, proba, model.classes)]
-        return JSONResponse({"backend": backend, "predictions": rows})
+        rows = [{k: v for k, v in row.items() if k != "text"} for row in backends.rows(texts, proba, self.model.classes)]
+        return answer({"backend": self.backend, "predictions": rows})
 
-    async def explain_route(request):
+    async def explain_route(self, request):
+        explanations = self.explanations
         if explanations is None:
-            return error(503, f"explanations are off on this server: {no_explain_because}.")
+            return error(503, f"explanations are off on this server: {self.no_explain_because}.")
         try:
             texts = await read_texts(request, MAX_EXPLAIN_TEXTS)
         except BadRequest as bad:
             return error(bad.status, str(bad))
         try:
             with explanations.bound.admit(1):
-                found = await asyncio.get_running_loop().run_in_executor(explanations.executor, explanations.explain, texts)
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(explanations.executor, explanations.explain, texts)
         except Busy as refused:
             return busy(refused)
         except Exception as failure:  # noqa: BLE001  (as for /predict)
             print(f"error explaining {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the explanation failed on this request; see the server's log.")
         found = [{**f, "html": explain.highlight(f)} for f in found]  # what the page shows
-        return JSONResponse({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
+        return answer({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
 
-    async def health(request):
-        batcher = state["batcher"]
-        return JSONResponse({"status": "ok", "backend": backend, "classes": model.classes,
-                             "explain": explanations is not None,
-                             **({} if explanations else {"explain_off_because": no_explain_because}),
-                             "requests_scored": batcher.requests, "model_calls": batcher.batches,
-                             "batch_size": model.batch_size,  # reviews per model call at most (--batch-size)
-                             "queue": {"texts": batcher.bound.health(),
-                                       **({"explain_requests": explanations.bound.health()} if explanations else {})}})
+    async def http_error(self, request, exc):
+        """404 and 405, in JSON like every other error, saying what there is."""
+        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; "
+                                      "use GET /, GET /health, POST /predict or POST /explain.")
 
-    async def page(request):
-        return HTMLResponse(PAGE)
 
-    async def http_error(request, exc):
-        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; use GET /, GET /health, POST /predict or POST /explain.")
+def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+    """The web app: App's handlers on their routes (arguments as for App)."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
 
-    routes = [Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),
-              Route("/predict", cut_when_stopping(predict_route), methods=["POST"]),
-              Route("/explain", cut_when_stopping(explain_route), methods=["POST"])]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app = App(model, backend, explanations, no_explain_because, max_queue)
+    routes = [Route("/", app.page, methods=["GET"]), Route("/health", app.health, methods=["GET"]),
+              Route("/predict", cut_when_stopping(app.predict_route), methods=["POST"]),
+              Route("/explain", cut_when_stopping(app.explain_route), methods=["POST"])]
+    return Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error})
 
 
 def listen(host, port):
@@ -459,104 +474,5 @@ def stopping_server(config):
     return Server(config)
 
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>IMDB review sentiment</title>
-<style>
-  body { font-family: system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-  textarea { width: 100%; box-sizing: border-box; font: inherit; padding: .5rem; }
-  button { font: inherit; padding: .4rem 1.2rem; margin-top: .5rem; cursor: pointer; }
-  #result { margin-top: 1.2rem; min-height: 3rem; }
-  #label { font-weight: bold; font-size: 1.3rem; }
-  .track { background: #eee; height: 1rem; border-radius: .5rem; overflow: hidden; margin-top: .4rem; }
-  #bar { background: #3a7; height: 100%; width: 0; transition: width .2s; }
-  #bar.neg { background: #c44; }
-  #error { color: #b00; }
-  #why { margin-top: 1rem; }
-  #key, #note { font-size: .85rem; color: #555; }
-  #key span { padding: 0 .3em; border-radius: 3px; }
-  #words { line-height: 1.7; white-space: pre-wrap; }
-  #words span[data-score] { border-radius: 3px; }
-  #words .cut { color: #999; }
-</style>
-</head>
-<body>
-<h1>Is this review positive or negative?</h1>
-<textarea id="review" rows="8" placeholder="Paste or type a movie review"></textarea>
-<button id="classify" type="button">Classify</button>
-<div id="result" aria-live="polite">
-  <span id="label"></span> <span id="probability"></span>
-  <div class="track"><div id="bar"></div></div>
-  <p id="error"></p>
-</div>
-<div id="why" aria-live="polite">
-  <div id="key"></div>
-  <p id="words"></p>
-  <p id="note"></p>
-</div>
-<script>
-const $ = (id) => document.getElementById(id);
-const health = fetch("health").then((r) => r.json()).catch(() => ({explain: false}));
-
-// The review highlighted: src/explain.py's HTML (explain.highlight, the colours of top_losses.html),
-// each word on a green (towards the explained label) or red (away from it) background, as strong as its
-// score; the text the model did not read (longer than maxlen) in grey. Its text is HTML-escaped there.
-function highlight(found) {
-  const label = found.label;
-  $("words").innerHTML = found.html;
-  const others = Object.keys(found.probabilities).filter((c) => c !== label).join(", ");
-  $("key").replaceChildren();
-  const to = document.createElement("span"), away = document.createElement("span");
-  to.textContent = "towards " + label; to.style.background = "rgba(0, 150, 0, 0.45)";
-  away.textContent = "towards " + others; away.style.background = "rgba(220, 0, 0, 0.45)";
-  $("key").append("The words that decided it: ", to, " ", away);
-  let note = found.tokens_cut ? `The model read ${found.tokens_read} word pieces; the grey text (${found.tokens_cut}) was cut. ` : "";
-  if (label !== $("label").textContent) {
-    note += `The words are explained for the TensorFlow model, which says ${label} (${found.probabilities[label].toFixed(4)}).`;
-  }
-  $("note").textContent = note;
-}
-
-async function explain(text) {
-  const info = await health;
-  if (!info.explain) {
-    $("note").textContent = "Word highlighting is off on this server: " + info.explain_off_because + ".";
-    return;
-  }
-  $("note").textContent = "Finding the words that decided it...";
-  const response = await fetch("explain", {method: "POST", headers: {"Content-Type": "application/json"},
-                                           body: JSON.stringify({texts: [text]})});
-  const answer = await response.json();
-  if (!response.ok) { $("note").textContent = answer.error; return; }
-  highlight(answer.explanations[0]);
-}
-
-$("classify").addEventListener("click", async () => {
-  const text = $("review").value;
-  for (const id of ["error", "label", "probability", "key", "words", "note"]) $(id).textContent = "";
-  $("bar").style.width = "0";
-  $("classify").disabled = true;
-  try {
-    const response = await fetch("predict", {method: "POST", headers: {"Content-Type": "application/json"},
-                                             body: JSON.stringify({texts: [text]})});
-    const answer = await response.json();
-    if (!response.ok) { $("error").textContent = answer.error; return; }
-    const p = answer.predictions[0], probability = p["prob_" + p.label];
-    $("label").textContent = p.label;
-    $("probability").textContent = probability.toFixed(4);
-    $("bar").style.width = (100 * probability).toFixed(1) + "%";
-    $("bar").className = p.label;
-    await explain(text);
-  } catch (failure) {
-    $("error").textContent = "the server did not answer (" + failure + ")";
-  } finally {
-    $("classify").disabled = false;
-  }
-});
-</script>
-</body>
-</html>
-"""
+# The web page, read once: templates/page.html, served as it is (everything it needs is in it).
+PAGE = (resources.files("imdb_distilbert.serving") / "templates" / "page.html").read_text(encoding="utf-8")

@@ -22,19 +22,18 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from imdb_distilbert import cli
 from imdb_distilbert.inference import backends
 from imdb_distilbert.data import reading
 from imdb_distilbert.errors import UserError, run_cli
 
 import imdb_distilbert
-from imdb_distilbert import ROOT
 SNIFF_BYTES = 1 << 22  # a CSV input's encoding is found from the first 4 MiB of its first file
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", default=ROOT / "models" / "distilbert-imdb",
-                   help="the predictor folder, exported with src/export.py (default: models/distilbert-imdb)")
+    cli.add_model_option(p, "the predictor folder, exported with src/export.py")
     p.add_argument("--input", required=True, metavar="PATH", help="Parquet (a file or a folder of them) or CSV "
                    "(a path ending in .csv, with a header line); any path Spark reads, such as hdfs:// or s3a://")
     p.add_argument("--output", required=True, metavar="PATH", help="where to write the scored rows, as a folder of Parquet files")
@@ -58,9 +57,7 @@ def parse_args(argv=None):
 def check_model(model_dir, backend):
     """The model folder has the files the executors need; stop with one sentence if not."""
     backends.check_predictor_folder(model_dir)
-    if not (model_dir / backends.ONNX_SETTINGS).is_file() or not (model_dir / backends.ONNX_FILES[backend]).is_file():
-        raise UserError(f"{model_dir} has no ONNX export yet ({backends.ONNX_FILES[backend]}); run "
-                        f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
+    backends.check_onnx_export(model_dir, backend)
 
 
 def pack_model(model_dir, backend, folder):
@@ -251,6 +248,8 @@ def write_atomically(spark, frame, output):
     """Write `frame` as Parquet to a hidden folder beside `output`, then rename it to `output`.
 
     A failed or interrupted job leaves no `output` (and an earlier one, with --overwrite, stays until the end).
+    The package's own writer (files.atomic_folder) is for local folders: this one goes through Hadoop's file
+    system API, so that `output` may be on hdfs://, s3a:// or any file system Spark writes to.
     """
     fs, target = hadoop_fs(spark, output)
     staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")

@@ -2,13 +2,12 @@
 
 import platform
 import resource
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from imdb_distilbert import config
+from imdb_distilbert import config, packages
 from imdb_distilbert.training import plots
 from imdb_distilbert.data import truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
@@ -126,5 +125,4 @@ def peak_memory_mb():
 
 def package_versions():
     """The versions that produced a run, for metrics.json."""
-    names = ["ktrain", "tensorflow", "tf_keras", "transformers", "pandas", "numpy", "scikit-learn"]
-    return {"python": platform.python_version(), **{name: metadata.version(name) for name in names}}
+    return packages.versions(["ktrain", "tensorflow", "tf_keras", "transformers", "pandas", "numpy", "scikit-learn"])

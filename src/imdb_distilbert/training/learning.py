@@ -9,8 +9,6 @@ import itertools
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from imdb_distilbert.network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
@@ -26,9 +24,11 @@ from ktrain import text, utils  # noqa: E402
 from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
 from ktrain.text.dataset import TransformerDataset  # noqa: E402
 
-from imdb_distilbert.data import truncation  # noqa: E402
+from imdb_distilbert.data import batching, truncation  # noqa: E402
+from imdb_distilbert.data.batching import bucket_width  # noqa: E402  (also learning.bucket_width for the tests)
 from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
 from imdb_distilbert.errors import UserError  # noqa: E402
+from imdb_distilbert import files  # noqa: E402
 
 
 def set_seed(seed):
@@ -79,37 +79,14 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
     return df
 
 
-# --- Batches of reviews of similar length, each padded only to its longest ----------------------------------
-
-MEGABATCH = 50  # batches per mega-batch, as in Hugging Face's group_by_length (transformers' LengthGroupedSampler)
-
-
-GROUPING_PAYS = 0.9  # --padding auto groups by length where it computes at most this share of fixed padding's tokens
-
+# --- Batches of reviews of similar length, each padded only to its longest (the policy: data/batching.py) -------
 
 def grouping_pays(data, maxlen):
-    """Whether batches of reviews of similar length would compute at most GROUPING_PAYS of the tokens of padding
-    every review to `maxlen` (counted at best: each review padded to its own bucket). At maxlen 400 IMDB's
-    reviews need 0.64 of them and grouping trains 1.6x faster; at 128 most reviews reach the cut (0.97), so
-    grouping saves nothing and ktrain's own batches, fully shuffled, are kept (docs/training.md)."""
-    lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
-    return padded_width(lengths, maxlen).sum() <= GROUPING_PAYS * len(lengths) * maxlen
-
-
-def padded_width(longest, maxlen):
-    """The tokens a batch whose longest review holds `longest` tokens is padded to (elementwise for an array):
-    rounded up to a multiple of bucket_width(maxlen), at most maxlen."""
-    bucket = bucket_width(maxlen)
-    return np.minimum(maxlen, -(-np.asarray(longest) // bucket) * bucket)
-
-
-def bucket_width(maxlen):
-    """Batches are padded to a multiple of this many tokens (or to `maxlen`): 8 x ceil(maxlen / 128).
-
-    So there are at most 16 widths, each a multiple of 8, whatever `maxlen` is: at 400, 32, 64, ..., 384 and 400
-    (13 widths). Few widths matter where a new input shape costs a compilation (XLA, a GPU's kernel tuning).
-    """
-    return 8 * math.ceil(maxlen / 128)
+    """batching.grouping_pays for ktrain's `data`: whether grouping by length would compute at most
+    batching.GROUPING_PAYS of fixed padding's tokens. At maxlen 400 IMDB's reviews need 0.64 of them and grouping
+    trains 1.6x faster; at 128 most reviews reach the cut (0.97), so grouping saves nothing and ktrain's own
+    batches, fully shuffled, are kept (docs/training.md)."""
+    return batching.grouping_pays(data.x[:, 1].sum(axis=1), maxlen)  # the attention mask: 1 for each real token
 
 
 class LengthGroupedDataset(TransformerDataset):
@@ -119,11 +96,10 @@ class LengthGroupedDataset(TransformerDataset):
     that work would be padding. Here each batch is padded only to its longest review, rounded up to a multiple
     of bucket_width(maxlen). Padding is masked out of attention, so a review's logits do not depend on it.
 
-    - Training, to_tfdataset(train=True): every epoch, Hugging Face's group_by_length scheme: shuffle, cut into
-      mega-batches of 50 batches, sort each by length, cut into batches. Then the batches are shuffled, with
-      the one holding the longest review first (as Hugging Face does: a batch too large for a GPU's memory
-      fails at once, not an hour in) and the short batch, if any, last. As many batches as ktrain makes
-      (ceil(n / batch_size)), so steps per epoch and the one-cycle schedule are ktrain's.
+    - Training, to_tfdataset(train=True): every epoch, Hugging Face's group_by_length scheme
+      (batching.training_epoch), the batch with the longest review first (a batch too large for a GPU's memory
+      fails at once, not an hour in). As many batches as ktrain makes (ceil(n / batch_size)), so steps per
+      epoch and the one-cycle schedule are ktrain's.
     - Evaluation, to_tfdataset(train=False): the reviews in order of length, longest first.
 
     The reviews are kept sorted that way (review k was review order[k] of the data it was made from;
@@ -132,7 +108,7 @@ class LengthGroupedDataset(TransformerDataset):
 
     def __init__(self, data, maxlen, seed=0):
         lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
-        self.order = np.argsort(-lengths, kind="stable")
+        self.order = batching.by_length(lengths, longest_first=True)
         x = data.x[self.order].astype(np.int32)
         if x.shape[2] < maxlen:  # ktrain pads a validation split only to its longest review
             x = np.pad(x, [(0, 0), (0, 0), (0, maxlen - x.shape[2])])
@@ -142,28 +118,15 @@ class LengthGroupedDataset(TransformerDataset):
 
     def training_batches(self, epoch):
         """The batches (arrays of positions) of training epoch `epoch`, counted from 0; the same for the same seed."""
-        rng = np.random.default_rng([self.seed, epoch])
-        size = self.batch_size
-        # Hugging Face's mega-batch: 50 batches, or fewer when there are fewer than 4 x 50 batches in all.
-        mega = size * max(1, min(MEGABATCH, len(self.x) // (size * 4)))
-        shuffled = rng.permutation(len(self.x))
-        batches = []
-        for start in range(0, len(shuffled), mega):
-            group = np.sort(shuffled[start:start + mega])  # in position order, which is length order
-            batches += [group[i:i + size] for i in range(0, len(group), size)]
-        full = [batch for batch in batches if len(batch) == size]
-        rng.shuffle(full)
-        longest = [batch for batch in full if batch[0] == 0]  # position 0 holds the longest review
-        return longest + [b for b in full if b[0] != 0] + [b for b in batches if len(b) < size]
+        return batching.training_epoch(len(self.x), self.batch_size, self.seed, epoch)
 
     def evaluation_batches(self):
         """The batches of evaluation: consecutive positions, longest reviews first."""
-        positions = np.arange(len(self.x))
-        return [positions[i:i + self.batch_size] for i in range(0, len(positions), self.batch_size)]
+        return batching.cut(np.arange(len(self.x)), self.batch_size)
 
     def width(self, batch):
         """The tokens `batch` is padded to: its longest review's, rounded up to the bucket width, at most maxlen."""
-        return int(padded_width(self.lengths[batch].max(), self.maxlen))
+        return int(batching.padded_width(self.lengths[batch].max(), self.maxlen))
 
     def tokens(self, batches):
         """Tokens (padding included) that `batches` hand the model."""
@@ -171,10 +134,7 @@ class LengthGroupedDataset(TransformerDataset):
 
     def in_given_order(self, values):
         """`values` (one row per review, in this dataset's order) in the order of the data it was made from."""
-        values = np.asarray(values)
-        given = np.empty_like(values)
-        given[self.order] = values
-        return given
+        return batching.in_given_order(values, self.order)
 
     def to_tfdataset(self, train=True):
         """The batches as a tf.data.Dataset, as ktrain's Learner asks for them: for training, repeated
@@ -433,54 +393,15 @@ class Checkpoints(tf.keras.callbacks.Callback):
 
 
 def save_predictor(learner, preproc, output, extra_files=None):
-    """Save a ktrain predictor (plus `extra_files`, name -> text or bytes) to `output`, all or nothing."""
-    def write(folder):
+    """Save a ktrain predictor (plus `extra_files`, name -> text or bytes) to `output`, all or nothing
+    (files.atomic_folder). Returns the folder."""
+    with files.atomic_folder(output) as folder:
         ktrain.get_predictor(learner.model, preproc).save(str(folder))
-        write_files(folder, extra_files or {})
-    return write_atomically(output, write)
+        files.write_files(folder, extra_files or {})
+    return Path(output).resolve()
 
 
-def save_files(output, files):
-    """Write `files` (name -> text or bytes) as the folder `output`, all or nothing."""
-    return write_atomically(output, lambda folder: write_files(folder, files))
-
-
-def write_files(folder, files):
-    for name, content in files.items():
-        (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-
-
-def write_atomically(output, write):
-    """Call `write(folder)` on a hidden folder next to `output`, then rename it to `output`.
-
-    An existing `output` is replaced only once the new folder is complete. A crash or Ctrl-C
-    mid-write leaves `output` as it was (absent, or the previous run's folder).
-    """
-    output = Path(output).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output.parent.glob(f".{output.name}.partial-*"):  # left by a run that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the predictor is an ordinary folder
-        write(staging)
-        replace_dir(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output
-
-
-def replace_dir(new, target):
-    """Move folder `new` to `target`, replacing any existing `target` only at the last moment."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+save_files = files.write_folder  # save_files(output, {name: text or bytes}): the folder all or nothing (--lr-find-only)
 
 
 def first_line(error):
