@@ -71,8 +71,7 @@ def speed(args, texts, steps_list):
     import tensorflow as tf
 
     from imdb_distilbert.data import batching
-    from imdb_distilbert.inference import backends
-    from imdb_distilbert.inference import explain
+    from imdb_distilbert.inference import backends, explain
 
     predictor = backends.KtrainBackend(args.model, batch_size=1).predictor
     tokens = [min(len(predictor.preproc.get_tokenizer().tokenize(t)) + 2, predictor.preproc.maxlen) for t in texts]
@@ -121,9 +120,8 @@ def delete(text, spans):
 def faithfulness(args, frame, steps_list, k=5, draws=3):
     import numpy as np
 
-    from imdb_distilbert.inference import backends
-    from imdb_distilbert.inference import explain
     from imdb_distilbert.data import truncation
+    from imdb_distilbert.inference import backends, explain
 
     model = backends.KtrainBackend(args.model)
     texts = list(frame["Reviews"])
@@ -212,6 +210,7 @@ def main(argv=None):
         steps_list = [int(s) for s in (args.steps or "1,3,8").split(",")]
         if args.model is None:
             import inference
+
             from imdb_distilbert.inference import predict
 
             args.model = Path(tempfile.mkdtemp(prefix="bench-explain-")) / "distilbert-full-size-random"

@@ -129,8 +129,8 @@ def speed(args, work):
     """Dynamic against per token on the full shape at maxlen 400: reviews/s of each round, in alternation."""
     import pandas as pd
 
-    from imdb_distilbert.inference import backends
     from imdb_distilbert.export import quantize
+    from imdb_distilbert.inference import backends
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import inference
@@ -158,8 +158,8 @@ def main(argv=None):
     import numpy as np
     import pandas as pd
 
-    from imdb_distilbert.inference import backends
     from imdb_distilbert.export import quantize
+    from imdb_distilbert.inference import backends
 
     work = Path(tempfile.mkdtemp(prefix="bench-int8-"))
     folder = work / args.model.name

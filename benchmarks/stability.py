@@ -68,8 +68,7 @@ def one_run(args, seed, padding):
     """Train and score one run in this process; returns its record."""
     from imdb_distilbert import compat  # noqa: F401  (before TensorFlow)
     from imdb_distilbert.data import dataset
-    from imdb_distilbert.training import evaluation
-    from imdb_distilbert.training import learning
+    from imdb_distilbert.training import evaluation, learning
 
     started = time.time()
     train_df, test_df = (dataset.sample(read_cached(args.data_dir / f"{name}.xlsx"), args.sample, seed)

@@ -114,10 +114,11 @@ def parse_args():
 
 
 def measure(spec):
+    import tensorflow as tf
+
     from imdb_distilbert import compat  # noqa: F401  (first: before TensorFlow)
     from imdb_distilbert.data import dataset
     from imdb_distilbert.training import learning
-    import tensorflow as tf
 
     reviews = dataset.read_split(spec["data"])
     n_train = spec["batch_size"] * (spec["warmup"] + spec["steps"])
@@ -144,10 +145,11 @@ def measure(spec):
 
 def measure_epoch(spec):
     """--padding, a TensorFlow arm: one epoch of the project's training path, padded spec["arm"]'s way."""
+    import tensorflow as tf
+
     from imdb_distilbert import compat  # noqa: F401  (first: before TensorFlow)
     from imdb_distilbert.data import dataset
     from imdb_distilbert.training import learning
-    import tensorflow as tf
 
     reviews = dataset.read_split(spec["data"])
     size, maxlen = spec["batch_size"], spec["maxlen"]
@@ -190,10 +192,17 @@ def epoch_summary(marks, shapes, lengths, maxlen, **extra):
 
 def measure_pytorch_epoch(spec):
     """--padding, the PyTorch arm: the Hugging Face Trainer with group_by_length=True and per-batch padding."""
-    from imdb_distilbert.data import dataset
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from imdb_distilbert.data import dataset
 
     reviews = dataset.read_split(spec["data"])
     tokenizer = AutoTokenizer.from_pretrained("distilbert-base-uncased")
@@ -225,10 +234,11 @@ def measure_pytorch_epoch(spec):
 
 def measure_evaluation(spec):
     """--padding: the test-split evaluation, learning.predict_proba against predictor.predict, in turn, rounds times."""
-    from imdb_distilbert import compat  # noqa: F401
-    from imdb_distilbert.data import dataset
     import ktrain
     import numpy as np
+
+    from imdb_distilbert import compat  # noqa: F401
+    from imdb_distilbert.data import dataset
     from imdb_distilbert.training import learning
 
     texts = list(dataset.read_split(spec["eval_data"])[dataset.TEXT])
@@ -280,10 +290,16 @@ def summarize(marks, spec, params, **extra):
 
 def measure_pytorch(spec):
     """The same model, data and step count under the Hugging Face Trainer in PyTorch, for comparison."""
-    from imdb_distilbert.data import dataset
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from imdb_distilbert.data import dataset
 
     reviews = dataset.read_split(spec["data"])[:spec["batch_size"] * (spec["warmup"] + spec["steps"])]
     tokenizer = AutoTokenizer.from_pretrained("distilbert-base-uncased")
@@ -328,8 +344,9 @@ def install_models(cache, names):
 
 def benchmark_data(path, n, folder, name="reviews.csv"):
     """The first-sampled `n` real reviews (both classes, shuffled), as a CSV the children read quickly."""
-    from imdb_distilbert.data import dataset
     import pandas as pd
+
+    from imdb_distilbert.data import dataset
 
     reviews = dataset.read_split(path)
     if len(reviews) < n:  # a small file (data/sample): use its reviews more than once; the cost is the same

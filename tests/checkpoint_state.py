@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 import numpy as np  # noqa: E402
+
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 
 
 def main(splits, folder):

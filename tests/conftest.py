@@ -21,12 +21,11 @@ HF_HOME = Path(tempfile.mkdtemp(prefix="imdb-distilbert-hf-"))
 os.environ.update(HF_HOME=str(HF_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
 os.environ.pop("IMDB_DATA_URL", None)
 
-from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 import pytest  # noqa: E402
-
 import synthetic  # noqa: E402
 import tiny_distilbert  # noqa: E402
 
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 
 # The seed of every tiny model the tests train, and of its random "pretrained" weights. tests/margins.py runs the
 # tests that assert what a trained model does over several seeds (and kernels), to show their margins.
@@ -120,7 +119,6 @@ def assert_scored_as_its_predictor(folder, test_split):
     what its saved predictor gives, review by review: the same accuracy and confusion matrix, the same loss to 1e-5,
     the same probabilities of the worst mistakes (reviews cut as the run cut them, as predict.py does).
     `test_split`: the run's test .xlsx."""
-    import numpy as np
     import pandas as pd
 
     from imdb_distilbert.inference import backends

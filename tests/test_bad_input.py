@@ -2,10 +2,10 @@
 
 import pandas as pd
 import pytest
-
-from imdb_distilbert.data import dataset
 import synthetic
 from conftest import assert_user_error, run_train
+
+from imdb_distilbert.data import dataset
 from imdb_distilbert.errors import UserError
 
 

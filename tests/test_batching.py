@@ -28,11 +28,11 @@ def every_kind_of_batches(lengths):
     n = len(lengths)
     return [
         ("training", batching.training_epoch(n, 6, seed=1, epoch=0)),
-        ("evaluation", batching.cut(np.arange(n), 6)),
+        ("evaluation", batching.chunks(np.arange(n), 6)),
         ("onnx", batching.onnx_batches(lengths, 32)),
         ("explain", batching.explain_batches(lengths, steps=3)),
-        ("budget only", batching.cut(batching.by_length(lengths), None, 1000, lengths)),
-        ("one batch", batching.cut(np.arange(n))),
+        ("budget only", batching.chunks(batching.by_length(lengths), None, 1000, lengths)),
+        ("one batch", batching.chunks(np.arange(n))),
     ]
 
 
@@ -49,7 +49,7 @@ def test_batch_size_and_token_budgets_are_respected(lengths):
     is over the budget; and the budget is used: the next text would not have fitted (no needlessly small batch)."""
     for batch_size, max_tokens, copies in [(32, 1024, 1), (7, 1024, 1), (None, 4096, 3), (None, 200, 1), (5, None, 1)]:
         order = batching.by_length(lengths)
-        batches = batching.cut(order, batch_size, max_tokens, lengths, copies)
+        batches = batching.chunks(order, batch_size, max_tokens, lengths, copies)
         for k, batch in enumerate(batches):
             cost = len(batch) * copies * lengths[batch].max()
             assert batch_size is None or len(batch) <= batch_size

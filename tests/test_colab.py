@@ -30,14 +30,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
-
-from imdb_distilbert.data import dataset
 import synthetic
 from colab_env import COLAB, build_colab_like, canonical, colab_pins, colab_python_version, fake_colab_kernel
 from conftest import ROOT, SEED, at_least, report, unavailable
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, check_tutorial_table, text_of
+
+from imdb_distilbert.data import dataset
 
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder

@@ -7,14 +7,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from safetensors.numpy import load_file
-
-from imdb_distilbert.data import dataset
 import synthetic
 import tiny_distilbert
-from imdb_distilbert.training import learning
-from imdb_distilbert import compat
 from conftest import HF_HOME, ROOT, run_train
+from safetensors.numpy import load_file
+
+from imdb_distilbert import compat
+from imdb_distilbert.data import dataset
+from imdb_distilbert.training import learning
 
 
 def test_keras2_is_selected():

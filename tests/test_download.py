@@ -6,10 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from imdb_distilbert.data import dataset
 import synthetic
 from conftest import ROOT, assert_user_error, run_train
+
+from imdb_distilbert.data import dataset
 from imdb_distilbert.errors import UserError
 
 

@@ -8,12 +8,11 @@ import json
 
 import pandas as pd
 import pytest
-
-from imdb_distilbert.data import dataset
-from imdb_distilbert.inference import predict
-from imdb_distilbert.data import reading
 from conftest import assert_user_error, run_predict
+
+from imdb_distilbert.data import dataset, reading
 from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import predict
 
 # Accents, curly quotes and apostrophes, dashes, an ellipsis and the euro sign (all in Windows-1252), commas,
 # semicolons, straight quotes and a line break inside a review.

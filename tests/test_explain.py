@@ -6,12 +6,11 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
-from imdb_distilbert.inference import explain
-from imdb_distilbert.inference import predict
 import synthetic
-from conftest import TINY, assert_user_error, at_least, at_most, run_predict, run_train
+from conftest import TINY, assert_user_error, at_least, run_predict, run_train
+
 from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import explain, predict
 
 POLARITY = set(synthetic.POSITIVE + synthetic.NEGATIVE)
 

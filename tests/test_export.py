@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from imdb_distilbert.inference import backends
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, at_most, run_predict, run_train
+
 from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import backends
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, most far longer than the tiny model's maxlen of 32
 
@@ -157,8 +157,9 @@ def test_the_check_reads_the_runs_own_test_split(tmp_path):
 def test_the_int8_check_is_a_binomial_test():
     """--min-agreement 0.99 on the default 1,000 reviews: int8 that keeps exactly 99% of the labels is refused in
     under 5% of exports, and int8 that keeps 97.7% or less in at least 95% of them."""
-    from imdb_distilbert.export import onnx_export
     from scipy.stats import binom
+
+    from imdb_distilbert.export import onnx_export
 
     n = onnx_export.CHECKED
     refused = [changed for changed in range(n + 1) if onnx_export.int8_refused(n - changed, n, 0.99)]
@@ -249,9 +250,10 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, tmp_
     must find exactly TensorFlow's "neg" reviews changed."""
     import shutil
 
-    from imdb_distilbert.export import onnx_export
     import onnx
     from onnx import numpy_helper
+
+    from imdb_distilbert.export import onnx_export
 
     texts = list(synthetic.reviews(40, seed=11)["Reviews"])
     pos = int(np.sum(tensorflow_model.predict_proba(texts).argmax(1) == 1))
@@ -287,8 +289,9 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
     of, so the change shows whatever the training (a small nudge to the bias hid in saturated probabilities)."""
     import shutil
 
-    from imdb_distilbert.export import onnx_export
     import torch
+
+    from imdb_distilbert.export import onnx_export
 
     folder = tmp_path / "predictor"
     shutil.copytree(trained[0], folder)

@@ -24,14 +24,14 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
-
-from imdb_distilbert.inference import backends
 import synthetic
 from colab_env import COLAB, HF_SET, build_colab_own, colab_pins, cpu_torch_wheel, fake_colab_kernel
 from conftest import ROOT, assert_user_error, report, run_train, unavailable
+from nbclient import NotebookClient
 from test_export import blocking
 from test_notebook import NOTEBOOK
+
+from imdb_distilbert.inference import backends
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"
 MOUNT = "/content/drive"  # where Colab mounts Drive (tests/fake_colab links it to a folder)
@@ -138,9 +138,8 @@ def test_our_pinned_set_loads_it_with_one_pipeline_call(hf_export, texts, expect
 
 
 def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained, hf_export, tmp_path, monkeypatch, capsys):
-    from imdb_distilbert.export import onnx_export
-    from imdb_distilbert.export import hf_folder
     from imdb_distilbert.errors import UserError
+    from imdb_distilbert.export import hf_folder, onnx_export
 
     earlier = tmp_path / "distilbert-imdb-hf"
     shutil.copytree(hf_export[0], earlier)
@@ -165,10 +164,11 @@ def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained
 
 def test_head_tail_is_said_and_the_tokenizer_keeps_the_tail(trained, tmp_path, texts, capsys):
     """A model trained with --truncation head+tail (the trained predictor, its metrics.json saying so)."""
-    from imdb_distilbert.export import hf_folder
     from huggingface_hub import ModelCard
-    from imdb_distilbert.data.truncation import like_saved_run
     from transformers import pipeline
+
+    from imdb_distilbert.data.truncation import like_saved_run
+    from imdb_distilbert.export import hf_folder
 
     predictor = tmp_path / "predictor"
     shutil.copytree(trained[0], predictor)

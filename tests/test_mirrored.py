@@ -9,9 +9,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import ROOT, TINY, at_least, interrupt_after_first_epoch, run_train
 
 from imdb_distilbert.training import evaluation
-from conftest import ROOT, TINY, at_least, interrupt_after_first_epoch, run_train
 
 LAUNCHER = ROOT / "tests" / "two_cpu_devices.py"
 FLAGS = dict(zip(TINY[::2], TINY[1::2]))

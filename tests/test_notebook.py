@@ -10,9 +10,8 @@ import socket
 import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
-
 from conftest import ROOT, TINY, at_least, at_most
+from nbclient import NotebookClient
 
 NOTEBOOK = ROOT / "notebooks" / "distilbert_imdb_sentiment.ipynb"
 TUTORIAL_LABELS = ["neg", "pos", "pos"]  # the tutorial's three sentences ("bad" and "great" are learnt words)

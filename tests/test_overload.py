@@ -6,7 +6,6 @@ reviews share a batch, so every 200 can be held to exactly predict.py's label.
 
 import asyncio
 import json
-import os
 import random
 import re
 import signal
@@ -15,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 import synthetic
 from conftest import report
 from test_serve import Server, predict_py

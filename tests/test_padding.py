@@ -6,18 +6,16 @@ The runs with every other option (--strategy mirrored, --precision float16, --re
 (metrics.json's "padding").
 """
 
-import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from imdb_distilbert.training import evaluation
 import synthetic
-from imdb_distilbert.training import learning
 from conftest import TINY, assert_scored_as_its_predictor, run_train
 from ktrain.text.dataset import TransformerDataset
+
+from imdb_distilbert.training import evaluation, learning
 
 FLAGS = dict(zip(TINY[::2], TINY[1::2]))
 

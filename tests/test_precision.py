@@ -1,15 +1,14 @@
 """--precision float16, the opt-in for GPUs with float16 tensor cores, checked for correctness on the CPU:
 it trains with loss scaling, learns, and saves a float32 predictor that its ONNX export matches."""
 
-import json
 
 import h5py
 import numpy as np
 import pytest
-
-from imdb_distilbert.inference import backends
 import synthetic
 from conftest import ROOT, TINY, assert_scored_as_its_predictor, at_least, run_train
+
+from imdb_distilbert.inference import backends
 
 
 @pytest.fixture(scope="module")

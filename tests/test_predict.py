@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from imdb_distilbert.inference import backends
-from imdb_distilbert.inference import predict
 import synthetic
 from conftest import assert_user_error, at_least, run_predict
+
+from imdb_distilbert.inference import backends, predict
 
 COLUMNS = ["text", "label", "prob_neg", "prob_pos"]
 

@@ -16,7 +16,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, SEED, at_least, at_most, run_train, unavailable
 
 SHARED = ROOT.parent / "shared"

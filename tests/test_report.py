@@ -9,9 +9,16 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import (ROOT, TINY, assert_scored_as_its_predictor, assert_user_error, at_least, at_most,
-                      interrupt_after_first_epoch, run_train)
+from conftest import (
+    ROOT,
+    TINY,
+    assert_scored_as_its_predictor,
+    assert_user_error,
+    at_least,
+    at_most,
+    interrupt_after_first_epoch,
+    run_train,
+)
 
 PLOTS = ["confusion_matrix.png", "training_curves.png", "roc_curve.png"]
 

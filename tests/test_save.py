@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
-
 import synthetic
-from imdb_distilbert.training import learning
 from conftest import ROOT
+
+from imdb_distilbert.training import learning
 
 
 @pytest.fixture(scope="module")

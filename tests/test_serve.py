@@ -17,7 +17,6 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, run_predict, run_train
 from test_export import blocking  # a Python in which the named modules cannot be imported

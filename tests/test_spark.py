@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from imdb_distilbert.spark import score_spark
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, run_predict, run_train, unavailable
-from imdb_distilbert.errors import UserError
 from test_export import blocking
+
+from imdb_distilbert.errors import UserError
+from imdb_distilbert.spark import score_spark
 
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"  # CI clones the project with shared/ beside it
 N = 2000

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, TINY, at_least, at_most, run_train, unavailable
 
 from imdb_distilbert import compat
-from conftest import ROOT, TINY, at_least, at_most, run_train, unavailable
 
 TCMALLOC = compat.fast_malloc_library()
 

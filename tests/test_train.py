@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
 from conftest import ROOT, at_least, run_train
 

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-
-from imdb_distilbert.inference import backends
 import synthetic
-from imdb_distilbert.data import truncation
 from conftest import assert_scored_as_its_predictor, at_least, at_most
+
+from imdb_distilbert.data import truncation
 from imdb_distilbert.data.truncation import cut
+from imdb_distilbert.inference import backends
 
 TOKENS = list(range(20))
 

@@ -11,14 +11,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 import tensorflow as tf  # noqa: E402
+
+from imdb_distilbert import compat  # noqa: E402,F401  (before TensorFlow)
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from imdb_distilbert.training import recipe  # noqa: E402
 from imdb_distilbert.errors import run_cli  # noqa: E402
+from imdb_distilbert.training import recipe  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(recipe.main)

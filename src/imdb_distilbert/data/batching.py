@@ -3,7 +3,7 @@
 Every caller that puts texts into model calls takes its batches from here, so a change to batching is one edit.
 Pure NumPy (no TensorFlow, no ktrain): the ONNX backends use it where only requirements-onnx.txt is installed.
 
-The pieces: by_length() sorts positions by length; cut() cuts sorted positions into batches under a batch size
+The pieces: by_length() sorts positions by length; chunks() cuts sorted positions into batches under a batch size
 and/or a token budget; padded_width() is the width a batch is padded to (its longest, rounded up to a bucket);
 training_epoch() is a training epoch's batches (Hugging Face's group_by_length); in_given_order() puts results
 back in the order the texts were given; grouping_pays() is train.py --padding auto's decision.
@@ -17,7 +17,7 @@ The policies, one per caller, and why they differ:
   ktrain's one-cycle schedule counts ceil(n / batch_size) steps. Widths rounded up to bucket_width(maxlen), at most
   16 of them: each new input shape costs TensorFlow a trace (and XLA or a GPU a compilation), so few shapes.
 - Evaluation (learning.predict_proba, so training/evaluation.py, and the validation split): the same sorted
-  reviews, longest first, in consecutive batches of `batch_size` (cut()), bucket widths as in training; the
+  reviews, longest first, in consecutive batches of `batch_size` (chunks()), bucket widths as in training; the
   probabilities back in the reviews' order with in_given_order(). Longest first: a batch too large for memory fails
   at once.
 - ONNX backends (inference/backends.py, OnnxBackend.batches: onnx_batches()): shortest first, at most `batch_size`
@@ -25,13 +25,13 @@ The policies, one per caller, and why they differ:
   text, unrounded: ONNX Runtime compiles nothing per shape, so rounding would only add work, while a call whose
   activations stay in a CPU's cache is faster (the measurements are at ONNX_MAX_TOKENS).
 - ktrain backend (inference/backends.py, KtrainBackend): the texts in the order given, in consecutive calls of
-  `batch_size` (cut()); ktrain pads each call to its longest text itself.
+  `batch_size` (chunks()); ktrain pads each call to its longest text itself.
 - Explanations (inference/explain.py: explain_batches(), explain_width()): shortest first, no limit on the number
   of reviews, at most EXPLAIN_TOKENS_PER_CALL path tokens a call (reviews x path points x width: a call's memory
   grows with the path points); widths rounded up to EXPLAIN_BUCKET, so TensorFlow's CPU kernels set up for one
   length are reused (a review longer than maxlen is not cut by the padding).
 - The ONNX export's parity check (export/onnx_export.py, check_parity): the texts sorted by their length in
-  characters (by_length()), then the TensorFlow predictor in consecutive calls of 32 (cut()), as ktrain pads each
+  characters (by_length()), then the TensorFlow predictor in consecutive calls of 32 (chunks()), as ktrain pads each
   call to its longest; the ONNX models score them as the ONNX backends do.
 """
 
@@ -61,7 +61,7 @@ def by_length(lengths: Lengths, longest_first: bool = False) -> np.ndarray:
     return np.argsort(-lengths if longest_first else lengths, kind="stable")
 
 
-def cut(order: np.ndarray, batch_size: Optional[int] = None, max_tokens: Optional[int] = None,
+def chunks(order: np.ndarray, batch_size: Optional[int] = None, max_tokens: Optional[int] = None,
         lengths: Optional[Lengths] = None, copies: int = 1) -> list[np.ndarray]:
     """`order` (positions, sorted by length) cut into consecutive batches (slices of `order`) of at most
     `batch_size` positions and, with `max_tokens`, at most that many padded tokens: the batch's size x its longest
@@ -110,7 +110,7 @@ def training_epoch(n: int, batch_size: int, seed: int, epoch: int, megabatch: in
     shuffled = rng.permutation(n)
     batches = []
     for start in range(0, n, mega):
-        batches += cut(np.sort(shuffled[start:start + mega]), batch_size)  # in position order: length order
+        batches += chunks(np.sort(shuffled[start:start + mega]), batch_size)  # in position order: length order
     full = [batch for batch in batches if len(batch) == batch_size]
     rng.shuffle(full)
     longest = [batch for batch in full if batch[0] == 0]
@@ -134,13 +134,13 @@ def grouping_pays(lengths: Lengths, maxlen: int) -> bool:
 def onnx_batches(lengths: Lengths, batch_size: int, max_tokens: int = ONNX_MAX_TOKENS) -> list[np.ndarray]:
     """The ONNX backends' batches: positions of `lengths` shortest first, at most `batch_size` texts and
     `max_tokens` padded word pieces a call (at least one text). Each is padded to its last (longest) text."""
-    return cut(by_length(lengths), batch_size, max_tokens, lengths)
+    return chunks(by_length(lengths), batch_size, max_tokens, lengths)
 
 
 def explain_batches(lengths: Lengths, steps: int, tokens_per_call: int = EXPLAIN_TOKENS_PER_CALL) -> list[np.ndarray]:
     """Explanations' batches: positions of `lengths` shortest first, at most `tokens_per_call` path tokens a call
     (reviews x max(steps, 1) path points x the longest's length), any number of reviews (at least one)."""
-    return cut(by_length(lengths), None, tokens_per_call, lengths, copies=max(steps, 1))
+    return chunks(by_length(lengths), None, tokens_per_call, lengths, copies=max(steps, 1))
 
 
 def explain_width(longest: int, maxlen: int, bucket: int = EXPLAIN_BUCKET) -> int:

@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from imdb_distilbert import network
-from imdb_distilbert.data import reading
 from imdb_distilbert.compat import plain_strings
+from imdb_distilbert.data import reading
 from imdb_distilbert.errors import UserError
 
 TEXT, LABEL = "Reviews", "Sentiment"

@@ -29,12 +29,11 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from imdb_distilbert import cli, files, packages
-from imdb_distilbert.inference import backends
+from imdb_distilbert import ROOT, cli, files, packages
 from imdb_distilbert.data import reading, truncation
-from imdb_distilbert.errors import UserError, run_cli
+from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import backends
 
-from imdb_distilbert import ROOT
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and the exported folder
 BASE_MODEL = "distilbert/distilbert-base-uncased"  # the Hub's id of what ktrain loads as distilbert-base-uncased
@@ -189,7 +188,6 @@ def check_parity(predictor, model_dir, folder, texts):
     (for head, the pipeline's own cut is the run's: nothing to do). For tail and head+tail, also on the uncut
     texts, where the pipeline cuts by itself and may keep a word piece more or less (tail) or only the tail."""
     import numpy as np
-
     import tensorflow as tf
 
     classes = list(predictor.get_classes())

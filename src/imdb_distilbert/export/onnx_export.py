@@ -25,15 +25,13 @@ import time
 import warnings
 from pathlib import Path
 
-from imdb_distilbert import cli, files, packages
-from imdb_distilbert.data import reading
-from imdb_distilbert.inference import backends
-from imdb_distilbert.export import quantize
-from imdb_distilbert.data import batching, truncation
-from imdb_distilbert.errors import UserError, run_cli
-
-from imdb_distilbert import ROOT
+from imdb_distilbert import ROOT, cli, files, packages
 from imdb_distilbert.config import RunConfig
+from imdb_distilbert.data import batching, reading, truncation
+from imdb_distilbert.errors import UserError
+from imdb_distilbert.export import quantize
+from imdb_distilbert.inference import backends
+
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 FP32_TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and ONNX fp32
 FP32_CHECKED = 100  # reviews on which fp32 is checked against TensorFlow (int8: all --n)
@@ -123,7 +121,7 @@ def check_parity(predictor, model_dir, folder, texts, batch_size=8):
     # Shortest first (in characters), in calls of 32: ktrain pads each call to its longest review (data/batching.py).
     texts = [texts[i] for i in batching.by_length([len(t) for t in texts])]
     cut = truncation.like_saved_run(texts, model_dir, predictor.preproc.get_tokenizer())
-    calls = batching.cut(np.arange(len(cut)), 32)
+    calls = batching.chunks(np.arange(len(cut)), 32)
     expected = np.concatenate([predictor.predict([cut[i] for i in batch], return_proba=True)
                                for batch in tqdm(calls, desc="TensorFlow", unit="batch", leave=False)])
     few = np.linspace(0, len(texts) - 1, min(len(texts), FP32_CHECKED)).round().astype(int)  # short to long

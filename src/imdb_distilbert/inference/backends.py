@@ -88,7 +88,7 @@ class KtrainBackend:
         # longest text (up to maxlen), so this gives the same probabilities as one call on all texts.
         texts = truncation.like_saved_run(texts, self.model_dir, self.predictor.preproc.get_tokenizer())
         chunks = []
-        for batch in batching.cut(np.arange(len(texts)), self.batch_size):  # in the order given
+        for batch in batching.chunks(np.arange(len(texts)), self.batch_size):  # in the order given
             chunk = [texts[i] for i in batch]
             chunks.append(np.asarray(self.predictor.predict(chunk, return_proba=True), dtype=np.float32))
             if done:

@@ -35,7 +35,6 @@ not read, and the HTML shows that text in grey.
 """
 
 import html
-import json
 
 import numpy as np
 
@@ -294,8 +293,9 @@ def show(predictor_or_folder, texts, cut=None, steps=STEPS):
 
 def show_top_losses(predictor_or_folder, folder, n=5, cut=None, steps=STEPS):
     """The `n` worst mistakes in `folder`/top_losses.csv, explained, as HTML a notebook displays."""
-    import pandas as pd
     from pathlib import Path
+
+    import pandas as pd
     from IPython.display import HTML
 
     path = Path(folder) / "top_losses.csv"

@@ -23,12 +23,11 @@ import sys
 from pathlib import Path
 
 from imdb_distilbert import cli, compat, files
+from imdb_distilbert.data import reading, truncation
+from imdb_distilbert.data.reading import non_empty, read_texts
+from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
 from imdb_distilbert.inference.backends import rows
-from imdb_distilbert.data import reading
-from imdb_distilbert.data import truncation
-from imdb_distilbert.data.reading import non_empty, read_texts
-from imdb_distilbert.errors import UserError, run_cli
 
 TEXT_COLUMN = reading.TEXT_COLUMN
 

@@ -39,9 +39,8 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from imdb_distilbert import cli, packages
-from imdb_distilbert.inference import backends
-from imdb_distilbert.inference import explain
-from imdb_distilbert.errors import UserError, run_cli
+from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import backends, explain
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
 MAX_TEXTS = 64  # texts per request
@@ -414,8 +413,8 @@ def main(argv=None):
     backends.check_predictor_folder(args.model)
     backend, why = (args.backend, "chosen with --backend") if args.backend else default_backend(args.model)
     try:
-        import uvicorn  # noqa: F401
         import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError as missing:
         raise UserError(f"serving needs {missing.name}, which is not installed; "
                         "run `pip install -r requirements-serve.txt`.") from None

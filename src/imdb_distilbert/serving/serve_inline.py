@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from imdb_distilbert import ROOT
+
 SERVE = ROOT / "src" / "serve.py"
 STARTED = re.compile(r"serving on http://([\d.]+):(\d+)/")
 _running = []  # the servers this kernel started and has not stopped

@@ -22,12 +22,12 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from imdb_distilbert import cli
-from imdb_distilbert.inference import backends
-from imdb_distilbert.data import reading
-from imdb_distilbert.errors import UserError, run_cli
-
 import imdb_distilbert
+from imdb_distilbert import cli
+from imdb_distilbert.data import reading
+from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import backends
+
 SNIFF_BYTES = 1 << 22  # a CSV input's encoding is found from the first 4 MiB of its first file
 
 

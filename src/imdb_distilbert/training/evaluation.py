@@ -8,9 +8,9 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from imdb_distilbert import config, packages
-from imdb_distilbert.training import plots
 from imdb_distilbert.data import truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
+from imdb_distilbert.training import plots
 
 
 def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, padding="grouped"):

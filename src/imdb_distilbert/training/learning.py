@@ -3,32 +3,33 @@
 Imported by src/train.py and by the notebook, so the two run exactly the same code.
 """
 
-from imdb_distilbert import compat  # first, before TensorFlow: selects Keras 2 (the package does it too)
-
 import itertools
 import json
 import math
 import os
 from pathlib import Path
 
-from imdb_distilbert.network import BASE_MODEL as MODEL_NAME  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
+from imdb_distilbert import compat  # first, before TensorFlow: selects Keras 2 (the package does it too)
+from imdb_distilbert.network import (
+    BASE_MODEL as MODEL_NAME,  # distilbert-base-uncased: what ktrain's DistilBERT preprocessing loads for English
+)
 
 compat.numpy_inf()
 compat.offline_if_cached(MODEL_NAME)
 compat.check_keras2()
 compat.recognise_dataset_subclasses()
 import ktrain  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from ktrain import text, utils  # noqa: E402
 from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
 from ktrain.text.dataset import TransformerDataset  # noqa: E402
 
+from imdb_distilbert import files  # noqa: E402
 from imdb_distilbert.data import batching, truncation  # noqa: E402
 from imdb_distilbert.data.batching import bucket_width  # noqa: E402  (also learning.bucket_width for the tests)
 from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
 from imdb_distilbert.errors import UserError  # noqa: E402
-from imdb_distilbert import files  # noqa: E402
 
 
 def set_seed(seed):
@@ -122,7 +123,7 @@ class LengthGroupedDataset(TransformerDataset):
 
     def evaluation_batches(self):
         """The batches of evaluation: consecutive positions, longest reviews first."""
-        return batching.cut(np.arange(len(self.x)), self.batch_size)
+        return batching.chunks(np.arange(len(self.x)), self.batch_size)
 
     def width(self, batch):
         """The tokens `batch` is padded to: its longest review's, rounded up to the bucket width, at most maxlen."""

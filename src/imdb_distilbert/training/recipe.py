@@ -12,16 +12,16 @@ Then, from Python (with src/ on the path; the package sets Keras 2 up for ktrain
 
 import json
 import time
-from pathlib import Path
 
-from imdb_distilbert import compat  # environment fixes, before TensorFlow loads
-from imdb_distilbert.data import dataset
-from imdb_distilbert import network
-from imdb_distilbert.data import truncation
+from imdb_distilbert import (
+    ROOT,
+    compat,  # environment fixes, before TensorFlow loads
+    network,
+)
 from imdb_distilbert.config import RunConfig
-from imdb_distilbert.errors import UserError, run_cli
+from imdb_distilbert.data import dataset
+from imdb_distilbert.errors import UserError
 
-from imdb_distilbert import ROOT
 DEFAULT_DATA_DIR = ROOT / "data"
 
 
@@ -157,8 +157,7 @@ class Run:
 
     def find_lr(self, learner):
         """Run the learning-rate finder; lr_find.png and the suggested rates go to --output."""
-        from imdb_distilbert.training import plots
-        from imdb_distilbert.training import learning
+        from imdb_distilbert.training import learning, plots
 
         found = learning.find_lr(learner)
         self.files["lr_find.png"] = plots.lr_find(found)
