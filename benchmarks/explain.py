@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--speed", action="store_true", help="seconds per review (full-size random model without --model)")
     p.add_argument("--faithfulness", action="store_true", help="the deletion test (needs a trained --model)")
-    p.add_argument("--model", type=Path, metavar="DIR", help="a saved predictor (default for --speed: build a full-size random one)")
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="a saved predictor (default for --speed: build a full-size random one)")
     p.add_argument("--reviews", type=Path, metavar="PATH", help="test reviews with Reviews and Sentiment columns "
                    "(default: ../shared/data/imdb/test.xlsx when present, else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=None, help="reviews (default: 8 for --speed, 200 for --faithfulness)")
@@ -45,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--reference-steps", type=int, default=16, help="--faithfulness also compares each --steps with "
                    "this many (a close estimate of the exact integral); 0: do not (default: 16)")
     p.add_argument("--maxlen", type=int, default=400, help="maxlen of the model built without --model (default: 400)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the review sample and the random deletions (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for the review sample and the random deletions (default: 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = p.parse_args(argv)
     if not (args.speed or args.faithfulness):
@@ -88,7 +90,8 @@ def speed(args, texts, steps_list):
     for text in texts:  # as explain() pads them
         ids = explainer.encode(text, "head")[0]
         width = batching.explain_width(len(ids), predictor.preproc.maxlen, explain.BUCKET)
-        padded.append((tf.constant([ids + [0] * (width - len(ids))]), tf.constant([[1] * len(ids) + [0] * (width - len(ids))])))
+        padded.append((tf.constant([ids + [0] * (width - len(ids))]),
+                       tf.constant([[1] * len(ids) + [0] * (width - len(ids))])))
     def forward(ids, mask):
         predictor.model({"input_ids": ids, "attention_mask": mask}, training=False)
 
@@ -129,7 +132,8 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
                "accuracy": float(np.mean(np.array(model.predict_proba(texts)).argmax(1)
                                          == [model.classes.index(t) for t in frame["Sentiment"]]))}
     cut = truncation.saved_settings(args.model)[1]
-    reference = explain.explain(model.predictor, texts, steps=args.reference_steps, cut=cut) if args.reference_steps else None
+    reference = (explain.explain(model.predictor, texts, steps=args.reference_steps, cut=cut)
+                 if args.reference_steps else None)
     for steps in steps_list:
         started = time.perf_counter()
         found = explain.explain(model.predictor, texts, steps=steps, cut=cut)
@@ -146,7 +150,7 @@ def faithfulness(args, frame, steps_list, k=5, draws=3):
         before = np.array([f["probabilities"][f["label"]] for f in found])
         rows = np.arange(len(found))
 
-        def fall(deleted):
+        def fall(deleted, before=before, rows=rows, label=label):  # this step's values (it is called in this step)
             proba = model.predict_proba(deleted)
             return before - proba[rows, label], proba.argmax(1) != label
 
@@ -170,13 +174,14 @@ def against_reference(found, reference, k):
     top-k words (by size of score) whose score has the same sign, and the mean share of the top-k words
     towards the predicted class that both rank there."""
     same_sign, overlap = [], []
-    for f, r in zip(found, reference):
+    for f, r in zip(found, reference, strict=True):
         label = r["label"]
         biggest = sorted(range(len(r["words"])), key=lambda i: -abs(r["words"][i]["scores"][label]))[:k]
         same_sign += [(f["words"][i]["scores"][label] > 0) == (r["words"][i]["scores"][label] > 0) for i in biggest]
         tops = [set(sorted(range(len(x["words"])), key=lambda i: -x["words"][i]["scores"][label])[:k]) for x in (f, r)]
         overlap.append(len(tops[0] & tops[1]) / len(tops[1]))
-    return {"same_sign_as_reference": float(sum(same_sign) / len(same_sign)), "top_k_shared_with_reference": float(sum(overlap) / len(overlap))}
+    return {"same_sign_as_reference": float(sum(same_sign) / len(same_sign)),
+            "top_k_shared_with_reference": float(sum(overlap) / len(overlap))}
 
 
 def main(argv=None):
@@ -196,15 +201,18 @@ def main(argv=None):
         lines += [f"Deletion test: {result['reviews']} reviews from {source.name}, model {args.model} "
                   f"(accuracy on them {result['accuracy']:.3f}); fall in the predicted class's probability "
                   f"after deleting {result['k']} words", "",
-                  "| steps | top-5 words: mean fall | random 5: mean fall | ratio | top-5: labels flipped | random 5: flipped | s/review "
-                  f"| sign as with {args.reference_steps} steps (top 5) | top 5 shared with {args.reference_steps} steps |",
+                  "| steps | top-5 words: mean fall | random 5: mean fall | ratio | top-5: labels flipped "
+                  "| random 5: flipped | s/review "
+                  f"| sign as with {args.reference_steps} steps (top 5) "
+                  f"| top 5 shared with {args.reference_steps} steps |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for steps in steps_list:
             r = result[f"steps_{steps}"]
             ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "-"
             lines.append(f"| {steps} | {r['top_fall']:.3f} | {r['random_fall']:.3f} | {ratio} | {r['top_flips']:.1%} "
                          f"| {r['random_flips']:.1%} | {r['seconds_per_review']:.3f} "
-                         f"| {r.get('same_sign_as_reference', float('nan')):.1%} | {r.get('top_k_shared_with_reference', float('nan')):.1%} |")
+                         f"| {r.get('same_sign_as_reference', float('nan')):.1%} "
+                         f"| {r.get('top_k_shared_with_reference', float('nan')):.1%} |")
         lines.append("")
     if args.speed:
         steps_list = [int(s) for s in (args.steps or "1,3,8").split(",")]
@@ -215,14 +223,15 @@ def main(argv=None):
 
             args.model = Path(tempfile.mkdtemp(prefix="bench-explain-")) / "distilbert-full-size-random"
             print(f"building a full-size random-weight DistilBERT predictor (maxlen {args.maxlen})...", file=sys.stderr)
-            inference.build_random_predictor(args.model, args.maxlen, inference.common_words(predict.read_texts(source)))
+            inference.build_random_predictor(args.model, args.maxlen,
+                                             inference.common_words(predict.read_texts(source)))
         texts = list(sample(source, args.n or 8, args.seed)["Reviews"])
         result = speed(args, texts, steps_list)
         report["speed"] = {"model": str(args.model), **result}
-        lines += [f"Speed: {result['reviews']} reviews from {source.name} (mean {result['mean_tokens']:.0f} tokens after "
-                  f"the cut), model {args.model.name}, batched as explain() batches them", "",
-                  f"- one forward pass (one review, second time): {result['forward_s']:.2f} s/review; one forward + backward pass: "
-                  f"{result['forward_backward_s']:.2f} s/review"]
+        lines += [f"Speed: {result['reviews']} reviews from {source.name} (mean {result['mean_tokens']:.0f} tokens "
+                  f"after the cut), model {args.model.name}, batched as explain() batches them", "",
+                  f"- one forward pass (one review, second time): {result['forward_s']:.2f} s/review; "
+                  f"one forward + backward pass: {result['forward_backward_s']:.2f} s/review"]
         for steps in steps_list:
             first, second = result[f"steps_{steps}_first_s"], result[f"steps_{steps}_second_s"]
             lines.append(f"- explain, {steps} steps: {first:.2f} s/review on a first pass, {second:.2f} on a second "

@@ -37,13 +37,16 @@ BACKENDS = ("ktrain", "onnx", "onnx-int8")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", help="a saved predictor (default: build a full-size random one)")
-    p.add_argument("--reviews", type=Path, metavar="PATH", help="reviews to score (default: ../shared/data/imdb/test.xlsx "
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="a saved predictor (default: build a full-size random one)")
+    p.add_argument("--reviews", type=Path, metavar="PATH",
+                   help="reviews to score (default: ../shared/data/imdb/test.xlsx "
                    "when present, else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=96, help="reviews to score with each backend (default: 96)")
     p.add_argument("--latency-n", type=int, default=20, help="reviews scored one at a time for latency (default: 20)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for throughput (default: 32)")
-    p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
+    p.add_argument("--maxlen", type=int, default=400,
+                   help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, ktrain first (default: all)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one backend in this process
@@ -122,7 +125,8 @@ def run_worker(backend, args, texts_file):
 def table(results, baseline):
     import numpy as np
 
-    lines = ["| backend | reviews/s (batch 32) | speed-up | p50 / p95 latency, batch 1 | peak memory | same label as ktrain | largest probability difference |",
+    lines = ["| backend | reviews/s (batch 32) | speed-up | p50 / p95 latency, batch 1 | peak memory "
+             "| same label as ktrain | largest probability difference |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     base = np.array(baseline["proba"]) if baseline else None
     for r in results:
@@ -130,7 +134,8 @@ def table(results, baseline):
         agree = f"{np.mean(proba.argmax(1) == base.argmax(1)):.1%}" if base is not None else "-"
         diff = f"{np.abs(proba - base).max():.1e}" if base is not None else "-"
         speedup = f"{r['reviews_per_s'] / baseline['reviews_per_s']:.1f}x" if baseline else "-"
-        lines.append(f"| {r['backend']} | {r['reviews_per_s']:.2f} | {speedup} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms "
+        lines.append(f"| {r['backend']} | {r['reviews_per_s']:.2f} | {speedup} "
+                     f"| {r['p50_ms']:.0f} / {r['p95_ms']:.0f} ms "
                      f"| {r['peak_rss_mb'] / 1024:.2f} GB | {agree} | {diff} |")
     return "\n".join(lines)
 
@@ -156,11 +161,13 @@ def prepare_model(model, maxlen, texts, work, export=True):
     exported to ONNX first when `export` and it has no export yet. Shared by the speed benchmarks."""
     if model is None:
         model = work / "distilbert-full-size-random"
-        print(f"building a full-size random-weight DistilBERT predictor (maxlen {maxlen}) in {model}...", file=sys.stderr)
+        print(f"building a full-size random-weight DistilBERT predictor (maxlen {maxlen}) in {model}...",
+              file=sys.stderr)
         build_random_predictor(model, maxlen, common_words(texts))
     if export and not (model / "onnx.json").exists():
         print("exporting it to ONNX...", file=sys.stderr)
-        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them (speed is measured here).
+        # Random weights: every probability is near 0.5, so int8 labels flip freely; accept them
+        # (speed is measured here).
         subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(model), "--min-agreement", "0",
                         "--n", "100"],
                        check=True, stdout=sys.stderr)
@@ -184,7 +191,8 @@ def main(argv=None):
     settings = json.loads((args.model / "onnx.json").read_text()) if (args.model / "onnx.json").exists() else {}
     header = (f"{len(texts)} reviews from {source.name} (seeded random sample), batch {args.batch_size}, "
               f"latency over the first {min(args.latency_n, len(texts))}; model {args.model.name}, "
-              f"maxlen {settings.get('maxlen', '?')}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+              f"maxlen {settings.get('maxlen', '?')}; "
+              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
               f"load average before: {load_before:.2f}; Python {platform.python_version()}, "
               + ", ".join(f"{n} {metadata.version(n)}" for n in ("tensorflow", "ktrain", "onnxruntime")))
     print(header + "\n\n" + table(results, baseline))

@@ -38,9 +38,11 @@ TRAIN_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "train.xlsx"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, metavar="DIR", required=True, help="a trained predictor (copied, not changed)")
-    p.add_argument("--reviews", type=Path, metavar="PATH", default=REAL_REVIEWS, help="labelled reviews (Reviews, Sentiment)")
+    p.add_argument("--reviews", type=Path, metavar="PATH", default=REAL_REVIEWS,
+                   help="labelled reviews (Reviews, Sentiment)")
     p.add_argument("--n", type=int, default=400, help="reviews to score (default: 400)")
-    p.add_argument("--calibration", type=int, default=200, help="training reviews that calibrate the static scheme (default: 200)")
+    p.add_argument("--calibration", type=int, default=200,
+                   help="training reviews that calibrate the static scheme (default: 200)")
     p.add_argument("--speed", action="store_true", help="also time dynamic against per token, full shape, maxlen 400")
     p.add_argument("--speed-n", type=int, default=96, help="--speed: reviews per round (default: 96)")
     p.add_argument("--rounds", type=int, default=3, help="--speed: rounds per scheme (default: 3)")
@@ -54,7 +56,8 @@ def cpu():
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown CPU", None
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     return name, bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
@@ -77,7 +80,8 @@ def static(fp32_path, out_path, backend, texts):
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.inputs = iter([{"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+            self.inputs = iter([{"input_ids": np.array([ids], np.int64),
+                                 "attention_mask": np.ones((1, len(ids)), np.int64)}
                                 for ids in backend.encode(texts)])
 
         def get_next(self):
@@ -136,7 +140,8 @@ def speed(args, work):
     import inference
 
     texts = [t.strip() for t in pd.read_excel(args.reviews)["Reviews"].dropna().sample(n=args.speed_n, random_state=1)]
-    model = inference.prepare_model(None, 400, [t.strip() for t in pd.read_excel(args.reviews)["Reviews"].dropna()], work)
+    model = inference.prepare_model(None, 400, [t.strip() for t in pd.read_excel(args.reviews)["Reviews"].dropna()],
+                                    work)
     fp32 = model / backends.ONNX_FILES["onnx"]
     files = {"dynamic": work / "full-dynamic.onnx", "per token": work / "full-per-token.onnx"}
     dynamic(fp32, files["dynamic"])
@@ -174,17 +179,20 @@ def main(argv=None):
 
     print(f"scoring {len(texts)} reviews with TensorFlow...", file=sys.stderr)
     reference = backends.KtrainBackend(folder).predict_proba(texts)
-    rows = [{"scheme": "TensorFlow (reference)", "agreement": 1.0, "accuracy": float(np.mean(reference.argmax(1) == truth)),
+    rows = [{"scheme": "TensorFlow (reference)", "agreement": 1.0,
+             "accuracy": float(np.mean(reference.argmax(1) == truth)),
              "max_change": 0.0, "reviews_per_s": float("nan"), "batch_dependence": float("nan")}]
     fp32_model = backends.OnnxBackend(folder, "onnx")
     rows.append({"scheme": "ONNX fp32", **measure(fp32_model, texts, reference, truth)})
 
     fp32 = folder / backends.ONNX_FILES["onnx"]
     training_reviews = TRAIN_REVIEWS if TRAIN_REVIEWS.is_file() else args.reviews
-    calibration = [t.strip() for t in pd.read_excel(training_reviews)["Reviews"].dropna().sample(n=args.calibration, random_state=2)]
+    calibration = [t.strip() for t in
+                   pd.read_excel(training_reviews)["Reviews"].dropna().sample(n=args.calibration, random_state=2)]
     schemes = {
         "dynamic (src/export.py before)": lambda path: dynamic(fp32, path),
-        f"static, QDQ, calibrated on {args.calibration} training reviews": lambda path: static(fp32, path, fp32_model, calibration),
+        f"static, QDQ, calibrated on {args.calibration} training reviews":
+            lambda path: static(fp32, path, fp32_model, calibration),
         "per token, 7-bit weights (src/export.py now)": lambda path: quantize.per_token_int8(fp32, path),
     }
     for i, (name, make) in enumerate(schemes.items()):
@@ -195,7 +203,8 @@ def main(argv=None):
 
     name, vnni = cpu()
     lines = [f"{len(texts)} real test reviews (seeded random sample of {args.reviews.name}), model {args.model.name}, "
-             f"maxlen {json.loads((folder / backends.ONNX_SETTINGS).read_text())['maxlen']}; {os.cpu_count()} x {name}, "
+             f"maxlen {json.loads((folder / backends.ONNX_SETTINGS).read_text())['maxlen']}; "
+             f"{os.cpu_count()} x {name}, "
              f"{'with' if vnni else 'without'} VNNI", "",
              "| scheme | same label as TensorFlow | accuracy | largest probability change | reviews/s (batch 32) "
              "| batch dependence |", "| --- | --- | --- | --- | --- | --- |"]
@@ -204,8 +213,9 @@ def main(argv=None):
                      f"| {r['reviews_per_s']:.1f} | {r['batch_dependence']:.1e} |")
     rates = speed(args, work) if args.speed else None
     if rates:
-        lines += ["", f"Full shape (random weights), maxlen 400, {args.speed_n} real reviews, batch 32, reviews/s by round "
-                  "(alternating):", ""] + [f"- {k}: {' / '.join(f'{r:.1f}' for r in v)}" for k, v in rates.items()]
+        lines += (["", f"Full shape (random weights), maxlen 400, {args.speed_n} real reviews, batch 32, "
+                   "reviews/s by round (alternating):", ""]
+                  + [f"- {k}: {' / '.join(f'{r:.1f}' for r in v)}" for k, v in rates.items()])
         lines.append(f"- per token / dynamic: {sum(rates['per token']) / sum(rates['dynamic']):.2f}x")
     print("\n".join(lines))
     if args.json:

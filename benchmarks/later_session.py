@@ -69,9 +69,12 @@ print(json.dumps({{"import": imported - started, "load": loaded - imported, "cla
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", help="a saved predictor (default: build a full-size random one)")
-    p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
-    p.add_argument("--runs", type=int, default=3, help="new processes timed for each way's classifying part (default: 3)")
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="a saved predictor (default: build a full-size random one)")
+    p.add_argument("--maxlen", type=int, default=400,
+                   help="maxlen of the predictor built without --model (default: 400)")
+    p.add_argument("--runs", type=int, default=3,
+                   help="new processes timed for each way's classifying part (default: 3)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
@@ -143,27 +146,30 @@ def main(argv=None):
     a_total = install + median(ktrain_runs, "total")
     rows = [
         ("the ktrain predictor: set-up cell's install (no pip cache)", install, None, None, None),
-        ("the ktrain predictor: its cells, in a new process", median(ktrain_runs, "total"), median(ktrain_runs, "import"),
-         median(ktrain_runs, "load"), median(ktrain_runs, "classify")),
+        ("the ktrain predictor: its cells, in a new process", median(ktrain_runs, "total"),
+         median(ktrain_runs, "import"), median(ktrain_runs, "load"), median(ktrain_runs, "classify")),
         ("**the ktrain predictor, in all**", a_total, None, None, None),
         ("**nothing to install: the no-install cell**, in a new process", median(own_runs, "total"),
          median(own_runs, "import"), median(own_runs, "load"), median(own_runs, "classify")),
     ]
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPUs (load average "
              f"{load_before:.2f} before), {args.runs} runs of each process (median); model: "
-             f"{'full-size DistilBERT, random weights' if args.model is None else args.model}, maxlen {args.maxlen if args.model is None else 'as trained'}.",
-             "", "| step | seconds | of which: imports | load the model | classify 3 reviews |", "| --- | --- | --- | --- | --- |"]
+             f"{'full-size DistilBERT, random weights' if args.model is None else args.model}, "
+             f"maxlen {args.maxlen if args.model is None else 'as trained'}.",
+             "", "| step | seconds | of which: imports | load the model | classify 3 reviews |",
+             "| --- | --- | --- | --- | --- |"]
     for name, total, imported, loaded, classified in rows:
         parts = " | ".join("-" if v is None else f"{v:.1f}" for v in (imported, loaded, classified))
         lines.append(f"| {name} | {total:.1f} | {parts} |")
     lines += ["", f"Colab-like environment: Python {'.'.join(map(str, version_a))}, tensorflow {after['tensorflow']}, "
-              f"transformers {before['transformers']} -> {after['transformers']} (set-up), ktrain {after.get('ktrain')}.",
+              f"transformers {before['transformers']} -> {after['transformers']} (set-up), "
+              f"ktrain {after.get('ktrain')}.",
               f"Colab's own set: Python {python_version(python_b)}, transformers {own['transformers']}, tokenizers "
               f"{own['tokenizers']}, huggingface_hub {own['huggingface-hub']}, torch {own['torch']}."]
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"install_seconds": install, "ktrain_runs": ktrain_runs, "no_install_runs": own_runs,
-                                         "load_before": load_before}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"install_seconds": install, "ktrain_runs": ktrain_runs,
+                                         "no_install_runs": own_runs, "load_before": load_before}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,15 +34,19 @@ import inference  # noqa: E402  (benchmarks/inference.py: the full-size random m
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", help="a saved predictor (default: build a full-size random one)")
-    p.add_argument("--reviews", type=Path, metavar="PATH", help="reviews to score (default: ../shared/data/imdb/test.xlsx "
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="a saved predictor (default: build a full-size random one)")
+    p.add_argument("--reviews", type=Path, metavar="PATH",
+                   help="reviews to score (default: ../shared/data/imdb/test.xlsx "
                    "when present, else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=2000, help="reviews to score (default: 2000)")
     p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8", help="(default: onnx-int8)")
     p.add_argument("--master", default="local[2]", help="Spark master (default: local[2])")
     p.add_argument("--batch-size", type=int, default=32, help="score_spark.py's --batch-size (predict.py keeps its 32; "
-                   "a review's scores do not depend on its batch, so the answers must agree whatever it is) (default: 32)")
-    p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
+                   "a review's scores do not depend on its batch, so the answers must agree whatever it is) "
+                   "(default: 32)")
+    p.add_argument("--maxlen", type=int, default=400,
+                   help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="run both N times, alternating, and compare "
                    "the fastest of each: on a shared machine, other work slows some runs (default: 1)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
@@ -82,13 +86,16 @@ def main(argv=None):
 
     ours, theirs = pd.read_parquet(work / "scored"), pd.read_csv(work / "predict.csv")
     same_label = float(np.mean(ours["label"].to_numpy() == theirs["label"].to_numpy()))
-    largest_diff = float(np.abs(ours[["prob_neg", "prob_pos"]].to_numpy() - theirs[["prob_neg", "prob_pos"]].to_numpy()).max())
+    largest_diff = float(np.abs(ours[["prob_neg", "prob_pos"]].to_numpy()
+                                - theirs[["prob_neg", "prob_pos"]].to_numpy()).max())
     n = len(texts)
     rows = [("predict.py", predict_s), (f"score_spark.py, {args.master}", spark_s),
             (f"score_spark.py, {args.master}, after Spark has started", spark_s - startup_s)]
     settings = json.loads((args.model / "onnx.json").read_text())
-    header = (f"{n} reviews from {source.name} (seeded random sample), backend {args.backend}, model {args.model.name}, "
-              f"maxlen {settings.get('maxlen', '?')}, score_spark.py --batch-size {args.batch_size}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+    header = (f"{n} reviews from {source.name} (seeded random sample), backend {args.backend}, "
+              f"model {args.model.name}, maxlen {settings.get('maxlen', '?')}, "
+              f"score_spark.py --batch-size {args.batch_size}; "
+              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
               f"load average before: {load_before:.2f}; Python {platform.python_version()}, "
               + ", ".join(f"{p} {metadata.version(p)}" for p in ("pyspark", "onnxruntime")))
     lines = ["| command | wall time | reviews/s | time against predict.py |", "| --- | --- | --- | --- |"]
@@ -97,12 +104,14 @@ def main(argv=None):
     print(header + "\n\n" + "\n".join(lines))
     if args.repeat > 1:
         print(f"\nFastest of {args.repeat} alternating runs each; all runs: predict.py "
-              + ", ".join(f"{t:.1f}" for t in predict_runs) + " s; score_spark.py " + ", ".join(f"{t:.1f}" for t, _ in spark_runs) + " s.")
+              + ", ".join(f"{t:.1f}" for t in predict_runs) + " s; score_spark.py "
+              + ", ".join(f"{t:.1f}" for t, _ in spark_runs) + " s.")
     print(f"\nSpark started in {startup_s:.1f} s. Same label as predict.py: {same_label:.1%}; "
           f"largest probability difference: {largest_diff:.1e} (predict.py writes 6 decimals).")
     if args.json:
         args.json.write_text(json.dumps({"header": header, "reviews": n, "predict_runs_s": predict_runs,
-                                         "spark_runs_s": [t for t, _ in spark_runs], "predict_s": predict_s, "spark_s": spark_s,
+                                         "spark_runs_s": [t for t, _ in spark_runs], "predict_s": predict_s,
+                                         "spark_s": spark_s,
                                          "spark_startup_s": startup_s, "same_label": same_label,
                                          "largest_probability_difference": largest_diff}, indent=2) + "\n")
 

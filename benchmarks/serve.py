@@ -20,7 +20,8 @@ Retry-After, the worst case). It reports the offered and the served requests/s, 
 p50/p99 latency of the served and p99 of the 503s, the server's memory (RSS) before, at most during and
 after, and the pace of 8 clients right after.
 
-The clients run on the same CPUs as the server, so they take a little of its time (more under overload). Stops by itself.
+The clients run on the same CPUs as the server, so they take a little of its time (more under overload). \
+Stops by itself.
 """
 
 import argparse
@@ -47,14 +48,17 @@ import inference  # noqa: E402  (benchmarks/inference.py: the model builder and 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, metavar="DIR", help="a saved predictor (default: build a full-size random one)")
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="a saved predictor (default: build a full-size random one)")
     p.add_argument("--reviews", type=Path, metavar="PATH", help="reviews to send (default: as benchmarks/inference.py)")
     p.add_argument("--n", type=int, default=96, help="how many reviews (default: 96)")
-    p.add_argument("--clients", default="1,8,32", help="numbers of concurrent clients, comma-separated (default: 1,8,32)")
+    p.add_argument("--clients", default="1,8,32",
+                   help="numbers of concurrent clients, comma-separated (default: 1,8,32)")
     p.add_argument("--seconds", type=float, default=20, help="how long each number of clients runs (default: 20)")
     p.add_argument("--batch-size", default="32", help="the server's --batch-size; several, comma-separated, "
                    "each run with every number of clients (default: 32)")
-    p.add_argument("--maxlen", type=int, default=400, help="maxlen of the predictor built without --model (default: 400)")
+    p.add_argument("--maxlen", type=int, default=400,
+                   help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--overload", type=int, metavar="N", default=200, help="clients of the overload row, which ignore "
                    "Retry-After and post again at once (default: 200; 0: no overload row)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
@@ -63,7 +67,8 @@ def parse_args(argv=None):
 
 def start_server(model, batch_size):
     process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(model), "--port", "0",
-                                "--backend", "onnx-int8", "--batch-size", str(batch_size)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                "--backend", "onnx-int8", "--batch-size", str(batch_size)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         print(f"  server: {line.rstrip()}", file=sys.stderr)
         found = re.search(r"serving on http://([\d.]+):(\d+)/", line)
@@ -170,7 +175,8 @@ def overload(host, port, pid, texts, clients, seconds):
             "served_p50_ms": ms(served, 50), "served_p99_ms": ms(served, 99), "refused_p99_ms": ms(refused, 99),
             "health_max_ms": 1000 * max(health, default=float("nan")),
             "rss_mb_before": memory[0], "rss_mb_peak": max(memory), "rss_mb_after": rss_mb(pid),
-            "after_8_clients_per_s": after_rate, "after_8_clients_p50_ms": ms(after_latencies, 50), "after_errors": after_errors}
+            "after_8_clients_per_s": after_rate, "after_8_clients_p50_ms": ms(after_latencies, 50),
+            "after_errors": after_errors}
 
 
 def main(argv=None):
@@ -194,7 +200,8 @@ def main(argv=None):
                              "p95_ms": ms[1], "p99_ms": ms[2], "requests": len(latencies), "errors": errors})
             if args.overload and overloaded is None:
                 load(host, port, texts, 8, 2)  # warm-up, so the memory before is that of normal serving
-                print(f"overload: {args.overload} clients ignoring Retry-After for {args.seconds:g} s...", file=sys.stderr)
+                print(f"overload: {args.overload} clients ignoring Retry-After for {args.seconds:g} s...",
+                      file=sys.stderr)
                 overloaded = {"batch_size": batch_size,
                               **overload(host, port, process.pid, texts, args.overload, args.seconds)}
         finally:
@@ -208,26 +215,35 @@ def main(argv=None):
     settings = json.loads((args.model / "onnx.json").read_text())
     header = (f"{len(texts)} reviews from {source.name} (seeded random sample), one review per request, "
               f"{args.seconds:g} s per row; model {args.model.name}, maxlen {settings['maxlen']}, onnx-int8; "
-              f"predict.py batch throughput (batch 32, same reviews), before and after: {batch[0]:.2f} and {batch[1]:.2f} reviews/s; "
-              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load average before: {load_before:.2f}; "
-              f"Python {platform.python_version()}, " + ", ".join(f"{n} {metadata.version(n)}" for n in ("onnxruntime", "starlette", "uvicorn")))
-    lines = ["| server --batch-size | clients | requests/s | p50 / p95 / p99 latency | requests (errors) | share of predict.py batch throughput |",
+              f"predict.py batch throughput (batch 32, same reviews), before and after: {batch[0]:.2f} and "
+              f"{batch[1]:.2f} reviews/s; "
+              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+              f"load average before: {load_before:.2f}; "
+              f"Python {platform.python_version()}, "
+              + ", ".join(f"{n} {metadata.version(n)}" for n in ("onnxruntime", "starlette", "uvicorn")))
+    lines = ["| server --batch-size | clients | requests/s | p50 / p95 / p99 latency | requests (errors) "
+             "| share of predict.py batch throughput |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['batch_size']} | {r['clients']} | {r['requests_per_s']:.2f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f} ms "
+        lines.append(f"| {r['batch_size']} | {r['clients']} | {r['requests_per_s']:.2f} "
+                     f"| {r['p50_ms']:.0f} / {r['p95_ms']:.0f} / {r['p99_ms']:.0f} ms "
                      f"| {r['requests']} ({r['errors']}) | {r['share_of_batch']:.0%} |")
     text = header + ("\n\n" + "\n".join(lines) if rows else "")
     if overloaded:
         o = overloaded
-        text += ("\n\n| overload: clients | offered requests/s | served requests/s (share of predict.py's batch throughput) "
-                 "| 503s | p50 / p99 of the served | p99 of the 503s | slowest GET /health | server memory before / at most / after "
+        text += ("\n\n| overload: clients | offered requests/s "
+                 "| served requests/s (share of predict.py's batch throughput) "
+                 "| 503s | p50 / p99 of the served | p99 of the 503s | slowest GET /health "
+                 "| server memory before / at most / after "
                  "| 8 clients right after |\n"
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
                  f"| {o['clients']} | {o['offered_per_s']:.1f} | {o['served_per_s']:.2f} ({o['share_of_batch']:.0%}) "
-                 f"| {o['share_503']:.1%} | {o['served_p50_ms']:.0f} / {o['served_p99_ms']:.0f} ms | {o['refused_p99_ms']:.0f} ms "
+                 f"| {o['share_503']:.1%} | {o['served_p50_ms']:.0f} / {o['served_p99_ms']:.0f} ms "
+                 f"| {o['refused_p99_ms']:.0f} ms "
                  f"| {o['health_max_ms']:.0f} ms "
                  f"| {o['rss_mb_before']:.0f} / {o['rss_mb_peak']:.0f} / {o['rss_mb_after']:.0f} MB "
-                 f"| {o['after_8_clients_per_s']:.2f} requests/s, p50 {o['after_8_clients_p50_ms']:.0f} ms, {o['after_errors']} errors |\n"
+                 f"| {o['after_8_clients_per_s']:.2f} requests/s, p50 {o['after_8_clients_p50_ms']:.0f} ms, "
+                 f"{o['after_errors']} errors |\n"
                  f"answers: {o['statuses']}")
     print(text)
     if args.json:

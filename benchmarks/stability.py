@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--data-dir", type=Path, default=DATA, help="train.xlsx and test.xlsx (default: ../shared/data/imdb)")
+    p.add_argument("--data-dir", type=Path, default=DATA,
+                   help="train.xlsx and test.xlsx (default: ../shared/data/imdb)")
     p.add_argument("--out", type=Path, required=True, help="JSON lines, one per run (appended)")
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one "seed,padding" and print its JSON
@@ -97,9 +98,11 @@ def table(records):
     lines = ["| seed | " + " | ".join(f"{p} accuracy (ROC-AUC)" for p in paddings) + " |",
              "| --- |" + " --- |" * len(paddings)]
     for seed in seeds:
-        cells = [f"{by[seed, p]['accuracy']:.4f} ({by[seed, p]['roc_auc']:.3f})" if (seed, p) in by else "" for p in paddings]
+        cells = [f"{by[seed, p]['accuracy']:.4f} ({by[seed, p]['roc_auc']:.3f})" if (seed, p) in by else ""
+                 for p in paddings]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    lines += ["", "| padding | runs | collapsed (accuracy <= 0.55) | mean accuracy | mean of runs that learnt | lowest |",
+    lines += ["", "| padding | runs | collapsed (accuracy <= 0.55) | mean accuracy | mean of runs that learnt "
+              "| lowest |",
               "| --- | --- | --- | --- | --- | --- |"]
     for p in paddings:
         rs = [r for r in records if r["padding"] == p]
@@ -121,7 +124,8 @@ def main():
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for seed in [int(s) for s in args.seeds.split(",")]:
             for padding in args.paddings.split(","):
-                if any(r["seed"] == seed and r["padding"] == padding and {k: r[k] for k in settings(args)} == settings(args)
+                if any(r["seed"] == seed and r["padding"] == padding
+                       and {k: r[k] for k in settings(args)} == settings(args)
                        for r in done):
                     continue
                 command = [sys.executable, __file__, "--one", f"{seed},{padding}", "--out", str(args.out),

@@ -82,24 +82,28 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="small,full", help="comma-separated: small, full (default: both)")
     p.add_argument("--maxlens", help="comma-separated token lengths (default: 128,400; 400 with --padding)")
-    p.add_argument("--configs", default="glibc,tcmalloc,bf16,pytorch,pytorch-bf16", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default="glibc,tcmalloc,bf16,pytorch,pytorch-bf16",
+                   help=f"comma-separated, of: {', '.join(CONFIGS)}")
     p.add_argument("--batch-size", type=int, help="reviews per step (default: 16; 6 with --padding)")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default: 4)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     p.add_argument("--data", type=Path, help=f"a split with Reviews and Sentiment columns "
                    f"(default: {REAL_DATA} if present, else data/sample/train.xlsx)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"where the random models are kept (default: {DEFAULT_CACHE})")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help=f"where the random models are kept (default: {DEFAULT_CACHE})")
     p.add_argument("--lock", type=Path, help="hold an flock(1)-style lock on this file during each measurement, "
                    "so that other heavy work on a shared machine waits (e.g. /tmp/cpu.lock)")
     p.add_argument("--json", type=Path, help="also write the configuration and all results here")
-    p.add_argument("--padding", action="store_true", help="compare whole epochs with and without length-grouped batches "
+    p.add_argument("--padding", action="store_true",
+                   help="compare whole epochs with and without length-grouped batches "
                    "(see above) instead of timing steps")
     p.add_argument("--reviews", type=int, default=600, help="--padding: training reviews in the epoch (default: 600)")
     p.add_argument("--eval-reviews", type=int, default=600, help="--padding: test reviews evaluated (default: 600)")
     p.add_argument("--eval-data", type=Path, help="--padding: the test split (default: ../shared/data/imdb/test.xlsx "
                    "if present, else data/sample/test.xlsx)")
     p.add_argument("--rounds", type=int, default=2, help="--padding: times each arm runs (default: 2)")
-    p.add_argument("--arms", default="fixed,grouped,pytorch", help="--padding: comma-separated arms (default: all three)")
+    p.add_argument("--arms", default="fixed,grouped,pytorch",
+                   help="--padding: comma-separated arms (default: all three)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                    help="--padding: training arithmetic of every arm (default: float32)")
     p.add_argument("--vocab", type=Path, help="--padding: a vocab.txt for the random model (see above)")
@@ -209,7 +213,7 @@ def measure_pytorch_epoch(spec):
     encoded = tokenizer(list(reviews[dataset.TEXT]), truncation=True, max_length=spec["maxlen"])  # no padding yet
     labels = (reviews[dataset.LABEL] == "pos").astype(int).tolist()
     train = [{"input_ids": ids, "attention_mask": mask, "labels": y}
-             for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+             for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels, strict=True)]
     pad, shapes, marks = DataCollatorWithPadding(tokenizer), [], []
 
     def collate(features):  # pads each batch to its longest review; records the shape the model sees
@@ -264,7 +268,8 @@ def measure_evaluation(spec):
     data = learning.LengthGroupedDataset(padded, spec["maxlen"])
     data.batch_size = 32  # the predictor's batch size
     return {"seconds": seconds, "cpu_seconds": cpu, "largest_difference": difference, "reviews": len(texts),
-            "tokens": {"predictor": padded.x.shape[0] * padded.x.shape[2], "grouped": data.tokens(data.evaluation_batches())},
+            "tokens": {"predictor": padded.x.shape[0] * padded.x.shape[2],
+                       "grouped": data.tokens(data.evaluation_batches())},
             "real_tokens": int(data.lengths.sum())}
 
 
@@ -306,7 +311,7 @@ def measure_pytorch(spec):
     encoded = tokenizer(list(reviews[dataset.TEXT]), truncation=True, padding="max_length", max_length=spec["maxlen"])
     labels = (reviews[dataset.LABEL] == "pos").astype(int).tolist()
     train = [{"input_ids": ids, "attention_mask": mask, "labels": y}
-             for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+             for ids, mask, y in zip(encoded["input_ids"], encoded["attention_mask"], labels, strict=True)]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained("distilbert-base-uncased", num_labels=2)
     marks = []
@@ -398,7 +403,8 @@ def machine():
 
     def cpu_model():
         try:
-            return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                        if line.startswith("model name"))
         except (OSError, StopIteration):
             return platform.processor()
 
@@ -419,7 +425,8 @@ def table(rows, baseline="glibc"):
             continue
         ref = base.get((r["model"], r["maxlen"]))
         speedup = f"{ref / r['s_per_step']:.2f}x" if ref else "-"
-        lines.append(f"| {r['model']} ({r['params'] / 1e6:.1f}M) | {r['maxlen']} | {r['config']} | {r['s_per_step']:.2f} "
+        lines.append(f"| {r['model']} ({r['params'] / 1e6:.1f}M) | {r['maxlen']} | {r['config']} "
+                     f"| {r['s_per_step']:.2f} "
                      f"| {r['reviews_per_s']:.1f} | {speedup} | {r['sys_s_per_step']:.2f} | {r['cpu_s_per_step']:.2f} "
                      f"| {r['minor_faults_per_step']:,.0f} | {r['peak_rss_gb']:.1f} GB |")
     return "\n".join(lines)
@@ -460,8 +467,8 @@ def main():
                         print(f"skipping {config}: it needs tcmalloc (apt-get install libtcmalloc-minimal4) "
                               "or, for pytorch, pip install -r benchmarks/requirements-pytorch.txt")
                         continue
-                    spec = dict(config=config, data=str(csv), maxlen=maxlen, batch_size=args.batch_size, steps=args.steps,
-                                warmup=args.warmup)
+                    spec = dict(config=config, data=str(csv), maxlen=maxlen, batch_size=args.batch_size,
+                                steps=args.steps, warmup=args.warmup)
                     print(f"{model} maxlen {maxlen} {config} ...", end=" ", flush=True)
                     row = {"model": model, "maxlen": maxlen, "config": config, **run_one(spec, env, args.lock)}
                     print(f"{row['s_per_step']:.2f} s/step" if "s_per_step" in row else row["error"], flush=True)
@@ -534,7 +541,8 @@ def padding_main(args):
                 print(f"{row['epoch_s']:.0f} s" if "epoch_s" in row else row["error"], flush=True)
                 rows.append(row)
         print("evaluation ...", end=" ", flush=True)
-        evaluation = run_one({**spec, "arm": "evaluation"}, child_env("tcmalloc", home) or child_env("glibc", home), args.lock)
+        evaluation = run_one({**spec, "arm": "evaluation"}, child_env("tcmalloc", home) or child_env("glibc", home),
+                             args.lock)
         print("done" if "seconds" in evaluation else evaluation["error"], flush=True)
     info["load_average_after"] = os.getloadavg()
     print()
@@ -555,7 +563,8 @@ def padding_tables(rows, evaluation, info):
         per_round = [epoch[a, n] / epoch[b, n] for n in both]
         return (sum(epoch[a, n] for n in both) / sum(epoch[b, n] for n in both) if both else None), per_round
     fixed_tokens = info["reviews"] * info["maxlen"]
-    lines = ["| arm | epoch seconds, round by round | reviews/s | time against fixed | tokens per epoch (share of fixed) "
+    lines = ["| arm | epoch seconds, round by round | reviews/s | time against fixed "
+             "| tokens per epoch (share of fixed) "
              "| distinct batch shapes | widths | train-step traces |", "|---|---|---|---|---|---|---|---|"]
     for arm, seconds in total.items():
         mine = [r for r in ok if r["arm"] == arm]
@@ -580,16 +589,22 @@ def padding_tables(rows, evaluation, info):
         s, t = evaluation["seconds"], evaluation["tokens"]
         n = evaluation["reviews"]
         cpu = evaluation.get("cpu_seconds", {})
-        lines += ["", "| test-split evaluation | seconds, round by round | reviews/s | speed-up | CPU seconds, round by round "
+        lines += ["", "| test-split evaluation | seconds, round by round | reviews/s | speed-up "
+                  "| CPU seconds, round by round "
                   "| tokens (share of predictor's) |", "|---|---|---|---|---|---|"]
         for name in ("predictor", "grouped"):
-            lines.append(f"| {name} | {' / '.join(f'{x:.0f}' for x in s[name])} | {n * len(s[name]) / sum(s[name]):.2f} "
-                         f"| {sum(s['predictor']) / sum(s[name]):.2f}x | {' / '.join(f'{x:.0f}' for x in cpu.get(name, [])) or '-'} "
+            lines.append(f"| {name} | {' / '.join(f'{x:.0f}' for x in s[name])} "
+                         f"| {n * len(s[name]) / sum(s[name]):.2f} "
+                         f"| {sum(s['predictor']) / sum(s[name]):.2f}x "
+                         f"| {' / '.join(f'{x:.0f}' for x in cpu.get(name, [])) or '-'} "
                          f"| {t[name]:,} ({t[name] / t['predictor']:.3f}) |")
-        lines.append(f"\nlargest probability difference, grouped against predictor.predict: {evaluation['largest_difference']:.1e}")
-    lines.append(f"\n{info['cpus']} x {info['cpu']}; Python {info['python']}, TensorFlow {info['tensorflow']}, ktrain {info['ktrain']}, "
+        lines.append("\nlargest probability difference, grouped against predictor.predict: "
+                     f"{evaluation['largest_difference']:.1e}")
+    lines.append(f"\n{info['cpus']} x {info['cpu']}; Python {info['python']}, TensorFlow {info['tensorflow']}, "
+                 f"ktrain {info['ktrain']}, "
                  f"transformers {info['transformers']}, torch {info.get('torch', '-')}; {info['precision']}, batch "
-                 f"{info['batch_size']}, maxlen {info['maxlen']}, {info['reviews']} training and {info['eval_reviews']} test reviews; "
+                 f"{info['batch_size']}, maxlen {info['maxlen']}, {info['reviews']} training and "
+                 f"{info['eval_reviews']} test reviews; "
                  f"load average before {info['load_average'][0]:.2f}, after {info['load_average_after'][0]:.2f}")
     return "\n".join(lines)
 

@@ -28,7 +28,8 @@ def main(splits, folder):
     done, settings = state["epochs_done"], state["settings"]
     train_df, test_df = dataset.load_splits(splits / "train.xlsx", splits / "test.xlsx", None, settings["seed"])
     learning.set_seed(settings["seed"])
-    train, val, preproc = learning.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped", settings["seed"])
+    train, val, preproc = learning.preprocess(train_df, test_df, settings["maxlen"], "head", "grouped",
+                                              settings["seed"])
     learner = learning.build_learner(train, val, preproc, settings["batch_size"], "float32")
     learning.Checkpoints(folder, settings, settings["epochs"]).resume(learner)
     val_loss = learner.model.evaluate(learner.val_data.to_tfdataset(train=False), verbose=0)[0]

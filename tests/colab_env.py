@@ -107,8 +107,9 @@ def cpu_torch_wheel(folder):
     """The CPU build of requirements-export.txt's torch that this machine holds, copied into `folder` by pip
     (from its find-links; no index is asked), or None when there is none."""
     version = pins(ROOT / "requirements-export.txt")["torch"][1]
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-index", "--only-binary=:all:",
-                             "-d", str(folder), f"torch=={version}"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-index",
+                             "--only-binary=:all:", "-d", str(folder), f"torch=={version}"],
+                            capture_output=True, text=True)
     wheels = sorted(Path(folder).glob(f"torch-{version}+cpu-*.whl"))
     return wheels[0] if result.returncode == 0 and wheels else None
 
@@ -144,6 +145,7 @@ def fake_colab_kernel(base, name, python, env):
     spec = jupyter / "kernels" / name
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name, "language": "python",
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name,
+        "language": "python",
         "env": {"PYTHONPATH": str(ROOT / "tests" / "fake_colab"), "IPYTHONDIR": str(ipython), **env}}))
     return jupyter

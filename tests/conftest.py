@@ -132,7 +132,7 @@ def assert_scored_as_its_predictor(folder, test_split):
     assert scored["accuracy"] == metrics["accuracy"] and scored["confusion_matrix"] == metrics["confusion_matrix"]
     assert abs(scored["loss"] - metrics["loss"]) <= 1e-5, (scored["loss"], metrics["loss"])
     worst = pd.read_csv(Path(folder) / "top_losses.csv")
-    for review, probability in zip(worst["review"], worst["probability"]):
+    for review, probability in zip(worst["review"], worst["probability"], strict=True):
         assert abs(proba[test.index[test["Reviews"] == review][0]].max() - probability) <= 1e-5
     return metrics
 
@@ -190,7 +190,8 @@ def exported(trained, tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     agreement = re.search(r"int8: .* same label on ([\d.]+)%", result.stdout)
     assert agreement, "export.py no longer prints the int8 check's agreement:\n" + result.stdout[-3000:]
-    at_least("export: int8 label agreement in export.py's check, 200 synthetic reviews", float(agreement[1]) / 100, 0.99)
+    at_least("export: int8 label agreement in export.py's check, 200 synthetic reviews",
+             float(agreement[1]) / 100, 0.99)
     return folder, result
 
 

@@ -14,7 +14,8 @@ Zen 4), then prints each check's threshold and its worst value.
     .venv/bin/python tests/margins.py --table-only --out margins    # the table of the runs already in margins/
 
 By default it runs the test files that check what a trained model does (those that call at_least or
-at_most): about 14 minutes per run on 2 cores, against 25 for the whole suite. The table (Markdown), every value (JSON) and each run's
+at_most): about 14 minutes per run on 2 cores, against 25 for the whole suite. The table (Markdown), \
+every value (JSON) and each run's
 output go to --out.
 """
 
@@ -33,11 +34,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds to run with the default kernels (default: 1,2,3,4,5)")
     p.add_argument("--other-kernels", default="1,2", metavar="SEEDS",
-                   help="seeds to run with TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's Eigen kernels (default: 1,2; empty: none)")
+                   help="seeds to run with TF_ENABLE_ONEDNN_OPTS=0, TensorFlow's Eigen kernels "
+                   "(default: 1,2; empty: none)")
     p.add_argument("--avx2", default="3", metavar="SEEDS",
-                   help="seeds to run with oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2), as on a CPU without AVX-512 "
-                   "(default: 3; empty: none)")
-    p.add_argument("--out", type=Path, default=Path("margins"), help="folder for margins.md and margins.json (default: margins/)")
+                   help="seeds to run with oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2), "
+                   "as on a CPU without AVX-512 (default: 3; empty: none)")
+    p.add_argument("--out", type=Path, default=Path("margins"),
+                   help="folder for margins.md and margins.json (default: margins/)")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: build the table from the runs already in --out (e.g. runs made in several goes)")
     p.add_argument("tests", nargs="*", help="pytest arguments (default: the test files that call at_least or at_most)")
@@ -70,7 +73,8 @@ def main():
                          "minutes": round((time.time() - started) / 60, 1)})
         print(f"  {summary} ({outcomes[-1]['minutes']} min)" + "".join(f"\n  {line}" for line in failed), flush=True)
         if record.exists():
-            values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
+            values += [{**json.loads(line), "seed": seed, "kernels": kernels}
+                       for line in record.read_text().splitlines()]
     return report(args.out, values, outcomes)
 
 
@@ -96,13 +100,15 @@ def earlier_runs(out):
         _, seed, kernels = log.stem.split("-", 2)
         seed, kernels = int(seed), KERNELS[kernels]
         lines = log.read_text().splitlines()
-        summary = next((line.strip("= ") for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line)),
+        summary = next((line.strip("= ") for line in reversed(lines)
+                        if " in " in line and ("passed" in line or "failed" in line)),
                        "(no summary)")
         outcomes.append({"seed": seed, "kernels": kernels, "summary": summary, "minutes": None,
                          "failed": [line for line in lines if line.startswith(("FAILED", "ERROR"))]})
         record = log.with_suffix(".jsonl")
         if record.exists():
-            values += [{**json.loads(line), "seed": seed, "kernels": kernels} for line in record.read_text().splitlines()]
+            values += [{**json.loads(line), "seed": seed, "kernels": kernels}
+                       for line in record.read_text().splitlines()]
     return values, outcomes
 
 
@@ -128,17 +134,19 @@ def summarize(values):
         best = (max if op == ">=" else min)(v["value"] for v in seen)
         table.append({"check": name, "op": op, "threshold": threshold, "worst": worst["value"], "best": best,
                       "worst_in": f"seed {worst['seed']}, {worst['kernels'].split()[0]}",
-                      "values": len(seen), "holds": all((v["value"] >= threshold) if op == ">=" else (v["value"] <= threshold)
-                                                        for v in seen)})
+                      "values": len(seen),
+                      "holds": all((v["value"] >= threshold) if op == ">=" else (v["value"] <= threshold)
+                                   for v in seen)})
     return table
 
 
 def to_markdown(table, outcomes):
-    lines = ["| check | asserted | worst seen | best seen | worst in | values |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| check | asserted | worst seen | best seen | worst in | values |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for row in table:
         flag = "" if row["holds"] else " **FAILS**"
-        lines.append(f"| {row['check']} | {row['op']} {row['threshold']:g} | {row['worst']:.4g}{flag} | {row['best']:.4g} "
-                     f"| {row['worst_in']} | {row['values']} |")
+        lines.append(f"| {row['check']} | {row['op']} {row['threshold']:g} | {row['worst']:.4g}{flag} "
+                     f"| {row['best']:.4g} | {row['worst_in']} | {row['values']} |")
     lines += ["", "| seed | kernels | result | minutes |", "| --- | --- | --- | --- |"]
     lines += [f"| {o['seed']} | {o['kernels']} | {o['summary']} | {o['minutes'] or ''} |" for o in outcomes]
     return "\n".join(lines) + "\n"

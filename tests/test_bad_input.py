@@ -102,7 +102,8 @@ def test_output_that_is_not_a_predictor_is_never_replaced(good, tmp_path):
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
-    assert_user_error(run_train("--data-dir", good, "--output", precious), "holds something other than a saved predictor")
+    assert_user_error(run_train("--data-dir", good, "--output", precious),
+                      "holds something other than a saved predictor")
     assert (precious / "thesis.txt").read_text() == "keep me"
     assert_user_error(run_train("--data-dir", good, "--output", precious / "thesis.txt"), "is a file")
 

@@ -41,7 +41,8 @@ from imdb_distilbert.data import dataset
 
 MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
-PARAMS = {"epochs": 3, "lr": 2e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}  # as TINY
+# as TINY
+PARAMS = {"epochs": 3, "lr": 2e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}
 CHANGED_BY_SETUP = {"transformers": ("5.15.0", "4.54.1"), "tokenizers": ("0.22.2", "0.21.4"),
                     "huggingface-hub": ("1.27.0", "0.36.2")}
 
@@ -245,7 +246,8 @@ def test_web_page_shows_through_colabs_port_proxy_and_stops(sessions, colab):
     calls = [json.loads(line) for line in colab["shown"].read_text().splitlines()]
     assert [(c["function"], c["port"], c["path"]) for c in calls] == [("serve_kernel_port_as_iframe", port, "/"),
                                                                      ("serve_kernel_port_as_window", port, "/")]
-    assert f"http://localhost:{port}/" in "".join(o["data"]["text/html"] for c in nb.cells if "serve_inline.start(" in c.source
+    assert f"http://localhost:{port}/" in "".join(o["data"]["text/html"]
+                                                  for c in nb.cells if "serve_inline.start(" in c.source
                                                   for o in c.outputs if "text/html" in o.get("data", {}))
     asked = output_of(nb, 'print("health"')
     health = json.loads(re.search(r"^health (.*)$", asked, re.MULTILINE).group(1))
@@ -253,7 +255,7 @@ def test_web_page_shows_through_colabs_port_proxy_and_stops(sessions, colab):
     answers = json.loads(re.search(r"^predict (.*)$", asked, re.MULTILINE).group(1))["predictions"]
     table = re.findall(r"\b(neg|pos)\s+(\d\.\d+)\s+(\d\.\d+)", output_of(nb, "reviews = ["))
     assert [a["label"] for a in answers] == [row[0] for row in table]  # the predictor's labels, through the page's API
-    for answer, (_, neg, pos) in zip(answers, table):
+    for answer, (_, neg, pos) in zip(answers, table, strict=True):
         assert abs(answer["prob_neg"] - float(neg)) < 1e-4 and abs(answer["prob_pos"] - float(pos)) < 1e-4
     assert f"stopped the server; port {port} is free" in output_of(nb, "page.stop()")
     assert_port_closed(port)
@@ -275,7 +277,8 @@ def test_setup_says_restart_only_when_a_loaded_package_changed(sessions, colab_e
     python = colab_env[0]
     for module, requirement, restart in (("whoosh", "Whoosh==2.7.3", True), ("syntok", "syntok==1.4.3", False)):
         (tmp_path / "req.txt").write_text(requirement + "\n")
-        code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import {module}; from imdb_distilbert import colab; colab.setup(sys.argv[1])"
+        code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); import {module}; "
+                "from imdb_distilbert import colab; colab.setup(sys.argv[1])")
         if not restart:
             code = code.replace(f"import {module}, colab", "from imdb_distilbert import colab")
         out = subprocess.run([python, "-c", code, str(tmp_path / "req.txt")], capture_output=True, text=True)

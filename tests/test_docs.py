@@ -140,7 +140,8 @@ def test_a_typo_is_caught(tmp_path):
     assert command_problems(page) == [
         "page.md: src/train.py has no --epoch: .venv/bin/python src/train.py --epoch 1 --maxlen 128",
         "page.md: src/predict.py has no --jsn: python src/predict.py --jsn -",
-        "page.md: benchmarks/inference.py has no --modle: flock /tmp/lock python benchmarks/inference.py --n 10 --modle DIR",
+        "page.md: benchmarks/inference.py has no --modle: "
+        "flock /tmp/lock python benchmarks/inference.py --n 10 --modle DIR",
         "page.md: src/tran.py does not exist: python src/tran.py --epochs 1",
     ]
     assert link_problems(page) == ["page.md: link to a missing file: missing.md",

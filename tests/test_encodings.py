@@ -34,7 +34,8 @@ KINDS = {
     "windows-1252": ("cp1252", ",", ".csv"),  # Excel's "CSV" on Windows
     "windows-1252-semicolon": ("cp1252", ";", ".csv"),  # the same where the decimal mark is a comma (Germany, France)
 }
-NOT_UTF8 = {"utf-16": "UTF-16", "utf-16-txt": "UTF-16", "windows-1252": "Windows-1252", "windows-1252-semicolon": "Windows-1252"}
+NOT_UTF8 = {"utf-16": "UTF-16", "utf-16-txt": "UTF-16", "windows-1252": "Windows-1252",
+            "windows-1252-semicolon": "Windows-1252"}
 
 
 def write(folder, kind, frame=None):
@@ -85,7 +86,8 @@ def test_values_like_na_stay_text(tmp_path):
 
 @pytest.fixture(scope="module")
 def predicted(exported, tmp_path_factory):
-    """predict.py --backend onnx --json on the reviews saved as UTF-8, UTF-16 and Windows-1252: {kind: (rows, stderr)}."""
+    """predict.py --backend onnx --json on the reviews saved as UTF-8, UTF-16 and Windows-1252:
+    {kind: (rows, stderr)}."""
     folder = tmp_path_factory.mktemp("encodings")
     found = {}
     for kind in ("utf-8", "utf-16", "windows-1252"):
@@ -105,7 +107,8 @@ def test_predict_py_gives_the_utf8_answers(predicted, kind):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    (b"Reviews\r\nsuperb\x81 and \x90great\r\n", "is not text in UTF-8, UTF-16 or Windows-1252 (byte 0x81 at offset 15"),
+    (b"Reviews\r\nsuperb\x81 and \x90great\r\n",
+     "is not text in UTF-8, UTF-16 or Windows-1252 (byte 0x81 at offset 15"),
     ("Reviews\r\ngreat\r\n".encode("utf-16-le"), "holds NUL bytes"),  # UTF-16 without its byte-order mark
     (codecs.BOM_UTF32_LE + "Reviews\ngreat\n".encode("utf-32-le"), "is not text in UTF-8, UTF-16 or Windows-1252"),
     (b"PK\x03\x04\x14\x00\x06\x00", "is a zip file, such as an Excel workbook"),

@@ -1,4 +1,5 @@
-"""src/explain.py on the tiny trained model: faithful word scores, the cut, the HTML, the CLI, ktrain's own explain()."""
+"""src/explain.py on the tiny trained model: faithful word scores, the cut, the HTML, the CLI,
+ktrain's own explain()."""
 
 import json
 import re
@@ -38,7 +39,7 @@ def test_scores_are_about_the_model(predictor, found, held_out):
     proba = predictor.predict(list(held_out["Reviews"]), return_proba=True)
     assert np.allclose([[f["probabilities"][c] for c in ("neg", "pos")] for f in found], proba, atol=1e-5)
     assert [f["label"] for f in found] == [["neg", "pos"][i] for i in proba.argmax(1)]
-    for f, text in zip(found, held_out["Reviews"]):
+    for f, text in zip(found, held_out["Reviews"], strict=True):
         assert [w["word"] for w in f["words"]] == re.findall(r"\w+|[^\w\s]", text)
         assert all(text[w["start"]:w["end"]] == w["word"] for w in f["words"])
         assert all(w["scores"]["pos"] == -w["scores"]["neg"] for w in f["words"])
@@ -111,14 +112,15 @@ def test_default_steps_agree_with_a_many_step_integral(subject):
     kind, predictor, texts, found = subject
     exact = explain.explain(predictor, texts[:100], steps=32)
     kept, same_top = [], []
-    for rough, close in zip(found, exact):
+    for rough, close in zip(found, exact, strict=False):  # the first 100 of `found`
         label = close["label"]
         a = np.array([w["scores"][label] for w in rough["words"]])
         b = np.array([w["scores"][label] for w in close["words"]])
         top = np.argsort(-np.abs(b))[:3]
         kept.append(np.abs(b[top]) @ (np.sign(a[top]) == np.sign(b[top])) / np.abs(b[top]).sum())
         same_top.append(abs(b[np.argmax(np.abs(a))]) >= 0.5 * abs(b[top[0]]))
-    at_least(f"explain ({kind}): share of the top-3 words' score whose sign 3 steps keep (32 steps)", np.mean(kept), 0.9)
+    at_least(f"explain ({kind}): share of the top-3 words' score whose sign 3 steps keep (32 steps)",
+             np.mean(kept), 0.9)
     at_least(f"explain ({kind}): 3 steps' top word holds half the 32-step top word's score", np.mean(same_top), 0.6)
 
 
@@ -130,7 +132,8 @@ def test_scores_do_not_depend_on_the_other_reviews_of_a_call(subject):
         alone, = explain.explain(predictor, [texts[i]])
         assert alone["label"] == found[i]["label"]
         assert [w["word"] for w in alone["words"]] == [w["word"] for w in found[i]["words"]]
-        assert [w["scores"]["pos"] for w in alone["words"]] == pytest.approx([w["scores"]["pos"] for w in found[i]["words"]], abs=1e-4)
+        assert [w["scores"]["pos"] for w in alone["words"]] == pytest.approx(
+            [w["scores"]["pos"] for w in found[i]["words"]], abs=1e-4)
         assert alone["probabilities"]["pos"] == pytest.approx(found[i]["probabilities"]["pos"], abs=1e-6)
 
 
@@ -160,7 +163,7 @@ def test_polarity_words_on_mixed_reviews(mixed):
     words are deleted), and the word scored highest (either sign) is mostly a polarity word."""
     predictor, _ = mixed
     held_out = synthetic.reviews(200, seed=5, mixed=True)
-    torn = [text for text, label in zip(held_out["Reviews"], held_out["Sentiment"])
+    torn = [text for text, label in zip(held_out["Reviews"], held_out["Sentiment"], strict=True)
             if label == "pos" and any(w.strip(".").lower() in synthetic.NEGATIVE for w in text.split())]
     stripped = [" ".join(w for w in text.split() if w.strip(".").lower() not in synthetic.POSITIVE) for text in torn]
     assert len(torn) >= 30
@@ -168,7 +171,7 @@ def test_polarity_words_on_mixed_reviews(mixed):
              np.mean(predictor.predict(stripped, return_proba=True)[:, 1] < 0.5), 0.9)
     found = explain.explain(predictor, list(held_out["Reviews"]))
     at_least("explain (mixed): accuracy on held-out mixed reviews",
-             np.mean([f["label"] == label for f, label in zip(found, held_out["Sentiment"])]), 0.9)
+             np.mean([f["label"] == label for f, label in zip(found, held_out["Sentiment"], strict=True)]), 0.9)
     at_least("explain (mixed): top-scored word is a polarity word",
              np.mean([explain.top_words(f, 1)[0][0].lower() in POLARITY for f in found]), 0.6)
 
@@ -220,13 +223,14 @@ def test_top_losses_page_shows_the_true_labels(predictor, held_out):
 
 
 def test_predict_explain_json_and_csv(trained, mixed, tmp_path, capsys):
-    """predict.py --explain shows explain.py's labels and top words (with their scores), as JSON lines or a CSV column."""
+    """predict.py --explain shows explain.py's labels and top words (with their scores), as JSON lines
+    or a CSV column."""
     texts = ["the movie was dull and the acting was awful", "a wonderful film with a superb cast"]
     predict.main(["--model", str(mixed[1]), "--explain", "--top-words", "2", "--json", *texts])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     want = explain.explain(mixed[1], texts)
     assert [r["label"] for r in rows] == [f["label"] for f in want]
-    for row, f in zip(rows, want):
+    for row, f in zip(rows, want, strict=True):
         assert [w for w, _ in row["top_words"]] == [w for w, _ in explain.top_words(f, 2)]
         assert [s for _, s in row["top_words"]] == pytest.approx([s for _, s in explain.top_words(f, 2)], abs=1e-4)
     predict.main(["--model", str(trained[0]), "--explain", "--out", str(tmp_path / "out.csv"), *texts])

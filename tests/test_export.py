@@ -98,17 +98,20 @@ def test_onnx_batches_are_length_sorted_and_bounded():
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
         widths = [lengths[b[-1]] for b in batches]
         assert widths == sorted(widths) and all(lengths[i] <= lengths[b[-1]] for b in batches for i in b)
-        assert all(len(b) <= batch_size and (len(b) == 1 or len(b) * lengths[b[-1]] <= backends.MAX_TOKENS) for b in batches)
+        assert all(len(b) <= batch_size and (len(b) == 1 or len(b) * lengths[b[-1]] <= backends.MAX_TOKENS)
+                   for b in batches)
         assert [len(b) for b in batches][-1] == 1
     assert max(len(b) for b in model.batches([10] * 100)) == 32  # short texts: the batch size decides
 
 
 def test_int8_labels_mostly_agree(exported, tensorflow_model):
-    # On synthetic reviews the tiny model is mostly confident: int8 gives TensorFlow's label and nearly its probabilities.
+    # On synthetic reviews the tiny model is mostly confident: int8 gives TensorFlow's label and nearly its
+    # probabilities.
     fresh = list(synthetic.reviews(200, seed=11)["Reviews"])
     expected = tensorflow_model.predict_proba(fresh)
     proba = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba(fresh)
-    at_least("export: int8 label agreement with TensorFlow, 200 synthetic reviews", np.mean(proba.argmax(1) == expected.argmax(1)), 0.98)
+    at_least("export: int8 label agreement with TensorFlow, 200 synthetic reviews",
+             np.mean(proba.argmax(1) == expected.argmax(1)), 0.98)
     at_most("export: int8 largest probability difference, 200 synthetic reviews", np.abs(proba - expected).max(), 0.01)
 
 
@@ -216,11 +219,13 @@ def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
         out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
         assert out.returncode == 0, out.stderr[-3000:]
         labels[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
-    # Reading the start would give about 0 (the opposite verdict is there); the worst training in docs/testing.md: 18 of 20.
+    # Reading the start would give about 0 (the opposite verdict is there); the worst training in docs/testing.md:
+    # 18 of 20.
     at_least("export: tail model, accuracy on 20 reviews whose verdict at the end is opposed at the start (ktrain)",
              np.mean(np.array(labels["ktrain"]) == verdicts), 0.75)
     assert labels["onnx"] == labels["ktrain"]  # fp32: cut the same way, the same probabilities to 1e-4
-    at_least("export: tail model, onnx-int8 labels as ktrain's on those 20", np.mean(np.array(labels["onnx-int8"]) == labels["ktrain"]), 0.9)
+    at_least("export: tail model, onnx-int8 labels as ktrain's on those 20",
+             np.mean(np.array(labels["onnx-int8"]) == labels["ktrain"]), 0.9)
 
 
 def test_onnx_backend_without_onnxruntime(exported, tmp_path):
@@ -278,7 +283,8 @@ def test_export_refuses_int8_that_changes_labels(trained, tensorflow_model, tmp_
     before = sorted(p.name for p in folder.iterdir())
     monkeypatch.setattr(onnx_export.quantize, "per_token_int8", favouring_pos)
     with pytest.raises(UserError, match=rf"the int8 ONNX model gives the TensorFlow predictor's label on only {pos} of "
-                                        rf"{len(texts)} reviews \(.*too few for --min-agreement 0.99 .*so nothing was written"):
+                                        rf"{len(texts)} reviews \(.*too few for --min-agreement 0.99 "
+                                        r".*so nothing was written"):
         onnx_export.main(["--model", str(folder), "--reviews", str(reviews), "--n", str(len(texts))])
     assert sorted(p.name for p in folder.iterdir()) == before  # no files moved, no staging left
 
@@ -308,8 +314,8 @@ def test_export_refuses_fp32_that_differs_from_tensorflow(trained, tmp_path, mon
         return model
 
     monkeypatch.setattr(onnx_export, "to_pytorch", changed)
-    with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to \S+ \(more "
-                                        r"than 0.0001\), so nothing was written"):
+    with pytest.raises(UserError, match=r"the fp32 ONNX model differs from the TensorFlow predictor by up to "
+                                        r"\S+ \(more than 0.0001\), so nothing was written"):
         onnx_export.main(["--model", str(folder), "--reviews", str(reviews), "--n", "20", "--min-agreement", "0"])
     assert sorted(p.name for p in folder.iterdir()) == before
 
@@ -328,7 +334,8 @@ def test_int8_weights_are_7_bit_in_the_exported_file(exported):
 
     int8 = {w.name: numpy_helper.to_array(w) for w in onnx.load(str(exported[0] / "model-int8.onnx")).graph.initializer}
     fp32 = {w.name: numpy_helper.to_array(w) for w in onnx.load(str(exported[0] / "model.onnx")).graph.initializer}
-    quantized = [name[:-len("/int8")] for name, value in int8.items() if name.endswith("/int8") and value.dtype == np.int8]
+    quantized = [name[:-len("/int8")] for name, value in int8.items()
+                 if name.endswith("/int8") and value.dtype == np.int8]
     assert len(quantized) == 6 * 2  # the tiny model: 2 layers x (q, k, v, out, ffn1, ffn2)
     for name in quantized:
         q, scale = int8[name + "/int8"], int8[name + "/scale"]

@@ -116,7 +116,8 @@ def test_model_card_parses_with_huggingface_hub(hf_export, trained):
     text = card.text
     # The tiny test model is neither DistilBERT's shape nor the full recipe, and the card says both.
     args = metrics["args"]
-    assert "Not the full recipe" in text and "not DistilBERT's shape" in text and f"maxlen {args['maxlen']} (the recipe: 400)" in text
+    assert ("Not the full recipe" in text and "not DistilBERT's shape" in text
+            and f"maxlen {args['maxlen']} (the recipe: 400)" in text)
     assert f"| maxlen (word pieces) | {args['maxlen']} |" in text and f"| seed | {args['seed']} |" in text
     for name, version in metrics["versions"].items():  # training's package versions, and the export's
         assert f"{name} {version}" in text
@@ -134,10 +135,12 @@ def test_our_pinned_set_loads_it_with_one_pipeline_call(hf_export, texts, expect
     assert sum(n > maxlen for n in lengths) >= 80 and max(lengths) > 512  # cut by the tokenizer, as in training
     assert_same_answers(proba(classify(texts, batch_size=8)), expected)
     report(f"Hugging Face folder, pinned set: transformers {transformers.__version__}, "
-           f"torch {__import__('torch').__version__}: TensorFlow's labels and probabilities (1e-4) on {len(texts)} reviews")
+           f"torch {__import__('torch').__version__}: TensorFlow's labels and probabilities (1e-4) "
+           f"on {len(texts)} reviews")
 
 
-def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained, hf_export, tmp_path, monkeypatch, capsys):
+def test_export_refuses_and_keeps_the_earlier_folder_when_answers_differ(trained, hf_export, tmp_path, monkeypatch,
+                                                                          capsys):
     from imdb_distilbert.errors import UserError
     from imdb_distilbert.export import hf_folder, onnx_export
 
@@ -212,7 +215,8 @@ found = [name for name in ("tensorflow", "tf_keras", "keras", "ktrain", "compat"
          if importlib.util.find_spec(name)]
 rows = classify(json.load(open({texts!r})), batch_size=8)
 print(json.dumps({{"importable": found, "python": platform.python_version(),
-                  "versions": {{m.__name__: m.__version__ for m in (transformers, tokenizers, huggingface_hub, safetensors, torch)}},
+                  "versions": {{m.__name__: m.__version__ \
+for m in (transformers, tokenizers, huggingface_hub, safetensors, torch)}},
                   "proba": [{{d["label"]: d["score"] for d in row}} for row in rows]}}))
 """
 
@@ -248,7 +252,8 @@ def later_session(hf_export, texts, tmp_path_factory):
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(jupyter)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="colab-own", resources={"metadata": {"path": str(content)}}).execute()
+        NotebookClient(nb, timeout=600, kernel_name="colab-own",
+                       resources={"metadata": {"path": str(content)}}).execute()
     finally:
         os.environ.pop("JUPYTER_PATH") if old is None else os.environ.update(JUPYTER_PATH=old)
         if os.path.islink(MOUNT):
@@ -263,7 +268,7 @@ def test_a_later_colab_session_classifies_with_nothing_installed(later_session, 
     lines = [line for line in printed.splitlines() if line.startswith(("neg ", "pos "))]
     texts = [line.split("} ", 1)[1] for line in lines]
     assert len(lines) == 2
-    for line, want in zip(lines, tensorflow.predict_proba(texts)):
+    for line, want in zip(lines, tensorflow.predict_proba(texts), strict=True):
         label, rest = line.split(" ", 1)
         scores = ast.literal_eval(rest.split("} ", 1)[0] + "}")  # {'pos': 0.98, 'neg': 0.02}, as the cell prints it
         assert label == ["neg", "pos"][want.argmax()]

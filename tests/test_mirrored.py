@@ -14,7 +14,7 @@ from conftest import ROOT, TINY, at_least, interrupt_after_first_epoch, run_trai
 from imdb_distilbert.training import evaluation
 
 LAUNCHER = ROOT / "tests" / "two_cpu_devices.py"
-FLAGS = dict(zip(TINY[::2], TINY[1::2]))
+FLAGS = dict(zip(TINY[::2], TINY[1::2], strict=True))
 MIRRORED = [*TINY, "--batch-size", FLAGS["--batch-size"] // 2, "--strategy", "mirrored"]  # the last --batch-size counts
 
 
@@ -55,7 +55,8 @@ def test_two_replicas_train_resume_and_learn(mirrored, trained):
 
 def test_predictor_loads_on_one_device_and_predicts_as_before_saving(mirrored, synthetic_splits):
     """This process has one CPU device. The loaded predictor scores the test split as the 2-replica model
-    did before it was saved (in length-grouped batches): the same accuracy, test loss and most confidently wrong reviews."""
+    did before it was saved (in length-grouped batches): the same accuracy, test loss and most confidently wrong
+    reviews."""
     import ktrain
     import tensorflow as tf
 

@@ -33,7 +33,8 @@ def check_tutorial_table(table, where):
     rows = re.findall(r"\b(neg|pos)\s+(\d\.\d+)\s+(\d\.\d+)", table)
     assert len(rows) == 3, table
     assert [label for label, *_ in rows] == [["neg", "pos"][float(b) > float(a)] for _, a, b in rows]
-    right = [float(p_neg if label == "neg" else p_pos) for label, (_, p_neg, p_pos) in zip(TUTORIAL_LABELS, rows)]
+    right = [float(p_neg if label == "neg" else p_pos)
+             for label, (_, p_neg, p_pos) in zip(TUTORIAL_LABELS, rows, strict=True)]
     at_least(f"{where}: probability of the tutorial sentences' labels (neg, pos, pos)", min(right), 0.5)
 
 
@@ -43,7 +44,7 @@ def read():
 
 def parameters(synthetic_splits, output):
     """The TINY flags of the train.py tests, as notebook parameters."""
-    flags = dict(zip(TINY[::2], TINY[1::2]))
+    flags = dict(zip(TINY[::2], TINY[1::2], strict=True))
     return {"epochs": flags["--epochs"], "lr": flags["--lr"], "batch_size": flags["--batch-size"],
             "maxlen": flags["--maxlen"], "seed": flags["--seed"], "precision": flags["--precision"],
             "data_dir": str(synthetic_splits), "output": str(output)}
@@ -148,7 +149,8 @@ def test_prediction_cells_work_after_a_restart(executed, synthetic_splits):
     drive = next(i for i, c in enumerate(cells) if "colab.keep_on_drive(" in c.source)
 
     def keep(i, cell):
-        return cell.cell_type == "code" and (i in (setup, drive) or "parameters" in cell.metadata.get("tags", []) or i > start)
+        return cell.cell_type == "code" and (i in (setup, drive) or "parameters" in cell.metadata.get("tags", [])
+                                             or i > start)
 
     nb = execute(read(), parameters(synthetic_splits, output), keep)
     table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
@@ -197,14 +199,15 @@ def test_notebook_writes_the_hf_folder_and_classifies_with_it(executed):
     lines = [line for line in stdout_of(later).splitlines() if line.startswith(("neg ", "pos "))]
     texts = [line.split("} ", 1)[1] for line in lines]
     assert len(texts) == 2
-    for line, want in zip(lines, backends.KtrainBackend(output).predict_proba(texts)):
+    for line, want in zip(lines, backends.KtrainBackend(output).predict_proba(texts), strict=True):
         scores = ast.literal_eval(line.split(" ", 1)[1].split("} ", 1)[0] + "}")
         assert line.split()[0] == ["neg", "pos"][want.argmax()]
         assert abs(scores["neg"] - want[0]) <= 1e-4 and abs(scores["pos"] - want[1]) <= 1e-4
     start = next(c for c in nb.cells if "serve_inline.start(" in c.source)
     port = page_port(start)
     assert f"serving on port {port} (ktrain backend" in stdout_of(start)
-    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells if c.source.strip() == "page.stop()"))
+    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells
+                                                                        if c.source.strip() == "page.stop()"))
     assert_port_closed(port)
 
 
@@ -229,6 +232,7 @@ def test_web_page_cells_in_jupyter(exported, synthetic_splits):
     answers = json.loads(re.search(r"^predict (.*)$", asked, re.MULTILINE).group(1))["predictions"]
     want = backends.OnnxBackend(folder, "onnx-int8").predict_proba(TUTORIAL)  # what predict.py gives, one batch
     assert [a["label"] for a in answers] == [["neg", "pos"][i] for i in want.argmax(1)]
-    assert max(abs(a["prob_neg"] - w[0]) for a, w in zip(answers, want)) <= 1e-4
-    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells if c.source.strip() == "page.stop()"))
+    assert max(abs(a["prob_neg"] - w[0]) for a, w in zip(answers, want, strict=True)) <= 1e-4
+    assert f"stopped the server; port {port} is free" in stdout_of(next(c for c in nb.cells
+                                                                        if c.source.strip() == "page.stop()"))
     assert_port_closed(port)

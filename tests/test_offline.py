@@ -57,7 +57,8 @@ def assert_fast_and_short(result, seconds, *fragments):
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_train_py_without_network_or_cached_model(kind, ports, synthetic_splits, tmp_path):
     started = time.monotonic()
-    result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "out", env=no_model(tmp_path, ports[kind]))
+    result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "out",
+                       env=no_model(tmp_path, ports[kind]))
     seconds = time.monotonic() - started
     reason = {"refused": "(connection refused)",
               "silent": f"(no answer within {network.TIMEOUT} s; on a slow connection, set HF_HUB_ETAG_TIMEOUT"}[kind]
@@ -135,7 +136,8 @@ def test_notebook_cells_without_network(kind, ports, synthetic_splits, tmp_path)
     nb.cells.insert(next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1,
                     nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items())))
     env = {k: v for k, v in {**os.environ, **no_model(tmp_path, ports[kind])}.items() if v is not None}
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}})
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "notebooks")}})
     with pytest.raises(CellExecutionError):
         client.execute(env=env)
     cell = nb.cells[-1]

@@ -30,7 +30,7 @@ def texts():
 def labels(exported, texts, tmp_path_factory):
     """predict.py --backend onnx's label for each text."""
     rows = predict_py(exported[0], "onnx", texts, tmp_path_factory.mktemp("overload"))
-    return {text: row["label"] for text, row in zip(texts, rows)}
+    return {text: row["label"] for text, row in zip(texts, rows, strict=True)}
 
 
 async def post(reader, writer, texts, path="/predict"):
@@ -144,10 +144,13 @@ def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
         return sorted(latencies)[int(0.99 * (len(latencies) - 1))]
 
     seconds = 2 * SECONDS
-    report(f"overload ({CLIENTS} clients ignoring Retry-After, {seconds} s, tiny model, onnx fp32, --max-queue {max_queue}): "
+    report(f"overload ({CLIENTS} clients ignoring Retry-After, {seconds} s, tiny model, onnx fp32, "
+           f"--max-queue {max_queue}): "
            f"offered {len(answers) / seconds:.0f} requests/s, served {len(served) / seconds:.0f}/s "
-           f"({len(refused) / len(answers):.0%} got 503), p99 of the served {1000 * p99([a[4] for a in served]):.0f} ms, "
-           f"of the 503s {1000 * p99([a[4] for a in refused]):.0f} ms, of /health {1000 * max(h[2] for h in health):.0f} ms at most; "
+           f"({len(refused) / len(answers):.0%} got 503), "
+           f"p99 of the served {1000 * p99([a[4] for a in served]):.0f} ms, "
+           f"of the 503s {1000 * p99([a[4] for a in refused]):.0f} ms, "
+           f"of /health {1000 * max(h[2] for h in health):.0f} ms at most; "
            f"server memory {baseline:.0f} MB before, {peak:.0f} MB at most; "
            f"8 clients right after: {rate_after:.0f} requests/s, and {rate_fresh:.0f} from a server that saw no storm")
 
@@ -199,7 +202,8 @@ def finish(sock, rest):
     """Send the rest of the body; (status, JSON body) of the answer."""
     sock.sendall(rest)
     data = b""
-    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(re.search(rb"content-length: (\d+)", data, re.I).group(1)):
+    while (b"\r\n\r\n" not in data
+           or len(data.split(b"\r\n\r\n", 1)[1]) < int(re.search(rb"content-length: (\d+)", data, re.I).group(1))):
         chunk = sock.recv(65536)
         assert chunk, data
         data += chunk

@@ -17,7 +17,7 @@ from ktrain.text.dataset import TransformerDataset
 
 from imdb_distilbert.training import evaluation, learning
 
-FLAGS = dict(zip(TINY[::2], TINY[1::2]))
+FLAGS = dict(zip(TINY[::2], TINY[1::2], strict=True))
 
 
 def ktrain_like(lengths, maxlen, n_labels=2, seed=0):
@@ -74,11 +74,12 @@ def test_training_batches_are_hugging_faces_group_by_length():
         assert real < data.tokens(batches) < 1.12 * real
         firsts = [b[0] for b in batches[1:-1]]
         assert firsts != sorted(firsts)  # the batches come in a shuffled order
-    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], epochs[1]))  # a new grouping every epoch
-    assert all(np.array_equal(a, b) for a, b in zip(epochs[1], data.training_batches(1)))  # reproducible
+    # a new grouping every epoch
+    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], epochs[1], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(epochs[1], data.training_batches(1), strict=True))  # reproducible
     other = learning.LengthGroupedDataset(ktrain_like(np.minimum(lengths, 400), 400), 400, seed=6)
     other.batch_size = 6
-    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], other.training_batches(0)))
+    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], other.training_batches(0), strict=True))
 
 
 def test_tf_dataset_hands_over_the_batches_without_cutting_a_token():
@@ -93,19 +94,20 @@ def test_tf_dataset_hands_over_the_batches_without_cutting_a_token():
 
     def check(batch, positions):
         ids, mask = batch[0]["input_ids"].numpy(), batch[0]["attention_mask"].numpy()
-        assert ids.shape == mask.shape == (len(positions), data.width(positions)) and set(batch[0]) == {"input_ids", "attention_mask"}
-        for row, position in zip(range(len(ids)), positions):
+        assert (ids.shape == mask.shape == (len(positions), data.width(positions))
+                and set(batch[0]) == {"input_ids", "attention_mask"})
+        for row, position in zip(range(len(ids)), positions, strict=True):
             i = index_of(ids[row])
             assert i == data.order[position] and mask[row].sum() == lengths[i]  # every real token is there
             assert (ids[row] == given.x[i, 0, :ids.shape[1]]).all() and (batch[1].numpy()[row] == given.y[i]).all()
 
     data.first_epoch = 1
     handed = list(data.to_tfdataset(train=True).take(2 * 4))  # 4 batches per epoch: epochs 1 and 2
-    for batch, positions in zip(handed, data.training_batches(1) + data.training_batches(2)):
+    for batch, positions in zip(handed, data.training_batches(1) + data.training_batches(2), strict=True):
         check(batch, positions)
     evaluated = list(data.to_tfdataset(train=False))
     assert len(evaluated) == 4
-    for batch, positions in zip(evaluated, data.evaluation_batches()):
+    for batch, positions in zip(evaluated, data.evaluation_batches(), strict=True):
         check(batch, positions)
     assert [w for w in map(data.width, data.evaluation_batches())] == [32, 24, 16, 8]
     seen = np.concatenate([b[0]["input_ids"].numpy()[:, 0] - 1000 for b in evaluated])
@@ -136,7 +138,8 @@ def bfloat16_learner(synthetic_splits):
         assert learning.precision_of(learner) == "bfloat16"
         history = learning.fit(learner, FLAGS["--lr"], 1)
     finally:
-        learning.tf.keras.mixed_precision.set_global_policy("float32")  # build_learner sets it; later tests need float32
+        # build_learner sets it; later tests need float32
+        learning.tf.keras.mixed_precision.set_global_policy("float32")
     return learner, preproc, history, test_df, trained.train_tf_function.experimental_get_tracing_count()
 
 
@@ -194,4 +197,5 @@ def test_padding_fixed_gives_ktrains_padding_back(synthetic_splits, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = assert_scored_as_its_predictor(output, synthetic_splits / "test.xlsx")
     assert metrics["padding"] == {"padding": "fixed", "bucket_width": None, "token_share": 1.0}
-    assert metrics["args"]["padding"] == "fixed" and len(metrics["history"]["lr"]) == math.ceil(400 / FLAGS["--batch-size"])
+    assert (metrics["args"]["padding"] == "fixed"
+            and len(metrics["history"]["lr"]) == math.ceil(400 / FLAGS["--batch-size"]))

@@ -40,7 +40,8 @@ def test_float16_uses_loss_scaling(synthetic_splits):
 
 
 def test_float16_learns_and_saves_float32(float16_run, synthetic_splits):
-    metrics = assert_scored_as_its_predictor(float16_run, synthetic_splits / "test.xlsx")  # evaluated in grouped batches
+    # evaluated in grouped batches
+    metrics = assert_scored_as_its_predictor(float16_run, synthetic_splits / "test.xlsx")
     assert metrics["training_precision"] == "float16" and metrics["padding"]["padding"] == "grouped"
     at_least("precision: float16 test accuracy", metrics["accuracy"], 0.9)
     with h5py.File(float16_run / "tf_model.h5") as saved:

@@ -100,7 +100,7 @@ def test_top_losses_are_the_most_confident_mistakes(options_run, mislabelled_spl
     assert list(worst.columns) == ["review", "true_label", "predicted_label", "probability", "loss"]
     assert len(worst) == 5 and worst["loss"].is_monotonic_decreasing
     test = pd.read_excel(mislabelled_splits / "test.xlsx", dtype=str)
-    truth = dict(zip(test["Reviews"], test["Sentiment"]))
+    truth = dict(zip(test["Reviews"], test["Sentiment"], strict=True))
     assert [truth[r] for r in worst["review"]] == list(worst["true_label"])  # the reviews as written, not cut
     m = metrics_of(output)
     assert m["n_test"] - sum(m["confusion_matrix"][i][i] for i in range(2)) >= len(MISLABELLED)
@@ -123,7 +123,8 @@ def test_an_empty_top_losses_list_says_why(tmp_path):
     assert "got every test review right" in explain.top_losses_page(None, empty, mistakes=0)
     page = explain.top_losses_page(None, empty, mistakes=12)
     assert "got every test review right" not in page and "12 test reviews wrong" in page and "--top-losses" in page
-    for matrix, said in (([[100, 0], [0, 100]], "got every test review right"), ([[95, 3], [4, 98]], "7 test reviews wrong")):
+    for matrix, said in (([[100, 0], [0, 100]], "got every test review right"),
+                         ([[95, 3], [4, 98]], "7 test reviews wrong")):
         folder = tmp_path / str(matrix[0][1])
         folder.mkdir()
         empty.to_csv(folder / "top_losses.csv", index=False)
@@ -214,7 +215,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     after = slice(done, None)
     assert b["history"]["val_accuracy"][after] == pytest.approx(a["history"]["val_accuracy"][after], abs=0.02)
     at_most("report: |val_loss resumed - uninterrupted| in the epochs after the resume",
-            max(abs(x - y) for x, y in zip(b["history"]["val_loss"][after], a["history"]["val_loss"][after])), 0.05)
+            max(abs(x - y)
+                for x, y in zip(b["history"]["val_loss"][after], a["history"]["val_loss"][after], strict=True)),
+            0.05)
     at_most("report: |accuracy resumed - uninterrupted|", abs(b["accuracy"] - a["accuracy"]), 0.03)
     at_most("report: |test loss resumed - uninterrupted|", abs(b["loss"] - a["loss"]), 0.1)
     assert b["padding"] == a["padding"] and b["padding"]["padding"] == "grouped"

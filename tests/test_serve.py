@@ -40,7 +40,8 @@ class Server:
 
     def __init__(self, *args, env=None):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--port", "0", *map(str, args)],
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--port", "0",
+                                         *map(str, args)],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines = []
         started = threading.Event()
@@ -122,7 +123,9 @@ def test_api_gives_predict_py_numbers(server, exported, texts, tmp_path):
     assert answer["predictions"] == predict_py(exported[0], "onnx-int8", texts, tmp_path)
     labels = [p["label"] for p in answer["predictions"]]
     truth = list(synthetic.reviews(30, seed=21)["Sentiment"])
-    at_least("serve: accuracy on 30 synthetic reviews", sum(a == b for a, b in zip(labels, truth)) / 30, 0.9)
+    # strict=False: `labels` has the 12 real reviews after the 30 synthetic ones of `truth`
+    at_least("serve: accuracy on 30 synthetic reviews", sum(a == b for a, b in zip(labels, truth, strict=False)) / 30,
+             0.9)
 
 
 def test_fp32_server_gives_predict_py_numbers(exported, texts, tmp_path):
@@ -137,8 +140,10 @@ def test_fp32_server_gives_predict_py_numbers(exported, texts, tmp_path):
 
 
 def test_default_is_ktrain_without_an_export(trained):
-    """Said at start-up, before the model loads (the ktrain backend's scoring is predict.py's: tests/test_predict.py)."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(trained[0]), "--port", "0"],
+    """Said at start-up, before the model loads (the ktrain backend's scoring is predict.py's:
+    tests/test_predict.py)."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "src" / "serve.py"), "--model", str(trained[0]),
+                                "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(120, process.kill)  # a server that prints nothing fails the test, not blocks it
     watchdog.start()
@@ -148,7 +153,8 @@ def test_default_is_ktrain_without_an_export(trained):
         watchdog.cancel()
         process.kill()
         process.wait(timeout=60)
-    assert first.startswith("backend ktrain (the folder has no ONNX export; run src/export.py for the faster onnx-int8)")
+    assert first.startswith("backend ktrain (the folder has no ONNX export; "
+                            "run src/export.py for the faster onnx-int8)")
 
 
 def test_busy_port_is_one_sentence(server, exported):
@@ -216,7 +222,7 @@ def test_load_on_loopback(exported, texts, tmp_path, backend):
 
     A review's scores do not depend on what else is in the model call (int8 quantizes each token on its own,
     src/quantize.py), so they match to the 6 decimals both print (2e-6: each rounds by up to 5e-7)."""
-    expected = dict(zip(texts, predict_py(exported[0], backend, texts, tmp_path)))
+    expected = dict(zip(texts, predict_py(exported[0], backend, texts, tmp_path), strict=True))
     server = Server("--model", exported[0], "--backend", backend)
     try:
         before = server.request("GET", "/health")[1]
@@ -253,7 +259,7 @@ def load(server, texts, clients=CLIENTS, seconds=SECONDS):
             if status != 200:
                 failures.append((status, answer))
             else:
-                answers.extend(zip(chosen, answer["predictions"]))
+                answers.extend(zip(chosen, answer["predictions"], strict=True))
                 responses.append(status)
 
     threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
@@ -273,8 +279,9 @@ class Chromium:
 
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
         self.process = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--remote-debugging-port=0",
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", "--remote-debugging-port=0",
              f"--user-data-dir={self.profile}", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         endpoint = None
@@ -359,7 +366,8 @@ def test_browser_types_a_review_and_reads_the_label(server, exported, tmp_path):
         off = browser.wait_for("document.getElementById('note').textContent")
     finally:
         browser.close()
-    assert off == "Word highlighting is off on this server: tensorflow is not installed; install requirements.txt to have them."
+    assert off == ("Word highlighting is off on this server: tensorflow is not installed; "
+                   "install requirements.txt to have them.")
     assert label == want["label"]
     assert probability == f"{want['prob_' + label]:.4f}"
     assert float(bar.rstrip("%")) == pytest.approx(100 * want["prob_" + label], abs=0.051)  # "100%" for 100.0%
@@ -382,7 +390,8 @@ def explain_py(folder, texts):
 
 
 def test_explain_is_off_without_tensorflow(server):
-    assert "explanations: off (tensorflow is not installed; install requirements.txt to have them)" in "".join(server.lines)
+    assert ("explanations: off (tensorflow is not installed; install requirements.txt to have them)"
+            in "".join(server.lines))
     status, health = server.request("GET", "/health")
     assert health["explain"] is False
     status, answer = server.request("POST", "/explain", json.dumps({"texts": ["a great film"]}), JSON)
@@ -409,14 +418,16 @@ def test_explain_api_gives_explain_py_scores(explaining_server, exported, texts)
     assert status == 200, answer
     want = explain_py(exported[0], chosen)
     assert [a["text"] for a in answer["explanations"]] == chosen
-    for got, expected in zip(answer["explanations"], want):
+    for got, expected in zip(answer["explanations"], want, strict=True):
         assert got["label"] == expected["label"] and got["cut"] == [list(c) for c in expected["cut"]]
-        assert [(w["word"], w["start"], w["end"]) for w in got["words"]] == [(w["word"], w["start"], w["end"]) for w in expected["words"]]
+        assert ([(w["word"], w["start"], w["end"]) for w in got["words"]]
+                == [(w["word"], w["start"], w["end"]) for w in expected["words"]])
         assert got["words"] and all(g["scores"]["pos"] == pytest.approx(e["scores"]["pos"], abs=1e-5)
-                                    for g, e in zip(got["words"], expected["words"]))
+                                    for g, e in zip(got["words"], expected["words"], strict=True))
     assert answer["explanations"][-1]["tokens_cut"] > 0  # the real reviews are longer than maxlen 32
     for body, status, fragment in [(json.dumps({"texts": ["great"] * 9}), 413, "at most 8 per request"),
-                                   (json.dumps({"texts": [" "]}), 422, "texts[0] is empty"), ("great", 400, "not JSON")]:
+                                   (json.dumps({"texts": [" "]}), 422, "texts[0] is empty"),
+                                   ("great", 400, "not JSON")]:
         got, answer = explaining_server.request("POST", "/explain", body, JSON)
         assert got == status and fragment in answer["error"], answer
     assert explaining_server.predict(["a great film"])[0] == 200
@@ -446,7 +457,8 @@ def test_browser_shows_the_words_highlighted(explaining_server, exported):
     assert shown == review  # every character once, in order (the emoji counted as one, as Python counts)
     words = [(text, float(score)) for text, score, _, _ in spans if score is not None]
     assert [w for w, _ in words] == [w["word"] for w in want["words"]]
-    assert all(score == pytest.approx(w["scores"][want["label"]], abs=1e-4) for (_, score), w in zip(words, want["words"]))
+    assert all(score == pytest.approx(w["scores"][want["label"]], abs=1e-4)
+               for (_, score), w in zip(words, want["words"], strict=True))
     assert all(background.startswith("rgba(0, 150, 0" if score and float(score) > 0 else "rgba(220, 0, 0")
                for _, score, _, background in spans if score is not None)
     assert [s[0] for s in spans if s[2] == "cut"] == [review[a:b] for a, b in want["cut"]] and want["cut"]
@@ -515,5 +527,5 @@ def test_a_request_that_does_not_fit_the_batch_waits_for_the_next():
     results = asyncio.run(scenario())
     assert [len(call) for call in model.calls] == [40, 40]
     assert model.calls[1] == requests[1] + requests[2]
-    for texts, proba in zip(requests, results):
+    for texts, proba in zip(requests, results, strict=True):
         assert proba[:, 1] == pytest.approx([min(len(t), 100) / 100 for t in texts])

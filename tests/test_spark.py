@@ -31,7 +31,8 @@ def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
 
     assert os.environ.get("JAVA_HOME") or shutil.which("java"), (
-        "the Spark tests need Java 17: `apt-get install openjdk-17-jre-headless` (tests/system-packages.sh does it as root)")
+        "the Spark tests need Java 17: `apt-get install openjdk-17-jre-headless` "
+        "(tests/system-packages.sh does it as root)")
     env = blocking(tmp_path_factory.mktemp("spark-blocker"), "tensorflow", "tf_keras", "keras", "ktrain", "compat",
                    "transformers", "torch")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # as score_spark.session() does: workers run this Python
@@ -86,7 +87,8 @@ def test_executors_cannot_import_tensorflow(spark):
 
 
 @pytest.mark.parametrize("batch_size", [32, 8])
-def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, predict_py, tmp_path, capsys, batch_size):
+def test_spark_gives_predict_py_scores_in_input_order(spark, exported, reviews, predict_py, tmp_path, capsys,
+                                                      batch_size):
     """Each task scores its own rows in its own batches (predict.py's run used batches of 32 over all rows): a
     review's scores do not depend on its batch, so they are predict.py's whatever --batch-size and partitions."""
     frame, folder = reviews
@@ -119,7 +121,8 @@ def run_spark_cli(*args):
 
 
 def test_missing_model_folder_is_reported_before_spark_starts(tmp_path):
-    result = run_spark_cli("--model", tmp_path / "nope", "--input", tmp_path / "in.parquet", "--output", tmp_path / "out")
+    result = run_spark_cli("--model", tmp_path / "nope", "--input", tmp_path / "in.parquet",
+                           "--output", tmp_path / "out")
     assert_user_error(result, "nope does not exist")
     assert "Spark" not in result.stderr and not (tmp_path / "out").exists()
 
@@ -195,7 +198,8 @@ def test_fp32_backend_and_partitions(spark, exported, tmp_path, capsys):
 
 def test_input_with_a_label_column_is_refused(spark, exported, tmp_path):
     pd.DataFrame({"Reviews": ["a fine film"], "label": ["pos"]}).to_parquet(tmp_path / "labelled.parquet")
-    with pytest.raises(UserError, match="already has a label column, which the scores would replace; rename or drop it"):
+    with pytest.raises(UserError,
+                       match="already has a label column, which the scores would replace; rename or drop it"):
         score("--model", exported[0], "--input", tmp_path / "labelled.parquet", "--output", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -233,7 +237,8 @@ def test_csv_as_excel_saves_it(kind, spark, exported, excel_labels, tmp_path, ca
     assert list(scored["label"]) == excel_labels and sum(counts.values()) == 6
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     if kind in NOT_UTF8:
-        assert len(said) == 1 and said[0].startswith(f"note: reading {tmp_path / f'reviews-{kind}.csv'} as {NOT_UTF8[kind]}, ")
+        assert len(said) == 1 and said[0].startswith(
+            f"note: reading {tmp_path / f'reviews-{kind}.csv'} as {NOT_UTF8[kind]}, ")
     else:
         assert said == []
 

@@ -56,7 +56,8 @@ def test_program_runs_unchanged_when_opted_out_or_preloaded(tmp_path, env):
 @pytest.mark.usefixtures("needs_tcmalloc")
 def test_not_rerun_unless_started_as_a_script():
     """`python -c` here stands for `%run script.py` in IPython or Jupyter: their process must stay."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import compat; compat.use_fast_malloc(); print(compat.malloc_in_use())"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from imdb_distilbert import compat; "
+            "compat.use_fast_malloc(); print(compat.malloc_in_use())")
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "IMDB_FAST_MALLOC")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout == "system\n", result.stderr
@@ -109,7 +110,8 @@ def test_same_metrics_with_and_without_the_speedups(synthetic_splits, tmp_path):
     assert metrics["fast"]["training_precision"] == ("bfloat16" if learning.cpu_has_bf16() else "float32")
     assert metrics["plain"]["training_precision"] == "float32"
     for key in ("accuracy", "f1"):
-        at_most(f"speed: |{key} with the speed-ups - without|", abs(metrics["fast"][key] - metrics["plain"][key]), TOLERANCE)
+        at_most(f"speed: |{key} with the speed-ups - without|", abs(metrics["fast"][key] - metrics["plain"][key]),
+                TOLERANCE)
     at_least("speed: test accuracy with the speed-ups", metrics["fast"]["accuracy"], 0.9)
 
 

@@ -16,7 +16,8 @@ def run(tmp_path, failing=(), root=True):
     bin_dir.mkdir()
     calls = tmp_path / "apt-calls"
     fakes = {
-        "apt-get": f'echo "$*" >> {calls}\nfor p in {" ".join(failing) or "none"}; do [ "${{@: -1}}" = "$p" ] && exit 100; done\nexit 0',
+        "apt-get": f'echo "$*" >> {calls}\n'
+                   f'for p in {" ".join(failing) or "none"}; do [ "${{@: -1}}" = "$p" ] && exit 100; done\nexit 0',
         "id": f"echo {0 if root else 1000}",
         "ldconfig": "exit 0",  # lists no libraries: tcmalloc is missing
     }
@@ -33,7 +34,8 @@ def run(tmp_path, failing=(), root=True):
 def test_each_package_on_its_own(tmp_path):
     printed, calls = run(tmp_path)
     assert printed == ""
-    assert calls == ["install -y -qq libtcmalloc-minimal4", "install -y -qq openjdk-17-jre-headless", "install -y -qq chromium"]
+    assert calls == ["install -y -qq libtcmalloc-minimal4", "install -y -qq openjdk-17-jre-headless",
+                     "install -y -qq chromium"]
 
 
 def test_one_that_cannot_be_installed_is_named_and_the_others_are_installed(tmp_path):

@@ -48,7 +48,8 @@ def test_loaded_predictor_gives_classes_and_probabilities(predictor):
     assert proba.shape == (3, 2)
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     fresh = synthetic.reviews(100, seed=98)
-    right = predictor.predict(list(fresh["Reviews"]), return_proba=True)[np.arange(100), (fresh["Sentiment"] == "pos").to_numpy().astype(int)]
+    right = predictor.predict(list(fresh["Reviews"]), return_proba=True)[
+        np.arange(100), (fresh["Sentiment"] == "pos").to_numpy().astype(int)]
     at_least("train: mean probability of the right class, 100 fresh reviews", right.mean(), 0.8)
     assert predictor.predict(texts[:2]) == list(np.array(["neg", "pos"])[proba[:2].argmax(1)])
 

@@ -70,7 +70,8 @@ def test_like_saved_run_cuts_as_the_saved_run_did(tokenizer, tmp_path):
     review = ("the film opens well . " * 10) + "but the ending was awful , boring and bad ."
     assert truncation.like_saved_run([review], tmp_path, tokenizer) == [review]  # no metrics.json: ktrain's head
     (tmp_path / "metrics.json").write_text('{"args": {"maxlen": 32, "truncation": "head+tail"}}')
-    assert truncation.like_saved_run([review], tmp_path, tokenizer) == truncation.truncate([review], tokenizer, 32, "head+tail")
+    assert (truncation.like_saved_run([review], tmp_path, tokenizer)
+            == truncation.truncate([review], tokenizer, 32, "head+tail"))
     (tmp_path / "metrics.json").write_text('{"args": {"maxlen": 32, "truncation": "head"}}')
     assert truncation.like_saved_run([review], tmp_path, tokenizer) == [review]
 

@@ -20,13 +20,14 @@ only call the `main` of the module that does the work.
 """
 
 from pathlib import Path
+from typing import Any
 
 from imdb_distilbert import compat  # noqa: F401  (first: Keras 2 before TensorFlow loads)
 
 ROOT = Path(__file__).resolve().parents[2]  # the project checkout: data/, models/ and requirements*.txt live here
 
 
-def load_predictor(folder: "str | Path", batch_size: int = 32):  # noqa: ANN201  (a ktrain Predictor; ktrain loads lazily)
+def load_predictor(folder: "str | Path", batch_size: int = 32) -> Any:  # a ktrain Predictor (ktrain loads lazily)
     """`ktrain.load_predictor(folder)`, with Keras 2 already set up for it and no Hub check (the folder holds its
     tokenizer and config). To cut long reviews as a --truncation tail/head+tail run did, pass texts through
     `imdb_distilbert.data.truncation.like_saved_run` first."""

@@ -9,9 +9,15 @@ models, and 4.55+ fails to load the Hub's PyTorch `model.safetensors` into a TF 
 At the end: the one environment fix for speed, which must act before a program starts (tcmalloc).
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import sysconfig
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # TensorFlow >= 2.16 ships Keras 3, but the Hugging Face TF models (and ktrain) need Keras 2,
 # which the `tf_keras` package provides when this is set before TensorFlow is first imported.
@@ -21,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 
-def numpy_inf():
+def numpy_inf() -> None:
     """ktrain 0.41.4 (lroptimize/triangular.py, used by fit_onecycle) uses `np.Inf`, removed in NumPy 2.0.
 
     Called where training starts (training/learning.py), not at import: importing this package must not import
@@ -32,7 +38,7 @@ def numpy_inf():
         np.Inf = np.inf
 
 
-def offline_if_cached(model_name):
+def offline_if_cached(model_name: str) -> bool:
     """Load `model_name` from the local Hugging Face cache without asking the Hub, when it is there.
 
     huggingface_hub 0.36 / transformers 4.54 check the Hub on every load; without a network each check
@@ -53,13 +59,14 @@ def offline_if_cached(model_name):
     return cached
 
 
-def hf_hub_cache():
-    """The folder huggingface_hub 0.36 caches models in: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+def hf_hub_cache() -> str:
+    """The folder huggingface_hub 0.36 caches models in: $HF_HUB_CACHE, else $HF_HOME/hub,
+    else ~/.cache/huggingface/hub."""
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
     return os.path.expanduser(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
 
 
-def check_keras2():
+def check_keras2() -> None:
     """Stop with one clear sentence if TensorFlow was imported (with Keras 3) before this module."""
     import tensorflow as tf
 
@@ -70,7 +77,7 @@ def check_keras2():
         )
 
 
-def plain_strings(column):
+def plain_strings(column: pd.Series) -> pd.Series:
     """Return a text column as a NumPy object array of `str`, the only form ktrain accepts.
 
     pandas 3 stores text as a string extension array, and ktrain 0.41.4's `texts_from_df`
@@ -80,7 +87,7 @@ def plain_strings(column):
     return column.astype(object)
 
 
-def recognise_dataset_subclasses():
+def recognise_dataset_subclasses() -> None:
     """Let ktrain take a subclass of its TransformerDataset for Hugging Face data (call after importing ktrain).
 
     ktrain 0.41.4 tells Hugging Face data by its class name (utils.is_huggingface_from_data: the name must be
@@ -93,7 +100,7 @@ def recognise_dataset_subclasses():
     utils.is_huggingface_from_data = lambda data: isinstance(data, TransformerDataset)
 
 
-def fresh_optimizer():
+def fresh_optimizer() -> None:
     """Give the next model ktrain compiles an Adam of its own (call before text.text_classifier).
 
     ktrain 0.41.4 compiles every model with one legacy Adam made when ktrain is imported (utils.DEFAULT_OPT).
@@ -107,8 +114,10 @@ def fresh_optimizer():
     utils.DEFAULT_OPT = tf.keras.optimizers.legacy.Adam()
 
 
-def lr_suggestions(finder):
+def lr_suggestions(finder: Any) -> dict[str, float | None]:
     """ktrain's three suggested learning rates from a finished lr_find, as floats (None if unknown).
+
+    `finder` is ktrain's LRFinder (learner.lr_finder, after learner.lr_find()).
 
     ktrain 0.41.4 (lroptimize/lrfinder.py) finds the steepest descent in `losses[32:]` but reads
     the rate at that index of the full list, 32 steps too early; this adds the offset back.
@@ -133,7 +142,7 @@ FAST_MALLOC_OPT_OUT = "IMDB_FAST_MALLOC"  # set to 0 to keep the system allocato
 FAST_MALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 
 
-def fast_malloc_library():
+def fast_malloc_library() -> str | None:
     """The path of an installed tcmalloc (Linux only), or None."""
     if not sys.platform.startswith("linux"):
         return None
@@ -146,7 +155,7 @@ def fast_malloc_library():
     return None
 
 
-def malloc_in_use():
+def malloc_in_use() -> str:
     """'tcmalloc' or 'jemalloc' when that is loaded in this process, else 'system'."""
     try:
         with open("/proc/self/maps") as maps:  # Linux; elsewhere the system allocator is in use
@@ -156,7 +165,7 @@ def malloc_in_use():
     return next((name for name in ("tcmalloc", "jemalloc") if name in text), "system")
 
 
-def use_fast_malloc():
+def use_fast_malloc() -> None:
     """Re-run this command with tcmalloc preloaded, if it is installed and not loaded yet.
 
     Call it first thing in a command-line program, before TensorFlow is imported: it replaces the

@@ -19,12 +19,12 @@ BASE_MODEL = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing
 HUB = "https://huggingface.co"  # huggingface_hub's default; HF_ENDPOINT points elsewhere (a mirror, or the tests' port)
 
 
-def answer(url, timeout=TIMEOUT):
+def answer(url: str, timeout: float = TIMEOUT) -> tuple[int | None, str | None]:
     """(HTTP status, None) when the server of `url` answers a HEAD request within `timeout` seconds,
     whatever the status; else (None, why not in a few words, such as "connection refused")."""
     found = []
 
-    def ask():
+    def ask() -> None:
         import requests  # what huggingface_hub 0.36 downloads with: the same proxies and certificates
 
         try:
@@ -40,7 +40,7 @@ def answer(url, timeout=TIMEOUT):
     return found[0] if found else (None, f"no answer within {timeout:g} s")
 
 
-def reason(error):
+def reason(error: BaseException) -> str:
     """The innermost cause of a requests error, in a few words: "connection refused", "name or service not known"."""
     while (error.__cause__ or error.__context__) is not None:
         error = error.__cause__ or error.__context__
@@ -48,17 +48,17 @@ def reason(error):
     return text[0].lower() + text[1:200]
 
 
-def hub_endpoint():
+def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
 
 
-def offline():
+def offline() -> bool:
     """Whether huggingface_hub was told not to use the network (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return value.upper() in ("1", "ON", "YES", "TRUE")  # huggingface_hub 0.36's reading of it
 
 
-def check_model(name=BASE_MODEL):
+def check_model(name: str = BASE_MODEL) -> None:
     """Return when `name` is fully in the local Hugging Face cache (then it loads with no network, see
     compat.offline_if_cached) or the Hub answers; else stop with one sentence saying what to do."""
     from imdb_distilbert import compat

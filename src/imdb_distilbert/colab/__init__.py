@@ -5,6 +5,7 @@ Nothing here imports TensorFlow, NumPy or pandas: `setup()` must run before any 
 """
 
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -15,12 +16,12 @@ REQUIREMENTS = "requirements-colab.txt"
 DRIVE_MOUNT = "/content/drive"  # where Colab mounts Google Drive; "My Drive" is DRIVE_MOUNT/MyDrive
 
 
-def in_colab():
+def in_colab() -> bool:
     """Whether this is a Colab kernel (Colab imports google.colab when the kernel starts)."""
     return "google.colab" in sys.modules
 
 
-def setup(requirements=REQUIREMENTS):
+def setup(requirements: str | os.PathLike = REQUIREMENTS) -> dict[str, tuple[str | None, str]]:
     """Install `requirements` with pip and report what changed.
 
     Colab's own TensorFlow, tf_keras, NumPy and pandas are kept (requirements-colab.txt says why);
@@ -55,16 +56,16 @@ def setup(requirements=REQUIREMENTS):
     return changed
 
 
-def versions():
+def versions() -> dict[str, str]:
     """{distribution name: version} of every installed Python package."""
     return {canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions() if d.metadata["Name"]}
 
 
-def canonical(name):
+def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def imported(name):
+def imported(name: str) -> bool:
     """Whether any module of the installed distribution `name` is loaded in this process (read from its
     file list; `google.protobuf` counts for protobuf, but the shared `google` namespace does not)."""
     try:
@@ -80,7 +81,8 @@ def imported(name):
     return False
 
 
-def keep_on_drive(folder, output, data_dir=None, checkpoint_dir=None):
+def keep_on_drive(folder: str | os.PathLike, output: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                  checkpoint_dir: str | os.PathLike | None = None) -> tuple[Path, Path, Path | None]:
     """Mount Google Drive and put the run's files under `folder`. Returns (output, data_dir, checkpoint_dir).
 
     Relative paths are taken under `folder`: the predictor goes to folder/output, the downloaded
@@ -104,7 +106,7 @@ def keep_on_drive(folder, output, data_dir=None, checkpoint_dir=None):
     return output, data_dir, on_drive(checkpoint_dir)
 
 
-def flush_drive():
+def flush_drive() -> None:
     """Write everything still waiting in Colab's Drive cache to Google Drive, and unmount it.
 
     Colab's Drive mount uploads in the background; Google's `flush_and_unmount` waits until it is done.

@@ -4,15 +4,21 @@ A split is an Excel (or CSV) file with a `Reviews` column (the text) and a `Sent
 (`pos`/`neg`). Everything here is pandas only, so bad input is reported before TensorFlow loads.
 """
 
+from __future__ import annotations
+
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imdb_distilbert import network
 from imdb_distilbert.compat import plain_strings
 from imdb_distilbert.data import reading
 from imdb_distilbert.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TEXT, LABEL = "Reviews", "Sentiment"
 SPLITS = ("train.xlsx", "test.xlsx")
@@ -24,7 +30,7 @@ DATA_URL = os.environ.get(
 WHERE_TO_POINT = "pass --data-dir DIR (a folder with train.xlsx and test.xlsx) or --train PATH --test PATH"
 
 
-def read_split(path):
+def read_split(path: str | os.PathLike) -> pd.DataFrame:
     """Read one split, check its columns and labels, and drop empty reviews (reported)."""
     path = Path(path)
     if not path.is_file():
@@ -57,7 +63,7 @@ def read_split(path):
     return df
 
 
-def check_labels(train, test):
+def check_labels(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
     """Exactly two classes in train, and no class in test that train lacks."""
     classes = sorted(train[LABEL].unique())
     if len(classes) != 2:
@@ -70,7 +76,7 @@ def check_labels(train, test):
     return classes
 
 
-def sample(df, n, seed):
+def sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """A stratified random `n` rows of `df` (all rows, shuffled, when `n` is None)."""
     if n is None or n == len(df):
         return df.sample(frac=1, random_state=seed).reset_index(drop=True)
@@ -83,7 +89,8 @@ def sample(df, n, seed):
     return picked.reset_index(drop=True)
 
 
-def load_splits(train_path, test_path, n_sample=None, seed=42):
+def load_splits(train_path: str | os.PathLike, test_path: str | os.PathLike, n_sample: int | None = None,
+                seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and check both splits; optionally sample each. Returns (train_df, test_df)."""
     train, test = read_split(train_path), read_split(test_path)
     check_labels(train, test)
@@ -93,7 +100,7 @@ def load_splits(train_path, test_path, n_sample=None, seed=42):
     return sample(train, n_sample, seed), sample(test, n_sample, seed)  # pandas keeps .attrs
 
 
-def split_validation(train, fraction, seed):
+def split_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carve a stratified `fraction` of `train` off as validation data. Returns (train, val)."""
     n_val = round(len(train) * fraction)
     if n_val < 2 or len(train) - n_val < 2:
@@ -105,13 +112,13 @@ def split_validation(train, fraction, seed):
     return kept.reset_index(drop=True), val.reset_index(drop=True)
 
 
-def describe(train, test):
+def describe(train: pd.DataFrame, test: pd.DataFrame) -> str:
     """One line on the data a run uses."""
     counts = ", ".join(f"{label} {n}" for label, n in train[LABEL].value_counts().sort_index().items())
     return f"train: {len(train)} reviews, test: {len(test)} reviews ({counts} in train)"
 
 
-def download_splits(data_dir, url=DATA_URL):
+def download_splits(data_dir: str | os.PathLike, url: str = DATA_URL) -> None:
     """Download whichever of train.xlsx/test.xlsx is missing from `data_dir`.
 
     Each file goes to a `.part` file first and is checked (readable, both columns, two labels,
@@ -124,7 +131,8 @@ def download_splits(data_dir, url=DATA_URL):
     data_dir.mkdir(parents=True, exist_ok=True)
     missing = [name for name in SPLITS if not (data_dir / name).exists()]
     if missing:
-        _, why = network.answer(url.rstrip("/") + "/" + missing[0])  # any answer will do: HTTP errors are reported below
+        # Any answer will do: HTTP errors are reported below.
+        _, why = network.answer(url.rstrip("/") + "/" + missing[0])
         if why:
             raise UserError(f"could not download {url.rstrip('/')}/{missing[0]} ({why}); connect to the internet, "
                             f"or {WHERE_TO_POINT}.")
@@ -152,7 +160,7 @@ def download_splits(data_dir, url=DATA_URL):
             part.unlink(missing_ok=True)
 
 
-def check_download(part):
+def check_download(part: Path) -> None:
     """A downloaded split must read as a complete IMDB split."""
     try:
         df = read_split(part)

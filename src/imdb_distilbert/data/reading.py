@@ -32,7 +32,7 @@ WHY = {"UTF-16": "it starts with a UTF-16 byte-order mark, as Excel's \"Unicode 
        "Windows-1252": "it is not valid UTF-8; Excel's \"CSV\" on Windows is Windows-1252"}
 
 
-def encoding_of(data, path, complete=True):
+def encoding_of(data: bytes, path: str | os.PathLike, complete: bool = True) -> tuple[str, str]:
     """(Python codec, name for people) of the bytes `data` of the file `path`, or UserError if it is not
     text in UTF-8, UTF-16 with a BOM or Windows-1252. `complete`: `data` is the whole file, not its start."""
     if data.startswith(codecs.BOM_UTF8):
@@ -41,9 +41,11 @@ def encoding_of(data, path, complete=True):
         return "utf-16", "UTF-16"
     fix = "save it from Excel as \"CSV UTF-8\" or \"Unicode Text\", or from pandas with to_csv()"
     if data.startswith(b"PK\x03\x04"):
-        raise UserError(f"{path} is a zip file, such as an Excel workbook, not CSV text; give it its .xlsx name, or {fix}.")
+        raise UserError(f"{path} is a zip file, such as an Excel workbook, not CSV text; "
+                        f"give it its .xlsx name, or {fix}.")
     if b"\x00" in data:
-        raise UserError(f"{path} is not CSV text: it holds NUL bytes (a binary file, or UTF-16 without a byte-order mark); {fix}.")
+        raise UserError(f"{path} is not CSV text: it holds NUL bytes "
+                        f"(a binary file, or UTF-16 without a byte-order mark); {fix}.")
     try:
         data.decode("utf-8")
         return "utf-8", "UTF-8"
@@ -54,23 +56,24 @@ def encoding_of(data, path, complete=True):
         data.decode("cp1252")
         return "cp1252", "Windows-1252"
     except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not text in UTF-8, UTF-16 or Windows-1252 (byte 0x{data[error.start]:02x} at offset "
-                        f"{error.start} is none of them); {fix}.") from None
+        raise UserError(f"{path} is not text in UTF-8, UTF-16 or Windows-1252 "
+                        f"(byte 0x{data[error.start]:02x} at offset {error.start} is none of them); {fix}.") from None
 
 
-def separator_of(text):
+def separator_of(text: str) -> str:
     """The separator of CSV `text`: the one of tab, semicolon and comma its first line holds most (comma if none)."""
     header = text.split("\n", 1)[0]
     return max(SEPARATORS, key=header.count)  # ties, and none at all, go to the comma (first)
 
 
-def say(path, encoding, how):
-    """Print the line that says how a file is read (`how`: "tab-separated", "one review per line"), unless it is UTF-8."""
+def say(path: str | os.PathLike, encoding: str, how: str) -> None:
+    """Print the line that says how a file is read (`how`: "tab-separated", "one review per line"),
+    unless it is UTF-8."""
     if encoding != "UTF-8":
         print(f"note: reading {path} as {encoding}, {how} ({WHY[encoding]})", file=sys.stderr, flush=True)
 
 
-def decode(path):
+def decode(path: str | os.PathLike) -> tuple[str, str]:
     """The text of the file `path`, found as the module's docstring says, and its encoding's name."""
     data = Path(path).read_bytes()
     codec, name = encoding_of(data, path)
@@ -80,12 +83,12 @@ def decode(path):
     return text, name
 
 
-def read_csv(path):
+def read_csv(path: str | os.PathLike) -> "pd.DataFrame":
     """The CSV file `path` as a DataFrame of strings (empty cells are NaN; "NA", "null" and the like stay text)."""
     return parse(path, *decode(path))
 
 
-def parse(path, text, encoding):
+def parse(path: str | os.PathLike, text: str, encoding: str) -> "pd.DataFrame":
     """The CSV `text` (decoded from the file `path`, whose encoding's name is `encoding`) as read_csv returns it."""
     import pandas as pd
 

@@ -10,17 +10,27 @@ tokens, join them back into text. Re-tokenizing that text gives the same tokens,
 cut (at the head) never triggers. No TensorFlow here: the prediction tools use it too.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
 from imdb_distilbert.config import TRUNCATIONS, RunConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 MODES = TRUNCATIONS
+Token = TypeVar("Token")  # a word piece (str), or anything else a test cuts
 
 
-def cut(tokens, budget, mode):
+def cut(tokens: Sequence[Token], budget: int, mode: str) -> list[Token]:
     """The tokens kept from `tokens` when at most `budget` fit, for `mode` in MODES."""
     return [tokens[i] for i in kept(tokens, budget, mode)]
 
 
-def kept(tokens, budget, mode):
+def kept(tokens: Sequence[object], budget: int, mode: str) -> list[int]:
     """The positions of the tokens `cut` keeps.
 
     A kept tail starts at a whole word: word pieces ("##ing") before its first word are dropped,
@@ -40,7 +50,7 @@ def kept(tokens, budget, mode):
     return list(range(head)) + list(range(start, n))
 
 
-def truncate(texts, tokenizer, maxlen, mode):
+def truncate(texts: Iterable[str], tokenizer: PreTrainedTokenizerBase, maxlen: int, mode: str) -> list[str]:
     """Cut each text to `maxlen` tokens (including DistilBERT's [CLS] and [SEP]) the `mode` way.
 
     `tokenizer` is a Hugging Face tokenizer. Texts that fit are returned unchanged, and "head"
@@ -56,7 +66,7 @@ def truncate(texts, tokenizer, maxlen, mode):
     return out
 
 
-def saved_settings(folder):
+def saved_settings(folder: str | os.PathLike) -> tuple[int | None, str]:
     """(maxlen, mode) of the run that saved the predictor in `folder`, from its metrics.json.
 
     (None, "head") when unknown: then ktrain's own cut at the head applies, as for any predictor.
@@ -65,7 +75,7 @@ def saved_settings(folder):
     return (int(saved.maxlen), saved.truncation) if saved else (None, "head")
 
 
-def like_saved_run(texts, folder, tokenizer):
+def like_saved_run(texts: Iterable[str], folder: str | os.PathLike, tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Cut `texts` the way the run that saved the predictor in `folder` cut its reviews.
 
     `ktrain.load_predictor(folder).predict` always keeps the head; call this first so a model

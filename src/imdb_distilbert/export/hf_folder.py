@@ -22,17 +22,26 @@ A pipeline keeps the head (--truncation head) or the tail (tail) of a review lon
 cannot keep both, so for a model trained with head+tail it keeps the tail, and says so.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imdb_distilbert import ROOT, cli, files, packages
 from imdb_distilbert.data import reading, truncation
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
+
+if TYPE_CHECKING:
+    import numpy as np
+    from huggingface_hub import ModelCardData
+    from transformers import PretrainedConfig
 
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and the exported folder
@@ -45,7 +54,7 @@ DISTILBERT_SHAPE = {"n_layers": 6, "dim": 768, "n_heads": 12, "hidden_dim": 3072
 SIDE = {"head": "right", "tail": "left", "head+tail": "left"}
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model_option(p)
     p.add_argument("--output", type=Path, metavar="DIR",
@@ -61,13 +70,13 @@ def parse_args(argv=None):
     return args
 
 
-def default_output(model_dir):
+def default_output(model_dir: str | Path) -> Path:
     """Where the folder goes unless told: next to the predictor, e.g. models/distilbert-imdb-hf."""
     model_dir = Path(model_dir)
     return model_dir.parent / f"{model_dir.name}-hf"
 
 
-def check_output(model_dir, output):
+def check_output(model_dir: str | Path, output: str | Path) -> None:
     """Stop with one sentence unless `output` is a new folder, or an earlier export that may be replaced."""
     output, model_dir = Path(output).resolve(), Path(model_dir).resolve()
     if output == model_dir or model_dir in output.parents or output in model_dir.parents:
@@ -80,17 +89,18 @@ def check_output(model_dir, output):
         raise UserError(f"--output {output}: its parent folder {output.parent} does not exist; create it first.")
 
 
-def is_export(folder):
+def is_export(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("config.json", "model.safetensors", "README.md"))
 
 
-def check_torch():
+def check_torch() -> None:
     if not packages.installed("torch"):
         raise UserError("writing the Hugging Face folder needs PyTorch (torch), which is not installed; run "
                         "`pip install -r requirements-export.txt` (Colab has it already).")
 
 
-def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
+def export(model_dir: str | Path, output: str | Path | None = None, reviews: str | Path = SAMPLE_REVIEWS,
+           n: int = 100) -> Path:
     """Write the Hugging Face folder for the predictor in `model_dir` to `output` (default: next to it),
     all or nothing, after checking it against the TensorFlow predictor on `n` of `reviews`.
     Returns the folder. A UserError (and nothing written) if anything is wrong or the check fails."""
@@ -116,15 +126,16 @@ def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
         print(f"checking the folder with transformers.pipeline() against the TensorFlow predictor on {len(texts)} "
               f"reviews from {reviews}...", flush=True)
         parity = check_parity(predictor, model_dir, staging, texts)
-        print(f"largest probability difference {parity['max_abs_diff']:.2e}, same label on {parity['label_agreement']:.1%}")
+        print(f"largest probability difference {parity['max_abs_diff']:.2e}, "
+              f"same label on {parity['label_agreement']:.1%}")
         if "uncut" in parity:
             uncut = parity["uncut"]
             print(f"without cutting the reviews first ({mode}; the pipeline keeps the tail itself): same label on "
                   f"{uncut['label_agreement']:.1%}, largest probability difference {uncut['max_abs_diff']:.2e}")
         if parity["max_abs_diff"] > TOLERANCE:
-            raise UserError(f"the Hugging Face folder's probabilities differ from the TensorFlow predictor's by up to "
-                            f"{parity['max_abs_diff']:.2e} (more than {TOLERANCE:g}), so nothing was written; check the "
-                            "installed versions against requirements-export.txt.")
+            raise UserError(f"the Hugging Face folder's probabilities differ from the TensorFlow predictor's by up "
+                            f"to {parity['max_abs_diff']:.2e} (more than {TOLERANCE:g}), so nothing was written; check "
+                            "the installed versions against requirements-export.txt.")
         metrics = read_metrics(model_dir)
         (staging / "README.md").write_text(model_card(metrics, predictor.model.config, maxlen, mode, parity,
                                                       output.name, export_versions()))
@@ -134,7 +145,7 @@ def export(model_dir, output=None, reviews=SAMPLE_REVIEWS, n=100):
     return output
 
 
-def notebook_export(model_dir, output=None):
+def notebook_export(model_dir: str | Path, output: str | Path | None = None) -> Path | None:
     """export() for the notebook: the folder, or None after saying in one sentence why it was not written."""
     try:
         return export(model_dir, output)
@@ -143,8 +154,8 @@ def notebook_export(model_dir, output=None):
         return None
 
 
-def write_model(predictor, folder, maxlen, mode):
-    """config.json, model.safetensors and the tokenizer files of the predictor into `folder`."""
+def write_model(predictor: Any, folder: Path, maxlen: int, mode: str) -> None:
+    """config.json, model.safetensors and the tokenizer files of the (ktrain) predictor into `folder`."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
@@ -173,7 +184,7 @@ def write_model(predictor, folder, maxlen, mode):
     shutil.rmtree(original)
 
 
-def pipeline_proba(folder, texts, classes, batch_size=8):
+def pipeline_proba(folder: str | Path, texts: Iterable[str], classes: Sequence[str], batch_size: int = 8) -> np.ndarray:
     """Probabilities (n, len(classes)) that transformers.pipeline() gives for `texts` with the folder as it is."""
     import numpy as np
     from transformers import pipeline
@@ -183,7 +194,7 @@ def pipeline_proba(folder, texts, classes, batch_size=8):
     return np.array([[{d["label"]: d["score"] for d in row}[c] for c in classes] for row in found], dtype=np.float64)
 
 
-def check_parity(predictor, model_dir, folder, texts):
+def check_parity(predictor: Any, model_dir: str | Path, folder: str | Path, texts: Sequence[str]) -> dict:
     """The folder through pipeline() against the TensorFlow predictor, on `texts` cut as the training run cut them
     (for head, the pipeline's own cut is the run's: nothing to do). For tail and head+tail, also on the uncut
     texts, where the pipeline cuts by itself and may keep a word piece more or less (tail) or only the tail."""
@@ -201,7 +212,7 @@ def check_parity(predictor, model_dir, folder, texts):
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
-    def compare(proba):
+    def compare(proba: np.ndarray) -> dict[str, float]:
         return {"max_abs_diff": float(np.abs(proba - expected).max()),
                 "label_agreement": float(np.mean(proba.argmax(1) == expected.argmax(1)))}
 
@@ -211,7 +222,7 @@ def check_parity(predictor, model_dir, folder, texts):
     return report
 
 
-def read_metrics(model_dir):
+def read_metrics(model_dir: str | Path) -> dict:
     """The run's metrics.json ({} if it has none: the card then says so)."""
     import json
 
@@ -221,22 +232,23 @@ def read_metrics(model_dir):
         return {}
 
 
-def export_versions():
+def export_versions() -> dict[str, str]:
     return packages.versions(("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "tensorflow",
                               "ktrain"))
 
 
-def head_tail_ends(maxlen):
+def head_tail_ends(maxlen: int) -> tuple[int, int]:
     """The word pieces --truncation head+tail keeps of a longer review's head and of its tail (as truncation.kept)."""
     budget = maxlen - 2  # [CLS] and [SEP] take two
     return budget // 4, budget - budget // 4
 
 
-def head_tail_note(maxlen):
+def head_tail_note(maxlen: int) -> str:
     head, tail = head_tail_ends(maxlen)
-    return (f"this model was trained with --truncation head+tail (the first {head} and the last {tail} word pieces of a "
-            "longer review), which a transformers pipeline cannot do: the folder's tokenizer keeps the tail (the last "
-            f"{maxlen - 2}). For the predictor's exact answers, cut reviews with src/truncation.py first (the model card says how).")
+    return (f"this model was trained with --truncation head+tail (the first {head} and the last {tail} word pieces "
+            "of a longer review), which a transformers pipeline cannot do: the folder's tokenizer keeps the tail "
+            f"(the last {maxlen - 2}). For the predictor's exact answers, cut reviews with src/truncation.py first "
+            "(the model card says how).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,14 +261,15 @@ METRICS = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precis
            ("recall", "Recall (macro)"), ("roc_auc", "ROC-AUC")]
 
 
-def card_data(metrics, name):
+def card_data(metrics: dict, name: str) -> ModelCardData:
     """The card's YAML header, built with huggingface_hub's own ModelCardData (model-index from metrics.json)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     n_test = metrics.get("n_test")
     results = [EvalResult(task_type="text-classification", task_name="Sentiment analysis", dataset_type=DATASET,
                           dataset_name=f"IMDB (test split{f', {n_test:,} reviews' if n_test else ''})",
-                          dataset_split="test", metric_type=key, metric_name=label, metric_value=round(float(metrics[key]), 4))
+                          dataset_split="test", metric_type=key, metric_name=label,
+                          metric_value=round(float(metrics[key]), 4))
                for key, label in METRICS if metrics.get(key) is not None]
     return ModelCardData(language="en", library_name="transformers", pipeline_tag="text-classification",
                          base_model=BASE_MODEL, datasets=[DATASET], metrics=[key for key, _ in METRICS],
@@ -264,35 +277,37 @@ def card_data(metrics, name):
                          eval_results=results or None)
 
 
-def differences_from_recipe(metrics, config):
+def differences_from_recipe(metrics: dict, config: PretrainedConfig) -> list[str]:
     """How this run differs from the tutorial's full recipe on real DistilBERT, one phrase each ([] if not at all)."""
     args = metrics.get("args", {})
     found = []
     shape = {key: getattr(config, key, None) for key in DISTILBERT_SHAPE}
     if shape != DISTILBERT_SHAPE:
-        found.append(f"the model loaded as distilbert-base-uncased was not DistilBERT's shape ({shape['n_layers']} layers, "
-                     f"{shape['dim']} wide, a {shape['vocab_size']:,}-word vocabulary; DistilBERT: 6, 768, 30,522): a stand-in "
-                     "or test model, so these results are not DistilBERT's")
+        found.append(f"the model loaded as distilbert-base-uncased was not DistilBERT's shape "
+                     f"({shape['n_layers']} layers, {shape['dim']} wide, a {shape['vocab_size']:,}-word vocabulary; "
+                     "DistilBERT: 6, 768, 30,522): a stand-in or test model, so these results are not DistilBERT's")
     for key in ("epochs", "lr", "batch_size", "maxlen"):
         if key in args and args[key] != RECIPE[key]:
             found.append(f"{key} {args[key]:g} (the recipe: {RECIPE[key]:g})")
     if args.get("sample"):
         found.append(f"a sample of {args['sample']:,} reviews per split (--sample)")
     for key, split in (("n_train", "training"), ("n_test", "test")):
-        if key in metrics and metrics[key] < RECIPE[key] - 100 and not args.get("sample"):  # a few empty reviews dropped are fine
+        # a few empty reviews dropped are fine
+        if key in metrics and metrics[key] < RECIPE[key] - 100 and not args.get("sample"):
             found.append(f"{metrics[key]:,} {split} reviews (the full split has {RECIPE[key]:,})")
     if not metrics:
         found.append("the predictor folder had no metrics.json, so how it was trained is unknown")
     return found
 
 
-def arithmetic(precision):
+def arithmetic(precision: str | None) -> str | None:
     if precision in (None, "float32"):
         return precision
     return f"mixed {precision} (weights and the saved model in float32)"
 
 
-def model_card(metrics, config, maxlen, mode, parity, name, versions):
+def model_card(metrics: dict, config: PretrainedConfig, maxlen: int, mode: str, parity: dict, name: str,
+               versions: dict[str, str]) -> str:
     """README.md of the folder: CARD_TEMPLATE (the Hub's YAML header, card_data, and the card's text) rendered by
     huggingface_hub's ModelCard.from_template (Jinja2) with the values worked out here."""
     from huggingface_hub import ModelCard
@@ -322,7 +337,7 @@ def model_card(metrics, config, maxlen, mode, parity, name, versions):
     return str(card)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     export(args.model, args.output, args.reviews, args.n)
 

@@ -16,6 +16,8 @@ with an erf GELU needs about 25 GB for DistilBERT), so the same weights go into 
 model of the same architecture, which torch.onnx exports in seconds.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -23,7 +25,9 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imdb_distilbert import ROOT, cli, files, packages
 from imdb_distilbert.config import RunConfig
@@ -31,6 +35,11 @@ from imdb_distilbert.data import batching, reading, truncation
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.export import quantize
 from imdb_distilbert.inference import backends
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from transformers import PreTrainedModel
 
 SAMPLE_REVIEWS = ROOT / "data" / "sample" / "test.xlsx"
 FP32_TOLERANCE = 1e-4  # largest difference in any probability allowed between TensorFlow and ONNX fp32
@@ -41,17 +50,18 @@ SIGNIFICANCE = 0.05  # int8 at exactly --min-agreement is refused by chance in a
 OPSET = 17
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model_option(p)
     p.add_argument("--reviews", type=Path, metavar="PATH",
                    help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) (default: the test "
-                   "split the run was trained with, from its metrics.json, when it is there; else data/sample/test.xlsx)")
+                   "split the run was trained with, from its metrics.json, when it is there; "
+                   "else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=CHECKED, metavar="N", help="how many of them to check, a seeded random "
                    f"sample (default: {CHECKED}, or all if fewer)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="F",
-                   help="refuse the export (write nothing) when the check shows that int8 gives TensorFlow's label on a "
-                   f"smaller share of reviews than this (default: {MIN_AGREEMENT}; 0 accepts any)")
+                   help="refuse the export (write nothing) when the check shows that int8 gives TensorFlow's label "
+                   f"on a smaller share of reviews than this (default: {MIN_AGREEMENT}; 0 accepts any)")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("--n must be at least 1")
@@ -60,15 +70,16 @@ def parse_args(argv=None):
     return args
 
 
-def check_packages():
+def check_packages() -> None:
     missing = packages.missing(("torch", "onnx", "onnxruntime", "tokenizers"))
     if missing:
         raise UserError(f"exporting needs {', '.join(missing)}, which is not installed; "
                         "run `pip install -r requirements-export.txt` first.")
 
 
-def to_pytorch(tf_model):
-    """The PyTorch model of the same architecture, holding the TF model's weights."""
+def to_pytorch(tf_model: Any) -> PreTrainedModel:
+    """The PyTorch model of the same architecture, holding the TF model's weights (`tf_model`: a Hugging Face
+    TensorFlow model, such as a ktrain predictor's `model`)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.modeling_tf_pytorch_utils import load_tf2_model_in_pytorch_model
 
@@ -82,7 +93,7 @@ def to_pytorch(tf_model):
     return model.eval()
 
 
-def export_onnx(pt_model, path):
+def export_onnx(pt_model: torch.nn.Module, path: str | Path) -> None:
     """torch.onnx.export with dynamic batch and sequence axes; logits out."""
     import torch
 
@@ -96,8 +107,9 @@ def export_onnx(pt_model, path):
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
 
 
-def settings(preproc, tokenizer_file, folder):
-    """What the ONNX backends need to tokenize like the predictor does, without unpickling its preproc."""
+def settings(preproc: Any, tokenizer_file: str, folder: str | Path) -> dict:
+    """What the ONNX backends need to tokenize like the predictor does, without unpickling its preproc
+    (`preproc`: the ktrain predictor's preprocessor)."""
     tok = preproc.tok
     return {
         "maxlen": int(preproc.maxlen),
@@ -108,11 +120,13 @@ def settings(preproc, tokenizer_file, folder):
         "pad_token_id": int(tok.pad_token_id),
         "inputs": ["input_ids", "attention_mask"],
         "opset": OPSET,
-        "versions": packages.versions(("torch", "onnx", "onnxruntime", "transformers", "tensorflow", "ktrain"), python=False),
+        "versions": packages.versions(("torch", "onnx", "onnxruntime", "transformers", "tensorflow", "ktrain"),
+                                      python=False),
     }
 
 
-def check_parity(predictor, model_dir, folder, texts, batch_size=8):
+def check_parity(predictor: Any, model_dir: str | Path, folder: str | Path, texts: Sequence[str],
+                 batch_size: int = 8) -> dict:
     """Probabilities of the TF predictor in `model_dir` vs the fp32 (on FP32_CHECKED of `texts`) and int8 ONNX models
     in `folder` on `texts`."""
     import numpy as np
@@ -134,16 +148,17 @@ def check_parity(predictor, model_dir, folder, texts, batch_size=8):
     return report
 
 
-def int8_refused(same, n, min_agreement, significance=SIGNIFICANCE):
+def int8_refused(same: int, n: int, min_agreement: float, significance: float = SIGNIFICANCE) -> np.bool_:
     """Whether `same` of `n` reviews with TensorFlow's label show that int8 keeps it on less than `min_agreement` of
     reviews: a one-sided binomial test. Int8 that keeps exactly `min_agreement` changes this many labels or more in
-    under `significance` of checks, so a good export is rarely refused by chance; see refused_surely() for the other side."""
+    under `significance` of checks, so a good export is rarely refused by chance; see refused_surely() for the
+    other side."""
     from scipy.stats import binom
 
     return binom.sf(n - same - 1, n, 1 - min_agreement) < significance
 
 
-def refused_surely(n, min_agreement, significance=SIGNIFICANCE, power=0.95):
+def refused_surely(n: int, min_agreement: float, significance: float = SIGNIFICANCE, power: float = 0.95) -> float:
     """The largest agreement at which int8 is refused in at least `power` of checks of `n` reviews."""
     from scipy.stats import binom
 
@@ -155,8 +170,9 @@ def refused_surely(n, min_agreement, significance=SIGNIFICANCE, power=0.95):
     return low
 
 
-def default_reviews(model_dir):
-    """The test split the run in `model_dir` was trained with (its metrics.json says), if it is here; else the sample."""
+def default_reviews(model_dir: str | Path) -> Path:
+    """The test split the run in `model_dir` was trained with (its metrics.json says), if it is here;
+    else the sample."""
     saved = RunConfig.saved(model_dir)
     if saved is None or saved.test is None:
         return SAMPLE_REVIEWS
@@ -166,7 +182,7 @@ def default_reviews(model_dir):
     return SAMPLE_REVIEWS
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     backends.check_predictor_folder(args.model)
     check_packages()
@@ -201,21 +217,22 @@ def main(argv=None):
         fp32, int8 = parity["onnx"], parity["onnx-int8"]
         print(f"fp32: largest probability difference {fp32['max_abs_diff']:.2e} on {fp32['n_reviews']} reviews, "
               f"same label on {fp32['label_agreement']:.1%}")
-        print(f"int8: largest probability difference {int8['max_abs_diff']:.2e}, same label on {int8['label_agreement']:.1%} "
-              f"({int8['same_label']} of {len(texts)})")
+        print(f"int8: largest probability difference {int8['max_abs_diff']:.2e}, "
+              f"same label on {int8['label_agreement']:.1%} ({int8['same_label']} of {len(texts)})")
         if fp32["max_abs_diff"] > FP32_TOLERANCE:
-            raise UserError(f"the fp32 ONNX model differs from the TensorFlow predictor by up to {fp32['max_abs_diff']:.2e} "
-                            f"(more than {FP32_TOLERANCE:g}), so nothing was written; check the installed versions "
-                            "against requirements-export.txt.")
+            raise UserError(f"the fp32 ONNX model differs from the TensorFlow predictor by up to "
+                            f"{fp32['max_abs_diff']:.2e} (more than {FP32_TOLERANCE:g}), so nothing was written; "
+                            "check the installed versions against requirements-export.txt.")
         if int8_refused(int8["same_label"], len(texts), args.min_agreement):
-            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only {int8['same_label']} of "
-                            f"{len(texts)} reviews ({int8['label_agreement']:.2%}): too few for --min-agreement "
-                            f"{args.min_agreement:g} (int8 that keeps {args.min_agreement:.0%} would do this in under "
-                            f"{SIGNIFICANCE:.0%} of checks), so nothing was written; pass a lower --min-agreement to export it anyway.")
+            raise UserError(f"the int8 ONNX model gives the TensorFlow predictor's label on only "
+                            f"{int8['same_label']} of {len(texts)} reviews ({int8['label_agreement']:.2%}): too few "
+                            f"for --min-agreement {args.min_agreement:g} (int8 that keeps {args.min_agreement:.0%} "
+                            f"would do this in under {SIGNIFICANCE:.0%} of checks), so nothing was written; "
+                            "pass a lower --min-agreement to export it anyway.")
         if 0 < args.min_agreement < 1:
-            print(f"(on {len(texts)} reviews, int8 keeping {args.min_agreement:.0%} of TensorFlow's labels is refused by chance "
-                  f"in under {SIGNIFICANCE:.0%} of exports, and int8 keeping {refused_surely(len(texts), args.min_agreement):.1%} "
-                  "or less in at least 95%)")
+            print(f"(on {len(texts)} reviews, int8 keeping {args.min_agreement:.0%} of TensorFlow's labels is refused "
+                  f"by chance in under {SIGNIFICANCE:.0%} of exports, and int8 keeping "
+                  f"{refused_surely(len(texts), args.min_agreement):.1%} or less in at least 95%)")
         info["parity"] = parity
         (staging / backends.ONNX_SETTINGS).write_text(json.dumps(info, indent=2) + "\n")
         if (folder / tokenizer_file).exists():  # the folder keeps its own: the copy was for the check

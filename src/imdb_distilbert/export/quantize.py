@@ -20,13 +20,23 @@ scale per model call, so a review's probabilities move with its batch-mates; qua
 calibrated once) is batch-independent, but one fixed scale per tensor changed 4-5% of the stand-in's labels.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import ModuleType
+
+    from onnx import NodeProto
 
 ACTIVATION_ZERO = 128  # uint8 activations: round(x / s) + 128, within 1..255 since |x / s| <= 127
 WEIGHT_MAX = 64  # 7-bit weights; see above
 
 
-def per_token_int8(fp32_path, int8_path):
+def per_token_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
     """Write `int8_path`: the float32 model at `fp32_path` with its weight MatMuls in per-token int8."""
     import onnx
     from onnx import helper, numpy_helper
@@ -53,7 +63,8 @@ def per_token_int8(fp32_path, int8_path):
         constants[w + "/int8"], constants[w + "/scale"] = w_int8, w_scale
         replaced.add(w)
         # (q - 128) @ w_int8 * w_scale, with int32 sums (ONNX Runtime's MatMulIntegerToFloat), then * the row's scale.
-        nodes.append(helper.make_node("MatMulIntegerToFloat", [q, w + "/int8", "int8/one", w + "/scale", "int8/zero_point"],
+        nodes.append(helper.make_node("MatMulIntegerToFloat",
+                                      [q, w + "/int8", "int8/one", w + "/scale", "int8/zero_point"],
                                       [name + "/int8"], name + "/int8", domain="com.microsoft"))
         nodes.append(helper.make_node("Mul", [name + "/int8", scale], [node.output[0]], name + "/rescale"))
 
@@ -67,9 +78,10 @@ def per_token_int8(fp32_path, int8_path):
     onnx.save(model, str(int8_path))
 
 
-def quantize_rows(x, nodes, helper):
-    """Nodes that quantize `x` ([..., K] float) to uint8 with one scale per row (token); returns (q, scale)."""
-    def add(op, inputs, output, **attributes):
+def quantize_rows(x: str, nodes: list[NodeProto], helper: ModuleType) -> tuple[str, str]:
+    """Nodes that quantize `x` ([..., K] float) to uint8 with one scale per row (token); returns (q, scale),
+    the names of their outputs. The nodes are appended to `nodes`; `helper` is the onnx.helper module."""
+    def add(op: str, inputs: list[str], output: str, **attributes: object) -> str:
         nodes.append(helper.make_node(op, inputs, [output], output, **attributes))
         return output
 
@@ -81,7 +93,7 @@ def quantize_rows(x, nodes, helper):
     return add("QuantizeLinear", [scaled, "int8/one", "int8/zero_point"], x + "/uint8"), scale
 
 
-def int8_columns(w):
+def int8_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`w` ([K, N] float) as 7-bit integers in int8 and one float32 scale per column (output)."""
     scale = np.abs(w).max(axis=0) / WEIGHT_MAX
     scale[scale == 0] = 1

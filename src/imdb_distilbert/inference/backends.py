@@ -7,9 +7,11 @@ The ONNX backends import only NumPy, ONNX Runtime and the `tokenizers` package: 
 or src/compat.py, so a server can score without a TensorFlow install (requirements-onnx.txt).
 """
 
+from __future__ import annotations
+
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
 MAX_TOKENS = batching.ONNX_MAX_TOKENS  # word pieces per ONNX Runtime call, padding included (why: data/batching.py)
 
 
-def check_predictor_folder(model_dir):
+def check_predictor_folder(model_dir: str | Path) -> None:
     """Stop with one sentence unless `model_dir` is a folder saved by ktrain's predictor.save()."""
     model_dir = Path(model_dir)
     if not model_dir.exists():
@@ -47,7 +49,7 @@ def check_onnx_export(model_dir: str | Path, backend: str) -> None:
                         f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
 
 
-def load(model_dir, backend="ktrain", batch_size=32):
+def load(model_dir: str | Path, backend: str = "ktrain", batch_size: int = 32) -> Backend:
     """The backend named `backend` for the predictor in `model_dir`."""
     check_predictor_folder(model_dir)
     if backend == "ktrain":
@@ -56,7 +58,8 @@ def load(model_dir, backend="ktrain", batch_size=32):
 
 
 @functools.lru_cache(maxsize=2)
-def onnx_once(model_dir, backend="onnx-int8", batch_size=32, threads=None):
+def onnx_once(model_dir: str | Path, backend: str = "onnx-int8", batch_size: int = 32,
+              threads: int | None = None) -> OnnxBackend:
     """An OnnxBackend loaded once per process and then reused: Spark runs many tasks in each of
     its Python workers (src/score_spark.py), and loading the model for every task would be wasted."""
     return OnnxBackend(model_dir, backend, batch_size, threads)
@@ -65,7 +68,7 @@ def onnx_once(model_dir, backend="onnx-int8", batch_size=32, threads=None):
 class KtrainBackend:
     """The saved ktrain predictor, as `ktrain.load_predictor` gives it (TensorFlow)."""
 
-    def __init__(self, model_dir, batch_size=32):
+    def __init__(self, model_dir: str | Path, batch_size: int = 32):
         import os
 
         # The predictor folder holds its tokenizer and config: scoring needs nothing from the Hub,
@@ -83,7 +86,7 @@ class KtrainBackend:
         self.classes = list(self.predictor.get_classes())
         self.batch_size = batch_size
 
-    def predict_proba(self, texts, done=None):
+    def predict_proba(self, texts: Sequence[str], done: Callable[[int], object] | None = None) -> np.ndarray:
         # One predict() call per batch, so a progress bar can move; ktrain pads each call to its
         # longest text (up to maxlen), so this gives the same probabilities as one call on all texts.
         texts = truncation.like_saved_run(texts, self.model_dir, self.predictor.preproc.get_tokenizer())
@@ -99,7 +102,7 @@ class KtrainBackend:
 class OnnxBackend:
     """The ONNX export of the predictor (fp32 or int8), with length-sorted, tightly padded batches."""
 
-    def __init__(self, model_dir, backend="onnx", batch_size=32, threads=None):
+    def __init__(self, model_dir: str | Path, backend: str = "onnx", batch_size: int = 32, threads: int | None = None):
         model_dir = Path(model_dir)
         settings_path, model_path = model_dir / ONNX_SETTINGS, model_dir / ONNX_FILES[backend]
         check_onnx_export(model_dir, backend)
@@ -125,7 +128,7 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.pad_id = int(self.settings["pad_token_id"])
 
-    def encode(self, texts):
+    def encode(self, texts: Iterable[str]) -> list[list[int]]:
         """Token ids of each text, cut to maxlen ([CLS] and [SEP] kept) as training did, unpadded."""
         out = []
         for encoding in self.tokenizer.encode_batch(list(texts)):
@@ -136,7 +139,7 @@ class OnnxBackend:
             out.append(ids)
         return out
 
-    def predict_proba(self, texts, done=None):
+    def predict_proba(self, texts: Sequence[str], done: Callable[[int], object] | None = None) -> np.ndarray:
         ids = self.encode(texts)
         proba = np.empty((len(ids), len(self.classes)), dtype=np.float32)
         for batch in self.batches([len(x) for x in ids]):
@@ -152,19 +155,23 @@ class OnnxBackend:
                 done(len(batch))
         return proba
 
-    def batches(self, lengths):
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Indices of the texts, sorted by length and cut into batches of at most `batch_size` texts
         and MAX_TOKENS padded word pieces (at least one text each): batching.onnx_batches."""
         return batching.onnx_batches(lengths, self.batch_size, MAX_TOKENS)
 
 
-def softmax(logits):
+Backend = KtrainBackend | OnnxBackend  # what load() gives: either has `classes` and `predict_proba`
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
 def rows(texts: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> Iterator[dict]:
-    """One dict per text: text, label, and prob_<class> for each class (what predict.py writes and serve.py answers)."""
-    for text, p in zip(texts, proba):
+    """One dict per text: text, label, and prob_<class> for each class
+    (what predict.py writes and serve.py answers)."""
+    for text, p in zip(texts, proba, strict=True):
         yield {"text": text, "label": classes[int(p.argmax())],
-               **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p)}}
+               **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p, strict=True)}}

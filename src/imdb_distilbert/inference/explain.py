@@ -2,8 +2,8 @@
 
     from imdb_distilbert.inference import explain
     found = explain.explain("models/distilbert-imdb", ["great film, awful ending"])
-    found[0]["label"], found[0]["words"][0]            # 'pos', {'word': 'great', 'scores': {'neg': -1.9, 'pos': 1.9}, ...}
-    html = explain.to_html(found)                      # the reviews, words on red/green backgrounds
+    found[0]["label"], found[0]["words"][0]    # 'pos', {'word': 'great', 'scores': {'neg': -1.9, 'pos': 1.9}, ...}
+    html = explain.to_html(found)              # the reviews, words on red/green backgrounds
 
 The method is integrated gradients (Sundararajan et al., 2017) over the input embeddings, on the
 TensorFlow model itself. Each word piece's embedding is moved in a straight line from a neutral
@@ -22,9 +22,9 @@ Why this method, and why 3 path steps by default (measured; docs/explain.md, ben
   words, and flips 48% of the labels against 5% (3 steps; plain gradient x input, steps=0, only 4x).
 - 3 steps, not 1: a confident model is flat in the middle of the path, where 1 step looks. On one of
   four tiny synthetic models (trained in bfloat16 on one machine), 1 step gave the polarity words the
-  wrong sign in 37-70% of cases, 3 steps in under 0.5% (all four); on real text 3 steps agree in sign with a 16-step integral on 97%
-  of the top-5 words (1 step: 96%, 2 steps: 85%). The cost is 1.8 s per review for full-size
-  DistilBERT at maxlen 400 on 2 CPU cores (1 step: 0.9-1.1 s; 4 steps: 2.2 s).
+  wrong sign in 37-70% of cases, 3 steps in under 0.5% (all four); on real text 3 steps agree in sign
+  with a 16-step integral on 97% of the top-5 words (1 step: 96%, 2 steps: 85%). The cost is 1.8 s
+  per review for full-size DistilBERT at maxlen 400 on 2 CPU cores (1 step: 0.9-1.1 s; 4 steps: 2.2 s).
 - It is cheap. The path points of a review are one batch (and short reviews share a batch), so a
   review costs one forward and one backward pass over `steps` copies of it, plus one forward pass
   for the prediction. The points are Gauss-Legendre nodes (Captum's default).
@@ -34,7 +34,12 @@ predictor folder's metrics.json: head, tail or head+tail); each explanation says
 not read, and the HTML shows that text in grey.
 """
 
+from __future__ import annotations
+
 import html
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,13 +47,19 @@ from imdb_distilbert import config
 from imdb_distilbert.data import batching, truncation
 from imdb_distilbert.errors import UserError
 
+if TYPE_CHECKING:
+    import pandas as pd
+    import tensorflow as tf
+    from IPython.display import HTML
+
 STEPS = 3  # points on the integration path: see the module docstring and docs/explain.md
 TOKENS_PER_CALL = batching.EXPLAIN_TOKENS_PER_CALL  # path points x tokens per model call (why: data/batching.py)
 BUCKET = batching.EXPLAIN_BUCKET  # lengths are padded to a multiple of this (why: data/batching.py)
 
 
-def load(predictor_or_folder):
-    """(ktrain predictor, truncation mode) for a predictor or a folder src/train.py saved."""
+def load(predictor_or_folder: Any) -> tuple[Any, str | None]:
+    """(ktrain predictor, truncation mode) for a ktrain predictor or a folder src/train.py saved (str or Path).
+    The mode is None for a predictor (not known), else the training run's (truncation.saved_settings)."""
     if not isinstance(predictor_or_folder, (str, bytes)) and hasattr(predictor_or_folder, "preproc"):
         return predictor_or_folder, None
     from imdb_distilbert.inference import backends
@@ -58,7 +69,8 @@ def load(predictor_or_folder):
     return backend.predictor, truncation.saved_settings(predictor_or_folder)[1]
 
 
-def explain(predictor_or_folder, texts, steps=STEPS, cut=None, done=None):
+def explain(predictor_or_folder: Any, texts: Iterable[str], steps: int = STEPS, cut: str | None = None,
+            done: Callable[[int], object] | None = None) -> list[dict]:
     """Explain the prediction for each of `texts`. Returns one dict per text:
 
     text: the text; label: the predicted class; probabilities: {class: probability};
@@ -81,7 +93,7 @@ def explain(predictor_or_folder, texts, steps=STEPS, cut=None, done=None):
     lengths = [min(len(model.tokenizer.tokenize(t)) + 2, model.maxlen) for t in texts]
     results = [None] * len(texts)
     for batch in batching.explain_batches(lengths, steps, TOKENS_PER_CALL):
-        for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut)):
+        for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut), strict=True):
             results[j] = found  # back in the order given
         if done:
             done(len(batch))
@@ -91,7 +103,7 @@ def explain(predictor_or_folder, texts, steps=STEPS, cut=None, done=None):
 class Explainer:
     """Integrated gradients for one ktrain DistilBERT predictor (its Hugging Face TF model)."""
 
-    def __init__(self, predictor, steps=STEPS):
+    def __init__(self, predictor: Any, steps: int = STEPS):
         """`steps` points on the path; 0: the gradient at the review itself times (review - baseline)
         ("gradient x input"), one forward and one backward pass, whose forward pass also gives the prediction."""
         import tensorflow as tf
@@ -108,7 +120,7 @@ class Explainer:
         self.weights = tf.constant(weights / 2, dtype=tf.float32)[:, None, None]
         self.at_input = steps == 0
 
-    def encode(self, text, cut):
+    def encode(self, text: str, cut: str) -> tuple[list[int], list[tuple[int, int, int]], list[tuple[int, int]], int]:
         """Token ids ([CLS] kept word pieces [SEP]), each kept piece's (word, start, end), and the cut spans."""
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets, word_ids = encoding["input_ids"], encoding["offset_mapping"], encoding.word_ids()
@@ -126,13 +138,13 @@ class Explainer:
         pieces = [(word_ids[i], *offsets[i]) for i in kept]
         return input_ids, pieces, [tuple(s) for s in cut_spans], len(dropped)
 
-    def margins(self, logits):
+    def margins(self, logits: tf.Tensor) -> list[tf.Tensor]:
         """Each class's logit minus the mean of the others' (for two classes: the logit difference)."""
         k = len(self.classes)
         total = self.tf.reduce_sum(logits, axis=1)
         return [logits[:, c] - (total - logits[:, c]) / (k - 1) for c in range(k if k > 2 else 1)]
 
-    def attributions(self, batch):
+    def attributions(self, batch: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per-piece scores (pieces, classes) and class probabilities for each encoded review in `batch`
         (lists of token ids): all their path points in one forward and one backward pass."""
         tf = self.tf
@@ -140,11 +152,13 @@ class Explainer:
         width = batching.explain_width(width, self.maxlen, BUCKET)  # masked padding: same scores
         ids = np.full((len(batch), width), self.tokenizer.pad_token_id)
         mask = np.zeros((len(batch), width), dtype=np.int32)
-        moves = np.zeros((len(batch), width, 1), dtype=np.float32)  # 1 where the embedding moves: not [CLS], [SEP], padding
+        # 1 where the embedding moves: not [CLS], [SEP], padding
+        moves = np.zeros((len(batch), width, 1), dtype=np.float32)
         for row, review in enumerate(batch):
             ids[row, :len(review)], mask[row, :len(review)], moves[row, 1:len(review) - 1] = review, 1, 1
         real = tf.gather(self.embeddings, ids)  # (reviews, width, dimension)
-        baseline = moves * tf.gather(self.embeddings, tf.fill(ids.shape, self.tokenizer.pad_token_id)) + (1 - moves) * real
+        baseline = (moves * tf.gather(self.embeddings, tf.fill(ids.shape, self.tokenizer.pad_token_id))
+                    + (1 - moves) * real)
         path = baseline[:, None] + self.alphas[None] * (real - baseline)[:, None]  # (reviews, steps, width, dim)
         path = tf.reshape(path, (-1, width, path.shape[-1]))
         with tf.GradientTape(persistent=len(self.classes) > 2) as tape:
@@ -165,15 +179,16 @@ class Explainer:
         proba = tf.nn.softmax(logits).numpy()
         return [(scores[row, 1:len(review) - 1], proba[row]) for row, review in enumerate(batch)]
 
-    def explain_batch(self, texts, cut):
+    def explain_batch(self, texts: Sequence[str], cut: str) -> list[dict]:
         encoded = [self.encode(text, cut) for text in texts]
         results = self.attributions([e[0] for e in encoded])
-        return [self.describe(text, *e[1:], *r) for text, e, r in zip(texts, encoded, results)]
+        return [self.describe(text, *e[1:], *r) for text, e, r in zip(texts, encoded, results, strict=True)]
 
-    def describe(self, text, pieces, cut_spans, n_cut, scores, proba):
+    def describe(self, text: str, pieces: list[tuple[int, int, int]], cut_spans: list[tuple[int, int]], n_cut: int,
+                 scores: np.ndarray, proba: np.ndarray) -> dict:
         """The explanation of one review, from its per-piece scores and probabilities."""
         words = {}
-        for (word, start, end), score in zip(pieces, scores):
+        for (word, start, end), score in zip(pieces, scores, strict=True):
             if word not in words:
                 words[word] = {"start": start, "end": end, "scores": np.zeros(len(self.classes))}
             words[word]["end"] = end
@@ -181,16 +196,17 @@ class Explainer:
         return {
             "text": text,
             "label": self.classes[int(proba.argmax())],
-            "probabilities": {c: float(p) for c, p in zip(self.classes, proba)},
+            "probabilities": {c: float(p) for c, p in zip(self.classes, proba, strict=True)},
             "words": [{"word": text[w["start"]:w["end"]], "start": w["start"], "end": w["end"],
-                       "scores": {c: float(s) for c, s in zip(self.classes, w["scores"])}} for w in words.values()],
+                       "scores": {c: float(s) for c, s in zip(self.classes, w["scores"], strict=True)}}
+                      for w in words.values()],
             "cut": cut_spans,
             "tokens_read": len(pieces),
             "tokens_cut": n_cut,
         }
 
 
-def top_words(explanation, n=5, label=None):
+def top_words(explanation: dict, n: int = 5, label: str | None = None) -> list[tuple[str, float]]:
     """The `n` words with the largest scores (either sign) towards `label` (default: the prediction),
     as (word, score) pairs, largest first. A positive score pushed towards `label`, a negative one away."""
     label = label or explanation["label"]
@@ -198,7 +214,7 @@ def top_words(explanation, n=5, label=None):
     return [(w["word"], round(w["scores"][label], 4)) for w in ranked[:n]]
 
 
-def to_html(explanations, truths=None):
+def to_html(explanations: Iterable[dict], truths: Sequence[object] | None = None) -> str:
     """The reviews as HTML: each word on a green (towards the predicted label) or red (away from it)
     background, as strong as its score; text the model did not read in grey. `truths`, if given,
     are the true labels, shown beside the predictions."""
@@ -219,12 +235,13 @@ def to_html(explanations, truths=None):
     return "\n".join(parts)
 
 
-def highlight(found):
+def highlight(found: dict) -> str:
     """The text of one explanation as HTML: its words as coloured spans (their score in data-score and,
     rounded, in the title) and its cut text in grey."""
     label, text = found["label"], found["text"]
     largest = max([abs(w["scores"][label]) for w in found["words"]] + [1e-12])
-    marks = [(w["start"], w["end"], f"style='{span_style(w['scores'][label] / largest)}' data-score='{w['scores'][label]!r}'",
+    marks = [(w["start"], w["end"],
+              f"style='{span_style(w['scores'][label] / largest)}' data-score='{w['scores'][label]!r}'",
               f"{w['scores'][label]:+.3f}") for w in found["words"]]
     marks += [(start, end, "class='cut'", "not read: the review was longer than maxlen") for start, end in found["cut"]]
     out, at = [], 0
@@ -236,7 +253,7 @@ def highlight(found):
     return "".join(out)
 
 
-def span_style(strength):
+def span_style(strength: float) -> str:
     """A background for a score scaled to [-1, 1]: green for positive, red for negative."""
     colour = "0, 150, 0" if strength > 0 else "220, 0, 0"
     return f"background: rgba({colour}, {min(abs(strength), 1) * 0.6:.2f})"
@@ -254,15 +271,17 @@ STYLE = """<style>
 </style>"""
 
 
-def page(body, title):
+def page(body: str, title: str) -> str:
     """A whole HTML document around `body`."""
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>\n"
             f"<body>\n<h2 style='font-family: sans-serif'>{html.escape(title)}</h2>\n{body}\n</body></html>\n")
 
 
-def top_losses_page(predictor, frame, cut="head", steps=STEPS, mistakes=0):
+def top_losses_page(predictor: Any, frame: pd.DataFrame, cut: str = "head", steps: int = STEPS,
+                    mistakes: int | None = 0) -> str:
     """top_losses.html: the reviews of a top_losses frame (src/evaluation.py) with their explanations.
-    `mistakes`: how many test reviews the model got wrong in all (the frame may list fewer, or none)."""
+    `predictor`: a ktrain predictor. `mistakes`: how many test reviews the model got wrong in all (the frame
+    may list fewer, or none; None: unknown)."""
     from tqdm.auto import tqdm
 
     title = "The test reviews the model got most confidently wrong"
@@ -273,7 +292,7 @@ def top_losses_page(predictor, frame, cut="head", steps=STEPS, mistakes=0):
     return page(to_html(found, truths=list(frame["true_label"])), title)
 
 
-def no_mistakes_listed(mistakes):
+def no_mistakes_listed(mistakes: int | None) -> str:
     """What to say where a top-losses list is empty: the model made no mistakes, or none were asked for."""
     if mistakes == 0:
         return "The model got every test review right."
@@ -284,17 +303,16 @@ def no_mistakes_listed(mistakes):
 
 # The notebook's cells: one call each.
 
-def show(predictor_or_folder, texts, cut=None, steps=STEPS):
-    """The explanations of `texts` as HTML a notebook displays."""
+def show(predictor_or_folder: Any, texts: Iterable[str], cut: str | None = None, steps: int = STEPS) -> HTML:
+    """The explanations of `texts` as HTML a notebook displays (`predictor_or_folder` as for explain())."""
     from IPython.display import HTML
 
     return HTML(to_html(explain(predictor_or_folder, texts, steps=steps, cut=cut)))
 
 
-def show_top_losses(predictor_or_folder, folder, n=5, cut=None, steps=STEPS):
+def show_top_losses(predictor_or_folder: Any, folder: str | Path, n: int = 5, cut: str | None = None,
+                    steps: int = STEPS) -> HTML:
     """The `n` worst mistakes in `folder`/top_losses.csv, explained, as HTML a notebook displays."""
-    from pathlib import Path
-
     import pandas as pd
     from IPython.display import HTML
 

@@ -15,11 +15,14 @@ Load only predictors you trust: the ktrain backend unpickles the folder's tf_mod
 can run code. The onnx backends unpickle nothing.
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import io
 import json
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from imdb_distilbert import cli, compat, files
@@ -32,22 +35,27 @@ from imdb_distilbert.inference.backends import rows
 TEXT_COLUMN = reading.TEXT_COLUMN
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("texts", nargs="*", metavar="TEXT", help="reviews to classify; - reads standard input, one review per line")
+    p.add_argument("texts", nargs="*", metavar="TEXT",
+                   help="reviews to classify; - reads standard input, one review per line")
     cli.add_model_option(p)
     p.add_argument("--file", type=Path, metavar="PATH", help="reviews to classify: .xlsx or .csv (one review per row "
-                   "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) or .txt (one review per line)")
-    p.add_argument("--column", default=TEXT_COLUMN, help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
+                   "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) "
+                   "or .txt (one review per line)")
+    p.add_argument("--column", default=TEXT_COLUMN,
+                   help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
     p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file (CSV, or JSON lines "
                    "with --json) instead of printing them")
-    p.add_argument("--json", action="store_true", help="JSON lines: one object per review with text, label and probabilities")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: one object per review with text, label and probabilities")
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
                    "src/explain.py; about 7x the time of scoring alone; ktrain backend only)")
-    p.add_argument("--top-words", type=int, metavar="N", default=5, help="how many words --explain lists per review (default: 5)")
+    p.add_argument("--top-words", type=int, metavar="N", default=5,
+                   help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)
     if not args.texts and not args.file:
         p.error("give reviews to classify: texts, - for standard input, or --file PATH")
@@ -62,7 +70,7 @@ def parse_args(argv=None):
     return args
 
 
-def gather_texts(args):
+def gather_texts(args: argparse.Namespace) -> list[str]:
     if args.file:
         return read_texts(args.file, args.column)
     texts = []
@@ -70,25 +78,26 @@ def gather_texts(args):
         texts += sys.stdin.read().splitlines() if text == "-" else [text]
     texts = non_empty(texts)
     if not texts:
-        raise UserError("there are no reviews to classify (the texts given were empty); give at least one non-empty text.")
+        raise UserError("there are no reviews to classify (the texts given were empty); "
+                        "give at least one non-empty text.")
     return texts
 
 
-def with_top_words(rows, explanations, n):
+def with_top_words(rows: Iterable[dict], explanations: Iterable[dict], n: int) -> Iterator[dict]:
     """`rows` with top_words added: the `n` words with the largest scores towards (or, negative, away
     from) the predicted label, as [word, score] pairs."""
     from imdb_distilbert.inference import explain
 
-    for row, found in zip(rows, explanations):
+    for row, found in zip(rows, explanations, strict=True):
         yield {**row, "top_words": [list(pair) for pair in explain.top_words(found, n)]}
 
 
-def words_text(pairs):
+def words_text(pairs: Iterable[Sequence[str | float]]) -> str:
     """top_words as one CSV cell or terminal column: 'great +1.23; awful -0.41'."""
     return "; ".join(f"{word} {score:+.2f}" for word, score in pairs)
 
 
-def format_rows(rows, as_json, for_terminal=False):
+def format_rows(rows: Iterable[dict], as_json: bool, for_terminal: bool = False) -> str:
     """The predictions as JSON lines, CSV, or (for_terminal) aligned columns with shortened texts."""
     rows = list(rows)
     if as_json:
@@ -101,7 +110,8 @@ def format_rows(rows, as_json, for_terminal=False):
         for r in rows:
             text = " ".join(r["text"].split())  # one line per review
             text = text if len(text) <= 80 else text[:77] + "..."
-            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [r[c] for c in extra] + [text]))
+            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [r[c] for c in extra]
+                                   + [text]))
         return "\n".join(lines) + "\n"
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
@@ -110,7 +120,7 @@ def format_rows(rows, as_json, for_terminal=False):
     return out.getvalue()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.backend == "ktrain" and argv is None:  # a command (src/predict.py), not a call from Python
         compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded, before standard input is read
@@ -130,7 +140,8 @@ def main(argv=None):
         from imdb_distilbert.inference import explain
 
         with tqdm(total=len(texts), unit="review", desc="explaining", file=sys.stderr) as bar:
-            found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1], done=bar.update)
+            found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1],
+                                    done=bar.update)
         predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
         files.atomic_file(args.out, format_rows(predictions, args.json))

@@ -23,6 +23,8 @@ header and a JSON reason, and GET /health keeps answering and shows the queues. 
 it: no new connections, the requests in flight are answered (for at most --stop-timeout seconds), exit 0.
 """
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import contextlib
@@ -34,13 +36,26 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from imdb_distilbert import cli, packages
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends, explain
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import FrameType
+
+    import numpy as np
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response
 
 MAX_BODY_BYTES = 1_000_000  # a request body larger than this gets 413
 MAX_TEXTS = 64  # texts per request
@@ -56,7 +71,7 @@ STOP_SECONDS = 30  # on SIGTERM or Ctrl-C, how long the requests in flight may t
 LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the model's (see below_the_model)
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model_option(p)
     p.add_argument("--backend", choices=backends.BACKENDS,
@@ -65,15 +80,17 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--no-explain", action="store_true",
-                   help="no POST /explain and no highlighted words on the page (default: on when TensorFlow is installed)")
+                   help="no POST /explain and no highlighted words on the page "
+                   "(default: on when TensorFlow is installed)")
     p.add_argument("--max-queue", type=int, metavar="N", default=MAX_QUEUE,
-                   help=f"texts waiting for the model (or in it) beyond which /predict answers 503 busy, with Retry-After "
-                   f"(default: {MAX_QUEUE}; a request is always taken when nothing waits)")
+                   help="texts waiting for the model (or in it) beyond which /predict answers 503 busy, "
+                   f"with Retry-After (default: {MAX_QUEUE}; a request is always taken when nothing waits)")
     p.add_argument("--max-explain-queue", type=int, metavar="N", default=MAX_EXPLAIN_QUEUE,
-                   help=f"/explain requests waiting (or being explained) beyond which /explain answers 503 busy (default: {MAX_EXPLAIN_QUEUE})")
+                   help="/explain requests waiting (or being explained) beyond which /explain answers 503 busy "
+                   f"(default: {MAX_EXPLAIN_QUEUE})")
     p.add_argument("--stop-timeout", type=float, metavar="SECONDS", default=STOP_SECONDS,
-                   help=f"on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before they are "
-                   f"cut (default: {STOP_SECONDS})")
+                   help="on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before "
+                   f"they are cut (default: {STOP_SECONDS})")
     args = p.parse_args(argv)
     for name in ("batch_size", "max_queue", "max_explain_queue"):
         if getattr(args, name) < 1:
@@ -85,7 +102,7 @@ def parse_args(argv=None):
     return args
 
 
-def default_backend(model_dir):
+def default_backend(model_dir: str | Path) -> tuple[str, str]:
     """onnx-int8 when `model_dir` has an ONNX export, else ktrain; and why, in words."""
     if backends.has_onnx_export(model_dir, "onnx-int8"):
         return "onnx-int8", "the folder has an ONNX export"
@@ -95,7 +112,7 @@ def default_backend(model_dir):
 class Busy(Exception):
     """The server has as much work waiting as it takes: answered 503, with when to try again."""
 
-    def __init__(self, message, retry_after):
+    def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -104,13 +121,13 @@ class Bound:
     """Work accepted and not answered yet (texts, or requests), at most `limit` of it; and how fast it is done,
     to tell a refused client when to come back."""
 
-    def __init__(self, limit, what, flag):
+    def __init__(self, limit: int, what: str, flag: str):
         self.limit, self.what, self.flag = limit, what, flag
         self.waiting = self.refused = 0
         self.per_second = None  # of `what`, measured on the model calls (a moving average)
 
     @contextlib.contextmanager
-    def admit(self, n):
+    def admit(self, n: int) -> Iterator[None]:
         """Hold `n` of the limit while the block runs; Busy if they do not fit (anything fits when nothing waits)."""
         if self.waiting and self.waiting + n > self.limit:
             self.refused += 1
@@ -124,15 +141,15 @@ class Bound:
         finally:
             self.waiting -= n
 
-    def done(self, n, seconds):
+    def done(self, n: int, seconds: float) -> None:
         rate = n / max(seconds, 1e-6)
         self.per_second = rate if self.per_second is None else 0.7 * self.per_second + 0.3 * rate
 
-    def retry_after(self):
+    def retry_after(self) -> int:
         """Whole seconds until what waits now is done (1 to 60; 1 before anything was measured)."""
         return min(60, max(1, math.ceil(self.waiting / self.per_second))) if self.per_second else 1
 
-    def health(self):
+    def health(self) -> dict[str, int]:
         return {"waiting": self.waiting, "max": self.limit, "refused": self.refused}
 
 
@@ -140,7 +157,8 @@ class Batcher:
     """Scores the texts of concurrent requests together, one model call at a time, off the event loop.
     `bound` counts the texts waiting for the model or in it (the route admits them)."""
 
-    def __init__(self, model, max_batch=MAX_BATCH, wait=WAIT_SECONDS, max_queue=MAX_QUEUE):
+    def __init__(self, model: backends.Backend, max_batch: int = MAX_BATCH, wait: float = WAIT_SECONDS,
+                 max_queue: int = MAX_QUEUE):
         self.model, self.max_batch, self.wait = model, max_batch, wait
         self.bound = Bound(max_queue, "texts", "--max-queue")
         self.queue = asyncio.Queue()
@@ -148,14 +166,14 @@ class Batcher:
         self.task = None
         self.requests = self.batches = 0  # how many of each were scored (GET /health shows them)
 
-    async def predict_proba(self, texts):
+    async def predict_proba(self, texts: list[str]) -> np.ndarray:
         """The texts' probabilities, or Busy at once if the queue is full."""
         with self.bound.admit(len(texts)):
             future = asyncio.get_running_loop().create_future()
             await self.queue.put((texts, future))
             return await future
 
-    async def run(self):
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         held = None  # a request that did not fit into the last batch
         while True:
@@ -192,7 +210,7 @@ class Batcher:
                 start += len(batch)
 
 
-def below_the_model():
+def below_the_model() -> None:
     """Lower the CPU priority of the calling thread, the event loop's, below that of the model's threads, started
     before at normal priority. Under a flood of requests it must refuse, the loop would otherwise take the CPU
     the model needs, and serve fewer; this way the refusals get what the model leaves. Linux only, where the
@@ -206,7 +224,7 @@ def below_the_model():
         pass
 
 
-def why_no_explanations():
+def why_no_explanations() -> str | None:
     """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
     missing = packages.missing(("tensorflow", "tf_keras", "ktrain"))
     return f"{missing[0]} is not installed; install requirements.txt to have them" if missing else None
@@ -216,13 +234,13 @@ class Explanations:
     """src/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
     (so predictions keep flowing while a review is explained); the model is loaded at the first request."""
 
-    def __init__(self, model_dir, max_queue=MAX_EXPLAIN_QUEUE):
+    def __init__(self, model_dir: str | Path, max_queue: int = MAX_EXPLAIN_QUEUE):
         self.model_dir = model_dir
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.loaded = None  # (ktrain predictor, how the training run cut long reviews)
         self.bound = Bound(max_queue, "explanation requests", "--max-explain-queue")
 
-    def explain(self, texts):
+    def explain(self, texts: list[str]) -> list[dict]:
         if self.loaded is None:
             print("loading the TensorFlow model for explanations...", flush=True)
             self.loaded = explain.load(str(self.model_dir))
@@ -234,12 +252,12 @@ class Explanations:
 
 
 class BadRequest(Exception):
-    def __init__(self, status, message):
+    def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
 
 
-async def read_texts(request, max_texts=MAX_TEXTS):
+async def read_texts(request: Request, max_texts: int = MAX_TEXTS) -> list[str]:
     """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -248,7 +266,8 @@ async def read_texts(request, max_texts=MAX_TEXTS):
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
+            raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; "
+                             "send fewer or shorter texts.")
     try:
         payload = json.loads(bytes(body).decode("utf-8"))
     except UnicodeDecodeError:
@@ -272,27 +291,27 @@ async def read_texts(request, max_texts=MAX_TEXTS):
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
-def answer(body, status=200, headers=None):
+def answer(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     """A JSON response (starlette is imported only when a server runs)."""
     from starlette.responses import JSONResponse
 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def error(status, message):
+def error(status: int, message: str) -> JSONResponse:
     return answer({"error": message}, status)
 
 
-def busy(refused):
+def busy(refused: Busy) -> JSONResponse:
     """503 for a request refused because the queue is full: the reason, and when to try again."""
     return answer({"error": str(refused), "retry_after": refused.retry_after}, 503,
                   {"Retry-After": str(refused.retry_after)})
 
 
-def cut_when_stopping(handler):
+def cut_when_stopping(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """`handler`, answering 503 when uvicorn cancels it, --stop-timeout seconds after SIGTERM or Ctrl-C
     (uvicorn would print a traceback and answer 500)."""
-    async def answered(request):
+    async def answered(request: Request) -> Response:
         try:
             return await handler(request)
         except asyncio.CancelledError:
@@ -305,13 +324,14 @@ class App:
     `explanations`: an Explanations, or None (then POST /explain says `no_explain_because`); `max_queue`: the
     texts waiting for the model (or in it) beyond which /predict answers 503. The Batcher is made at startup."""
 
-    def __init__(self, model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+    def __init__(self, model: backends.Backend, backend: str, explanations: Explanations | None,
+                 no_explain_because: str | None, max_queue: int = MAX_QUEUE):
         self.model, self.backend, self.max_queue = model, backend, max_queue
         self.explanations, self.no_explain_because = explanations, no_explain_because
         self.batcher = None
 
     @asynccontextmanager
-    async def lifespan(self, app):
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         batcher = self.batcher = Batcher(self.model, max_queue=self.max_queue)
         explanations = self.explanations
         loop = asyncio.get_running_loop()
@@ -325,12 +345,12 @@ class App:
         if explanations:
             explanations.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def page(self, request):
+    async def page(self, request: Request) -> HTMLResponse:
         from starlette.responses import HTMLResponse
 
         return HTMLResponse(PAGE)
 
-    async def health(self, request):
+    async def health(self, request: Request) -> JSONResponse:
         batcher, explanations = self.batcher, self.explanations
         return answer({"status": "ok", "backend": self.backend, "classes": self.model.classes,
                        "explain": explanations is not None,
@@ -340,7 +360,7 @@ class App:
                        "queue": {"texts": batcher.bound.health(),
                                  **({"explain_requests": explanations.bound.health()} if explanations else {})}})
 
-    async def predict_route(self, request):
+    async def predict_route(self, request: Request) -> JSONResponse:
         try:
             texts = await read_texts(request)
         except BadRequest as bad:
@@ -352,10 +372,11 @@ class App:
         except Exception as failure:  # noqa: BLE001  (a model failure must not take the server down)
             print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the model failed on this request; see the server's log.")
-        rows = [{k: v for k, v in row.items() if k != "text"} for row in backends.rows(texts, proba, self.model.classes)]
+        rows = [{k: v for k, v in row.items() if k != "text"}
+                for row in backends.rows(texts, proba, self.model.classes)]
         return answer({"backend": self.backend, "predictions": rows})
 
-    async def explain_route(self, request):
+    async def explain_route(self, request: Request) -> JSONResponse:
         explanations = self.explanations
         if explanations is None:
             return error(503, f"explanations are off on this server: {self.no_explain_because}.")
@@ -375,13 +396,14 @@ class App:
         found = [{**f, "html": explain.highlight(f)} for f in found]  # what the page shows
         return answer({"explained_by": "ktrain (the TensorFlow model)", "explanations": found})
 
-    async def http_error(self, request, exc):
+    async def http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
         """404 and 405, in JSON like every other error, saying what there is."""
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}; "
                                       "use GET /, GET /health, POST /predict or POST /explain.")
 
 
-def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_QUEUE):
+def create_app(model: backends.Backend, backend: str, explanations: Explanations | None,
+               no_explain_because: str | None, max_queue: int = MAX_QUEUE) -> Starlette:
     """The web app: App's handlers on their routes (arguments as for App)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -394,7 +416,7 @@ def create_app(model, backend, explanations, no_explain_because, max_queue=MAX_Q
     return Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error})
 
 
-def listen(host, port):
+def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: a free one), or a UserError saying why not."""
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -408,7 +430,7 @@ def listen(host, port):
     return sock
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     backends.check_predictor_folder(args.model)
     backend, why = (args.backend, "chosen with --backend") if args.backend else default_backend(args.model)
@@ -439,7 +461,7 @@ def main(argv=None):
     print(f"stopped {f'by {name} ' if name else ''}in {time.monotonic() - asked:.1f} s", flush=True)
 
 
-def stopping_server(config):
+def stopping_server(config: uvicorn.Config) -> uvicorn.Server:
     """uvicorn's Server, whose stop on SIGTERM or Ctrl-C (SIGINT) ends the process with exit status 0.
 
     On either signal uvicorn stops gracefully: it closes the listening socket (new connections are refused),
@@ -455,7 +477,7 @@ def stopping_server(config):
         stop_asked = None  # (signal name, time.monotonic()) of the first SIGTERM or SIGINT
 
         @contextlib.contextmanager
-        def capture_signals(self):
+        def capture_signals(self) -> Iterator[None]:
             handlers = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 yield
@@ -463,11 +485,12 @@ def stopping_server(config):
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
 
-        def handle_exit(self, sig, frame):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.stop_asked is None:
                 self.stop_asked = (signal.Signals(sig).name, time.monotonic())
                 print(f"stopping ({self.stop_asked[0]}): new connections are refused, the requests in flight answered "
-                      f"(for at most {self.config.timeout_graceful_shutdown:g} s; Ctrl-C again stops at once)", flush=True)
+                      f"(for at most {self.config.timeout_graceful_shutdown:g} s; Ctrl-C again stops at once)",
+                      flush=True)
             super().handle_exit(sig, frame)
 
     return Server(config)

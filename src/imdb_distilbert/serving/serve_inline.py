@@ -14,6 +14,8 @@ src/serve.py chooses (onnx-int8 after src/export.py, else ktrain), and highlight
 installed. It ends with the kernel if stop() was not called.
 """
 
+from __future__ import annotations
+
 import atexit
 import json
 import os
@@ -35,16 +37,16 @@ _running = []  # the servers this kernel started and has not stopped
 class Page:
     """A src/serve.py process started by start(): its `port` and `url`, `health()`, and `stop()`."""
 
-    def __init__(self, process, host, port, log):
+    def __init__(self, process: subprocess.Popen, host: str, port: int, log: str):
         self.process, self.host, self.port, self.log = process, host, port, log
         self.url = f"http://{host}:{port}/"
 
-    def health(self):
+    def health(self) -> dict:
         """The server's GET /health answer."""
         with urllib.request.urlopen(self.url + "health", timeout=30) as answer:
             return json.loads(answer.read())
 
-    def stop(self, seconds=20):
+    def stop(self, seconds: float = 20) -> None:
         """End the server (SIGTERM, then SIGKILL after `seconds`) and free its port."""
         if self.process.poll() is None:
             self.process.terminate()
@@ -59,7 +61,7 @@ class Page:
         print(f"stopped the server; port {self.port} is free")
 
 
-def start(model_dir, backend=None, height=640, timeout=600):
+def start(model_dir: str | Path, backend: str | None = None, height: int = 640, timeout: float = 600) -> Page:
     """Start src/serve.py on the predictor in `model_dir` and show its page below the cell. Returns a Page.
 
     A server this kernel started before is stopped first. Raises RuntimeError, with the server's own
@@ -68,7 +70,8 @@ def start(model_dir, backend=None, height=640, timeout=600):
         page.stop()
     log = tempfile.NamedTemporaryFile("w", prefix="serve-", suffix=".log", delete=False)
     model_dir = Path(model_dir).resolve()
-    command = [sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0"] + (["--backend", backend] if backend else [])
+    command = ([sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0"]
+               + (["--backend", backend] if backend else []))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"starting src/serve.py on {model_dir}...", flush=True)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -95,7 +98,7 @@ def start(model_dir, backend=None, height=640, timeout=600):
     return page
 
 
-def show(page, height=640):
+def show(page: Page, height: int = 640) -> None:
     """The page below the cell: through Colab's port proxy in Colab, else an IFrame to the local port."""
     if "google.colab" in sys.modules:
         from google.colab import output
@@ -110,6 +113,6 @@ def show(page, height=640):
 
 
 @atexit.register
-def _stop_all():  # the kernel is shutting down: do not leave a server behind
+def _stop_all() -> None:  # the kernel is shutting down: do not leave a server behind
     for page in list(_running):
         page.stop(seconds=5)

@@ -11,6 +11,8 @@ Each Spark executor loads the ONNX model once per Python worker and scores with 
 no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/export.py --model DIR` first.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -20,7 +22,9 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import imdb_distilbert
 from imdb_distilbert import cli
@@ -28,16 +32,22 @@ from imdb_distilbert.data import reading
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
 SNIFF_BYTES = 1 << 22  # a CSV input's encoding is found from the first 4 MiB of its first file
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model_option(p, "the predictor folder, exported with src/export.py")
     p.add_argument("--input", required=True, metavar="PATH", help="Parquet (a file or a folder of them) or CSV "
                    "(a path ending in .csv, with a header line); any path Spark reads, such as hdfs:// or s3a://")
-    p.add_argument("--output", required=True, metavar="PATH", help="where to write the scored rows, as a folder of Parquet files")
-    p.add_argument("--text-column", default="Reviews", metavar="NAME", help="the column holding the text (default: Reviews)")
+    p.add_argument("--output", required=True, metavar="PATH",
+                   help="where to write the scored rows, as a folder of Parquet files")
+    p.add_argument("--text-column", default="Reviews", metavar="NAME",
+                   help="the column holding the text (default: Reviews)")
     p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8",
                    help="onnx-int8 (the default, about 2.6x faster) or onnx (fp32)")
     p.add_argument("--master", metavar="URL", help="Spark master (default: local[*], all cores of this machine; "
@@ -54,13 +64,13 @@ def parse_args(argv=None):
     return args
 
 
-def check_model(model_dir, backend):
+def check_model(model_dir: str | Path, backend: str) -> None:
     """The model folder has the files the executors need; stop with one sentence if not."""
     backends.check_predictor_folder(model_dir)
     backends.check_onnx_export(model_dir, backend)
 
 
-def pack_model(model_dir, backend, folder):
+def pack_model(model_dir: Path, backend: str, folder: str | Path) -> Path:
     """A zip of what the ONNX backend reads (settings, tokenizer, model), for Spark to ship to executors."""
     settings = json.loads((model_dir / backends.ONNX_SETTINGS).read_text())
     archive = Path(folder) / f"predictor-{uuid.uuid4().hex[:8]}.zip"
@@ -70,7 +80,7 @@ def pack_model(model_dir, backend, folder):
     return archive
 
 
-def pack_code(folder):
+def pack_code(folder: str | Path) -> Path:
     """This package's source, zipped for the executors' Python path: every .py file and template, no caches."""
     package = Path(imdb_distilbert.__file__).parent
     archive = Path(folder) / f"{package.name}.zip"
@@ -81,12 +91,13 @@ def pack_code(folder):
     return archive
 
 
-def session(master=None):
+def session(master: str | None = None) -> SparkSession:
     """The active SparkSession, or a new one (local[*] unless `master` or spark-submit says otherwise)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise UserError("scoring on Spark needs pyspark; install it with `pip install -r requirements-spark.txt`.") from None
+        raise UserError("scoring on Spark needs pyspark; "
+                        "install it with `pip install -r requirements-spark.txt`.") from None
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -105,14 +116,15 @@ def session(master=None):
     return spark
 
 
-def hadoop_fs(spark, path):
-    """(FileSystem, Path) of Hadoop, which knows local paths, hdfs://, s3a:// and the rest alike."""
+def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(FileSystem, Path) of Hadoop, which knows local paths, hdfs://, s3a:// and the rest alike
+    (Java objects, through Spark's py4j gateway)."""
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
-def read(spark, path, text_column):
+def read(spark: SparkSession, path: str, text_column: str) -> DataFrame:
     """The input as a DataFrame: CSV if the path ends in .csv, else Parquet. Checks the text column."""
     fs, hpath = hadoop_fs(spark, path)
     if not fs.globStatus(hpath):
@@ -121,7 +133,8 @@ def read(spark, path, text_column):
     options = csv_options(spark, path) if is_csv else {}
     try:
         if is_csv:
-            # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("") and newlines.
+            # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("")
+            # and newlines.
             frame = spark.read.csv(path, header=True, multiLine=True, escape='"', **options)
         else:
             frame = spark.read.parquet(path)
@@ -130,22 +143,23 @@ def read(spark, path, text_column):
                         "give Parquet, or CSV with a header line in a path ending in .csv.") from None
     columns = dict(frame.dtypes)
     if text_column not in columns:
-        raise UserError(f"--input {path} has no {text_column} column (it has: {', '.join(frame.columns) or 'none'}); "
-                        "name the text column with --text-column.")
+        raise UserError(f"--input {path} has no {text_column} column "
+                        f"(it has: {', '.join(frame.columns) or 'none'}); name the text column with --text-column.")
     if columns[text_column] != "string":
         raise UserError(f"the {text_column} column of {path} holds {columns[text_column]}, not text; "
                         "name the text column with --text-column.")
     return frame
 
 
-def csv_options(spark, path):
+def csv_options(spark: SparkSession, path: str) -> dict[str, str]:
     """Spark's encoding and separator for the CSV input `path`, found by src/tables.py from the start of its first
     file (UTF-8, UTF-16 or Windows-1252: Excel's three CSV kinds), with tables.py's line when it is not UTF-8."""
     fs, hpath = hadoop_fs(spark, path)
     files = []
     for found in fs.globStatus(hpath):
         listed = fs.listStatus(found.getPath()) if found.isDirectory() else [found]
-        files += sorted((f.getPath() for f in listed if f.isFile() and not f.getPath().getName().startswith(("_", "."))),
+        files += sorted((f.getPath() for f in listed
+                         if f.isFile() and not f.getPath().getName().startswith(("_", "."))),
                         key=lambda p: p.toString())
     if not files:
         return {}
@@ -161,13 +175,14 @@ def csv_options(spark, path):
         # Spark 4.x reads CSV only in UTF-8, UTF-16/32, US-ASCII and ISO-8859-1 unless this legacy switch allows
         # every charset Java knows (ISO-8859-1 would turn Excel's curly quotes into control characters).
         spark.conf.set("spark.sql.legacy.javaCharsets", "true")
-    return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding], "sep": separator}
+    return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding],
+            "sep": separator}
 
 
 ROW = "__row"  # the input order, when the rows are spread over more tasks; dropped before writing
 
 
-def executor_model(archive_name, backend, batch_size):
+def executor_model(archive_name: str, backend: str, batch_size: int) -> backends.OnnxBackend:
     """The ONNX model on an executor, loaded once per Python worker from the archive Spark shipped."""
     from pyspark import SparkFiles, TaskContext
 
@@ -175,7 +190,8 @@ def executor_model(archive_name, backend, batch_size):
     return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
 
 
-def scorer(archive_name, backend, batch_size, text_column, classes):
+def scorer(archive_name: str, backend: str, batch_size: int, text_column: str,
+           classes: Sequence[str]) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: each chunk of a task's rows, the same rows plus label and probabilities, in order.
 
     The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
@@ -184,7 +200,7 @@ def scorer(archive_name, backend, batch_size, text_column, classes):
     """
     import numpy as np
 
-    def score(frames):
+    def score(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = executor_model(archive_name, backend, batch_size)
         for frame in frames:
             texts = frame[text_column].fillna("").str.strip()  # as src/predict.py reads them
@@ -201,7 +217,7 @@ def scorer(archive_name, backend, batch_size, text_column, classes):
     return score
 
 
-def score(spark, args):
+def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int]:
     """Read, score and write, all or nothing. Returns {label or None: rows}."""
     check_model(args.model, args.backend)
     out_fs, out_path = hadoop_fs(spark, args.output)
@@ -219,13 +235,15 @@ def score(spark, args):
         archive = pack_model(args.model, args.backend, packed)
         sc.addArchive(str(archive))  # unpacked on every executor, found there with SparkFiles.get
         sc.addPyFile(str(pack_code(packed)))  # the whole package: the executors import what scorer() needs from it
-        print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr, flush=True)
+        print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr,
+              flush=True)
         write_atomically(spark, scored_in_input_order(frame, args, archive.name, classes, partitions), args.output)
     counts = spark.read.parquet(args.output).groupBy("label").count().collect()
     return {r["label"]: r["count"] for r in counts}
 
 
-def scored_in_input_order(frame, args, archive_name, classes, partitions):
+def scored_in_input_order(frame: DataFrame, args: argparse.Namespace, archive_name: str, classes: Sequence[str],
+                          partitions: int) -> DataFrame:
     """`frame` plus label and probabilities, in `partitions` tasks, rows in input order.
 
     Each task scores its own rows: no shuffle to batch reviews of similar length across the cluster. Only when
@@ -240,11 +258,12 @@ def scored_in_input_order(frame, args, archive_name, classes, partitions):
                  .repartitionByRange(partitions, ROW).sortWithinPartitions(ROW))
     schema = StructType([*frame.schema.fields, StructField("label", StringType()),
                          *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
-    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes), schema=schema)
+    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes),
+                               schema=schema)
     return scored.drop(ROW) if moved else scored
 
 
-def write_atomically(spark, frame, output):
+def write_atomically(spark: SparkSession, frame: DataFrame, output: str) -> None:
     """Write `frame` as Parquet to a hidden folder beside `output`, then rename it to `output`.
 
     A failed or interrupted job leaves no `output` (and an earlier one, with --overwrite, stays until the end).
@@ -252,7 +271,8 @@ def write_atomically(spark, frame, output):
     system API, so that `output` may be on hdfs://, s3a:// or any file system Spark writes to.
     """
     fs, target = hadoop_fs(spark, output)
-    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")
+    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(),
+                                                                 f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")
     try:
         frame.write.parquet(staging.toString())
         if fs.exists(target):
@@ -264,14 +284,14 @@ def write_atomically(spark, frame, output):
             fs.delete(staging, True)
 
 
-def first_line(error):
+def first_line(error: BaseException) -> str:
     """The first line of `error`'s message; for an error from Spark's JVM, of the Java exception's."""
     java = getattr(error, "java_exception", None)
     text = str(java.getMessage() if java is not None else error).strip()
     return (text.splitlines() or [type(error).__name__])[0][:300]
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     check_model(args.model, args.backend)  # before Spark starts: a wrong folder is reported in a second
     created = _no_active_session()
@@ -288,10 +308,11 @@ def main(argv=None):
     summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
     print(f"wrote {sum(counts.values()) + empty} rows ({summary}) to {args.output}"
           + (f"; {empty} rows had no text: their label and probabilities are null" if empty else ""))
-    print(f"took {scored - started:.1f} s: {ready - started:.1f} s starting Spark, {scored - ready:.1f} s reading, scoring and writing")
+    print(f"took {scored - started:.1f} s: {ready - started:.1f} s starting Spark, "
+          f"{scored - ready:.1f} s reading, scoring and writing")
 
 
-def _no_active_session():
+def _no_active_session() -> bool:
     try:
         from pyspark.sql import SparkSession
     except ImportError:

@@ -1,7 +1,14 @@
-"""Score a trained model on the test split: metrics, a text report, the worst mistakes."""
+"""Score a trained model on the test split: metrics, a text report, the worst mistakes.
+
+`learner` is the ktrain Learner that trained the model and `preproc` ktrain's preprocessor for it (hinted `Any`).
+"""
+
+from __future__ import annotations
 
 import platform
 import resource
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,8 +19,14 @@ from imdb_distilbert.data import truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
 from imdb_distilbert.training import plots
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, padding="grouped"):
+
+def evaluate(
+    learner: Any, preproc: Any, test_df: pd.DataFrame, history: dict[str, list[float]], maxlen: int,
+    cut: str = "head", top_n: int = 20, padding: str = "grouped",
+) -> tuple[dict[str, Any], dict[str, str | bytes]]:
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
@@ -43,7 +56,7 @@ def evaluate(learner, preproc, test_df, history, maxlen, cut="head", top_n=20, p
     return metrics, files
 
 
-def predict(learner, preproc, texts, padding="grouped"):
+def predict(learner: Any, preproc: Any, texts: Sequence[str], padding: str = "grouped") -> np.ndarray:
     """Class probabilities (n, 2) for `texts`, in their order: what the predictor that will be saved gives.
 
     "grouped" scores batches of reviews of similar length, each padded only to its longest (faster, the same
@@ -59,7 +72,7 @@ def predict(learner, preproc, texts, padding="grouped"):
     return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)
 
 
-def score(y_true, proba, class_names):
+def score(y_true: ArrayLike, proba: ArrayLike, class_names: Sequence[str]) -> dict[str, Any]:
     """Everything we report about predictions `proba` (n, k) against true labels (class names)."""
     classes = list(class_names)
     y_true = np.asarray(y_true)
@@ -84,7 +97,7 @@ def score(y_true, proba, class_names):
     }
 
 
-def report_text(metrics):
+def report_text(metrics: dict[str, Any]) -> str:
     """The classification report as text, for report.txt."""
     classes = metrics["classes"]
     lines = [f"{'':>12}{'precision':>11}{'recall':>9}{'f1':>8}{'support':>9}"]
@@ -97,12 +110,12 @@ def report_text(metrics):
     lines += ["", f"accuracy {metrics['accuracy']:.4f}   ROC-AUC {auc}   loss {metrics['loss']:.4f}   "
               f"on {metrics['n_test']} test reviews", "",
               "confusion matrix (rows: true, columns: predicted)", f"{'':>12}" + "".join(f"{c:>9}" for c in classes)]
-    for c, row in zip(classes, metrics["confusion_matrix"]):
+    for c, row in zip(classes, metrics["confusion_matrix"], strict=True):  # one row per class
         lines.append(f"{c:>12}" + "".join(f"{n:>9}" for n in row))
     return "\n".join(lines) + "\n"
 
 
-def top_losses(test_df, proba, class_names, n):
+def top_losses(test_df: pd.DataFrame, proba: ArrayLike, class_names: Sequence[str], n: int) -> pd.DataFrame:
     """The `n` test reviews the model got wrong most confidently, worst first (a DataFrame)."""
     classes = np.asarray(class_names)
     proba = np.asarray(proba, dtype=float)
@@ -117,12 +130,12 @@ def top_losses(test_df, proba, class_names, n):
     return wrong.sort_values("loss", ascending=False, kind="stable").head(n).reset_index(drop=True)
 
 
-def peak_memory_mb():
+def peak_memory_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports KB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if platform.system() == "Darwin" else 1024), 1)
 
 
-def package_versions():
+def package_versions() -> dict[str, str]:
     """The versions that produced a run, for metrics.json."""
     return packages.versions(["ktrain", "tensorflow", "tf_keras", "transformers", "pandas", "numpy", "scikit-learn"])

@@ -1,13 +1,21 @@
 """Fine-tune DistilBERT with ktrain: preprocess, build, train, save. The tutorial's recipe.
 
 Imported by src/train.py and by the notebook, so the two run exactly the same code.
+
+The ktrain and Keras objects are hinted `Any`: `learner` is a ktrain Learner, `preproc` ktrain's DistilBERT
+preprocessor (a ktrain.text.preprocessor.TransformersPreprocessor), `model` the Hugging Face TF model (a Keras 2
+model, learner.model).
 """
+
+from __future__ import annotations
 
 import itertools
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imdb_distilbert import compat  # first, before TensorFlow: selects Keras 2 (the package does it too)
 from imdb_distilbert.network import (
@@ -31,13 +39,18 @@ from imdb_distilbert.data.batching import bucket_width  # noqa: E402  (also lear
 from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
 from imdb_distilbert.errors import UserError  # noqa: E402
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from transformers import PreTrainedTokenizerBase
 
-def set_seed(seed):
+
+def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, so a run can be repeated."""
     tf.keras.utils.set_random_seed(seed)
 
 
-def preprocess(train_df, val_df, maxlen, cut="head", padding="auto", seed=0):
+def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: str = "head", padding: str = "auto",
+               seed: int = 0) -> tuple[TransformerDataset, TransformerDataset, Any]:
     """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
 
     `cut` says how reviews longer than `maxlen` tokens are cut (truncation.MODES); "head" is
@@ -69,7 +82,8 @@ def preprocess(train_df, val_df, maxlen, cut="head", padding="auto", seed=0):
     return train, val, preproc
 
 
-def cut_reviews(df, maxlen, cut, tokenizer=None):
+def cut_reviews(df: pd.DataFrame, maxlen: int, cut: str,
+                tokenizer: PreTrainedTokenizerBase | None = None) -> pd.DataFrame:
     """A copy of `df` whose reviews are cut to `maxlen` tokens the `cut` way (see src/truncation.py)."""
     if tokenizer is None:
         from transformers import AutoTokenizer
@@ -82,7 +96,7 @@ def cut_reviews(df, maxlen, cut, tokenizer=None):
 
 # --- Batches of reviews of similar length, each padded only to its longest (the policy: data/batching.py) -------
 
-def grouping_pays(data, maxlen):
+def grouping_pays(data: TransformerDataset, maxlen: int) -> bool:
     """batching.grouping_pays for ktrain's `data`: whether grouping by length would compute at most
     batching.GROUPING_PAYS of fixed padding's tokens. At maxlen 400 IMDB's reviews need 0.64 of them and grouping
     trains 1.6x faster; at 128 most reviews reach the cut (0.97), so grouping saves nothing and ktrain's own
@@ -107,7 +121,7 @@ class LengthGroupedDataset(TransformerDataset):
     in_given_order() undoes the sort), so ktrain's own views of it (get_y, learner.predict) agree.
     """
 
-    def __init__(self, data, maxlen, seed=0):
+    def __init__(self, data: TransformerDataset, maxlen: int, seed: int = 0) -> None:
         lengths = data.x[:, 1].sum(axis=1)  # the attention mask: 1 for each real token
         self.order = batching.by_length(lengths, longest_first=True)
         x = data.x[self.order].astype(np.int32)
@@ -117,33 +131,33 @@ class LengthGroupedDataset(TransformerDataset):
         self.lengths, self.maxlen, self.seed = lengths[self.order], maxlen, seed
         self.first_epoch = 0  # the training epoch the next to_tfdataset(train=True) starts at (--resume sets it)
 
-    def training_batches(self, epoch):
+    def training_batches(self, epoch: int) -> list[np.ndarray]:
         """The batches (arrays of positions) of training epoch `epoch`, counted from 0; the same for the same seed."""
         return batching.training_epoch(len(self.x), self.batch_size, self.seed, epoch)
 
-    def evaluation_batches(self):
+    def evaluation_batches(self) -> list[np.ndarray]:
         """The batches of evaluation: consecutive positions, longest reviews first."""
         return batching.chunks(np.arange(len(self.x)), self.batch_size)
 
-    def width(self, batch):
+    def width(self, batch: np.ndarray) -> int:
         """The tokens `batch` is padded to: its longest review's, rounded up to the bucket width, at most maxlen."""
         return int(batching.padded_width(self.lengths[batch].max(), self.maxlen))
 
-    def tokens(self, batches):
+    def tokens(self, batches: Iterable[np.ndarray]) -> int:
         """Tokens (padding included) that `batches` hand the model."""
         return sum(len(batch) * self.width(batch) for batch in batches)
 
-    def in_given_order(self, values):
+    def in_given_order(self, values: np.ndarray) -> np.ndarray:
         """`values` (one row per review, in this dataset's order) in the order of the data it was made from."""
         return batching.in_given_order(values, self.order)
 
-    def to_tfdataset(self, train=True):
+    def to_tfdataset(self, train: bool = True) -> tf.data.Dataset:
         """The batches as a tf.data.Dataset, as ktrain's Learner asks for them: for training, repeated
         without end, grouped anew every epoch; for evaluation, once, longest reviews first."""
         epochs = itertools.count(self.first_epoch)
         names = ["input_ids", "attention_mask", "token_type_ids"][:3 if self.use_token_type_ids else 2]
 
-        def reviews():
+        def reviews() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | np.generic]]:
             # One review at a time, cut to its batch's width; batch() below puts each batch together again.
             # Batching in tf.data (all batches full but the last) lets tf.distribute split each batch
             # between replicas under --strategy mirrored, as it does ktrain's.
@@ -158,7 +172,7 @@ class LengthGroupedDataset(TransformerDataset):
         return dataset.repeat() if train else dataset
 
 
-def predict_proba(model, preproc, texts, batch_size=32):
+def predict_proba(model: Any, preproc: Any, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
     """Class probabilities (n, classes) for `texts`, in their order, from `model` in length-grouped batches.
 
     The same numbers, to float rounding (1e-5), as ktrain.get_predictor(model, preproc).predict(texts,
@@ -171,7 +185,7 @@ def predict_proba(model, preproc, texts, batch_size=32):
     return data.in_given_order(tf.nn.softmax(tf.convert_to_tensor(logits)).numpy())
 
 
-def padding_of(learner):
+def padding_of(learner: Any) -> dict[str, str | int | float | None]:
     """How `learner`'s training batches are padded, and the tokens a training epoch computes as a share of
     padding every review to maxlen (ktrain's way)."""
     data = learner.train_data
@@ -184,7 +198,7 @@ def padding_of(learner):
 MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
-def choose_precision(precision="auto"):
+def choose_precision(precision: str = "auto") -> str:
     """`precision` with "auto" decided: bfloat16 when training on a CPU that computes it natively
     (AVX-512 BF16 or AMX, about 1.5x faster, see docs/performance.md), else float32 (GPUs, other CPUs).
 
@@ -203,7 +217,7 @@ def choose_precision(precision="auto"):
 ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
-def cpu_has_bf16():
+def cpu_has_bf16() -> bool:
     """Whether this CPU has bfloat16 matrix instructions that TensorFlow may use: read from /proc/cpuinfo
     (False off Linux), unless ONEDNN_MAX_CPU_ISA holds oneDNN to an instruction set without them."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
@@ -215,7 +229,8 @@ def cpu_has_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def build_learner(train, val, preproc, batch_size, precision="auto", strategy="default"):
+def build_learner(train: TransformerDataset, val: TransformerDataset | None, preproc: Any, batch_size: int,
+                  precision: str = "auto", strategy: str = "default") -> Any:
     """DistilBERT with a fresh classification head, wrapped in a ktrain Learner.
 
     With `precision` bfloat16 or float16 (mixed precision), the weights stay float32 and the matrix
@@ -241,7 +256,7 @@ def build_learner(train, val, preproc, batch_size, precision="auto", strategy="d
                                   batch_size=batch_size * strategy.num_replicas_in_sync)
 
 
-def distribution(strategy="default"):
+def distribution(strategy: str = "default") -> tf.distribute.Strategy:
     """The tf.distribute strategy named `strategy`: "default" (one device: the first GPU, else the CPU)
     or "mirrored" (tf.distribute.MirroredStrategy: one copy of the model per GPU of this machine, its
     gradients summed across the copies at every step; with no GPU, one per logical CPU device, normally one)."""
@@ -251,7 +266,7 @@ def distribution(strategy="default"):
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
-def distribution_of(learner):
+def distribution_of(learner: Any) -> dict[str, str | int | list[str]]:
     """How `learner` trains: strategy, replicas, their devices, and the batch of one training step."""
     strategy = learner.model.distribute_strategy
     mirrored = isinstance(strategy, tf.distribute.MirroredStrategy)
@@ -260,12 +275,12 @@ def distribution_of(learner):
             "global_batch_size": learner.batch_size}
 
 
-def precision_of(learner):
+def precision_of(learner: Any) -> str:
     """The arithmetic `learner`'s model computes in: "bfloat16" or "float16" (mixed precision), or "float32"."""
     return learner.model.compute_dtype
 
 
-def to_float32(learner):
+def to_float32(learner: Any) -> None:
     """After mixed-precision training: the same weights in a float32 model, in place of learner.model.
 
     So the test metrics describe exactly the predictor that is saved, and the saved predictor
@@ -281,16 +296,17 @@ def to_float32(learner):
     for weight in model.weights:
         weight.assign(trained_weights[name_in_model(weight)])
     optimizer = getattr(trained.optimizer, "inner_optimizer", trained.optimizer)  # float16: unwrap the loss scaling
-    model.compile(loss=trained.loss, metrics=["accuracy"], optimizer=type(optimizer).from_config(optimizer.get_config()))
+    model.compile(loss=trained.loss, metrics=["accuracy"],
+                  optimizer=type(optimizer).from_config(optimizer.get_config()))
     learner.model = model
 
 
-def name_in_model(weight):
+def name_in_model(weight: tf.Variable) -> str:
     """A weight's name without the model's own (numbered) name: 'distilbert/embeddings/.../weight:0'."""
     return weight.name.split("/", 1)[-1]
 
 
-def find_lr(learner):
+def find_lr(learner: Any) -> dict[str, Any]:
     """ktrain's learning-rate finder: train briefly with a rising rate and record the loss.
 
     The model's weights are restored afterwards. Returns the rates, the losses and ktrain's
@@ -304,7 +320,8 @@ def find_lr(learner):
             "suggested": compat.lr_suggestions(finder)}
 
 
-def fit(learner, lr, epochs, checkpoints=None, callbacks=()):
+def fit(learner: Any, lr: float, epochs: int, checkpoints: Checkpoints | None = None,
+        callbacks: Iterable[tf.keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
     """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs.
 
     `checkpoints` (a Checkpoints) saves the model after every epoch; when it was loaded from an
@@ -336,7 +353,7 @@ def fit(learner, lr, epochs, checkpoints=None, callbacks=()):
     return {k: [float(x) for x in v] for k, v in history.items() if k != "iterations" and k != "momentum"}
 
 
-def onecycle_schedule(lr, epochs, steps_per_epoch):
+def onecycle_schedule(lr: float, epochs: int, steps_per_epoch: int) -> CyclicLR:
     """The learning-rate callback `learner.fit_onecycle(lr, epochs)` builds (ktrain 0.41.4, core.py)."""
     return CyclicLR(base_lr=lr / 10, max_lr=lr, step_size=math.ceil(steps_per_epoch * epochs / 2),
                     reduce_on_plateau=0, max_momentum=0.95, min_momentum=0.85, verbose=0)
@@ -350,12 +367,12 @@ class Checkpoints(tf.keras.callbacks.Callback):
     settings, so a resume with different settings is refused.
     """
 
-    def __init__(self, folder, settings, epochs):
+    def __init__(self, folder: str | os.PathLike, settings: dict[str, Any], epochs: int) -> None:
         super().__init__()
         self.folder, self.settings, self.epochs = Path(folder), settings, epochs
         self.done, self.history = 0, {}
 
-    def resume(self, learner):
+    def resume(self, learner: Any) -> None:
         """Load the last finished epoch into `learner`'s model."""
         state = json.loads((self.folder / "state.json").read_text())
         changed = [k for k, v in self.settings.items() if state["settings"].get(k) != v]
@@ -370,14 +387,14 @@ class Checkpoints(tf.keras.callbacks.Callback):
                 str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
         self.done, self.history = state["epochs_done"], state["history"]
 
-    def clear(self):
+    def clear(self) -> None:
         """Delete the saved epochs (the folder too, if nothing else is in it)."""
         for name in [*self.folder.glob("epoch-*"), self.folder / "state.json", self.folder / "state.json.tmp"]:
             name.unlink(missing_ok=True)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.done += 1
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
@@ -393,7 +410,8 @@ class Checkpoints(tf.keras.callbacks.Callback):
         print(f"\nsaved a checkpoint of epoch {self.done} of {self.epochs} to {self.folder}", flush=True)
 
 
-def save_predictor(learner, preproc, output, extra_files=None):
+def save_predictor(learner: Any, preproc: Any, output: str | os.PathLike,
+                   extra_files: Mapping[str, str | bytes] | None = None) -> Path:
     """Save a ktrain predictor (plus `extra_files`, name -> text or bytes) to `output`, all or nothing
     (files.atomic_folder). Returns the folder."""
     with files.atomic_folder(output) as folder:
@@ -405,5 +423,5 @@ def save_predictor(learner, preproc, output, extra_files=None):
 save_files = files.write_folder  # save_files(output, {name: text or bytes}): the folder all or nothing (--lr-find-only)
 
 
-def first_line(error):
+def first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,6 +1,10 @@
 """The plots a run writes next to its numbers. Each function returns PNG bytes."""
 
+from __future__ import annotations
+
 import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -9,8 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve as sk_roc_curve  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
-def png(fig):
+
+def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
@@ -18,7 +26,7 @@ def png(fig):
     return buffer.getvalue()
 
 
-def confusion_matrix(metrics):
+def confusion_matrix(metrics: dict[str, Any]) -> bytes:
     """Counts of true (rows) against predicted (columns) classes."""
     matrix, classes = np.asarray(metrics["confusion_matrix"]), metrics["classes"]
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
@@ -31,7 +39,7 @@ def confusion_matrix(metrics):
     return png(fig)
 
 
-def roc_curve(y_true, proba, classes):
+def roc_curve(y_true: ArrayLike, proba: ArrayLike, classes: Sequence[str]) -> bytes:
     """ROC curve of the second class (pos) against the first."""
     fpr, tpr, _ = sk_roc_curve(np.asarray(y_true) == classes[1], np.asarray(proba)[:, 1])
     area = np.trapezoid(tpr, fpr)
@@ -43,11 +51,11 @@ def roc_curve(y_true, proba, classes):
     return png(fig)
 
 
-def training_curves(history):
+def training_curves(history: dict[str, list[float]]) -> bytes:
     """Loss and accuracy per epoch (train and validation), and the learning rate at every step."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     epochs = range(1, len(history.get("loss", [])) + 1)
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=False):  # 3 axes: the third is the learning rate's
         for prefix, label in (("", "train"), ("val_", "validation")):
             if history.get(prefix + key):
                 ax.plot(epochs, history[prefix + key], "o-", label=label)
@@ -59,7 +67,7 @@ def training_curves(history):
     return png(fig)
 
 
-def lr_find(found):
+def lr_find(found: dict[str, Any]) -> bytes:
     """Loss against learning rate from the learning-rate finder, with its suggestions marked."""
     lrs, losses = np.asarray(found["lrs"]), np.asarray(found["losses"])
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -10,8 +10,12 @@ Then, from Python (with src/ on the path; the package sets Keras 2 up for ktrain
     ktrain.load_predictor("models/distilbert-imdb").predict(["great film"])
 """
 
+from __future__ import annotations
+
 import json
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from imdb_distilbert import (
     ROOT,
@@ -22,15 +26,18 @@ from imdb_distilbert.config import RunConfig
 from imdb_distilbert.data import dataset
 from imdb_distilbert.errors import UserError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_DATA_DIR = ROOT / "data"
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> RunConfig:
     """train.py's flags as a RunConfig (config.py defines them: names, defaults, help and checks)."""
     return RunConfig.from_flags(argv, __doc__)
 
 
-def resolve_data(config, download=False):
+def resolve_data(config: RunConfig, download: bool = False) -> tuple[Path, Path]:
     """The two split paths. The splits are downloaded when they are missing from the default data/ folder,
     or from --data-dir when `download` is set (the notebook's way of keeping them on Google Drive)."""
     data_dir = config.data_dir or DEFAULT_DATA_DIR
@@ -43,7 +50,7 @@ def resolve_data(config, download=False):
     return train, test
 
 
-def check_output(output, lr_find_only=False):
+def check_output(output: Path, lr_find_only: bool = False) -> None:
     """Refuse to replace anything but an earlier run's folder (and, for --lr-find-only, a predictor)."""
     if output.is_file():
         raise UserError(f"--output {output} is a file; give a folder path for the predictor.")
@@ -56,24 +63,25 @@ def check_output(output, lr_find_only=False):
                         "give it a new folder, such as --output runs/lr-find.")
 
 
-def check_checkpoints(config):
+def check_checkpoints(config: RunConfig) -> None:
     """--resume needs a checkpoint, and an interrupted run's checkpoint is not silently overwritten."""
     found = (config.checkpoint_dir / "state.json").exists()
     if config.resume and not found:
         raise UserError(f"--resume found no checkpoint in {config.checkpoint_dir}; "
                         "run without --resume to start training, or point --checkpoint-dir at the interrupted run's.")
     if found and not config.resume and not config.lr_find_only:
-        raise UserError(f"{config.checkpoint_dir} holds a checkpoint of an interrupted run; add --resume to continue it, "
-                        "or delete that folder to start over.")
+        raise UserError(f"{config.checkpoint_dir} holds a checkpoint of an interrupted run; "
+                        "add --resume to continue it, or delete that folder to start over.")
 
 
-def run_settings(config):
+def run_settings(config: RunConfig) -> dict[str, Any]:
     """What must match between an interrupted run and its --resume."""
     keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation", "strategy")
-    return {**{k: getattr(config, k) for k in keys}, "train": str(config.train.resolve()), "test": str(config.test.resolve())}
+    return {**{k: getattr(config, k) for k in keys},
+            "train": str(config.train.resolve()), "test": str(config.test.resolve())}
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     """The whole run; the notebook makes the same calls, one cell each."""
     run = Run(parse_args(argv))
     train_df, val_df, test_df = run.load_data()
@@ -87,7 +95,7 @@ def main(argv=None):
     run.save(learner, preproc, metrics)
 
 
-def start(config=None, **params):
+def start(config: RunConfig | None = None, **params: Any) -> Run:
     """The notebook's entry: a Run of `config` (a RunConfig; the notebook makes it from its parameters cell), or of
     keyword parameters named like the flags, e.g. start(epochs=2, batch_size=6, output="models/distilbert-imdb").
 
@@ -110,9 +118,11 @@ class Run:
 
     Creating it checks the output folder and any checkpoint, that the pretrained model is cached or the
     Hub answers (in seconds: src/network.py), and finds (or downloads) the data.
+
+    In its methods, `learner` is the ktrain Learner and `preproc` ktrain's preprocessor that learning.py builds.
     """
 
-    def __init__(self, config, download=False):
+    def __init__(self, config: RunConfig, download: bool = False) -> None:
         self.config, self.started, self.clock = config, time.time(), time.time()
         check_output(config.output, config.lr_find_only)
         check_checkpoints(config)
@@ -120,42 +130,45 @@ class Run:
         config.train, config.test = resolve_data(config, download)
         self.files, self.facts = {}, {"seconds": {}}
 
-    def lap(self, name):
+    def lap(self, name: str) -> None:
         """Record the seconds since the last lap under `name`."""
         now = time.time()
         self.facts["seconds"][name] = round(now - self.clock, 1)
         self.clock = now
 
-    def load_data(self):
+    def load_data(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """(train, validation, test) DataFrames; validation is the test split unless --val-split."""
         config = self.config
         train_df, test_df = dataset.load_splits(config.train, config.test, config.sample, config.seed)
         val_df = test_df  # the tutorial validates on the test split
         if config.val_split:
             train_df, val_df = dataset.split_validation(train_df, config.val_split, config.seed)
-        print(dataset.describe(train_df, test_df) + (f", validation: {len(val_df)} from train" if config.val_split else ""))
+        print(dataset.describe(train_df, test_df)
+              + (f", validation: {len(val_df)} from train" if config.val_split else ""))
         self.facts.update(n_train=len(train_df), n_val=len(val_df),
                           validation=f"{config.val_split:g} of train" if config.val_split else "test split",
                           dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
                                                  "test": test_df.attrs["dropped_empty"]})
         return train_df, val_df, test_df
 
-    def build(self, train_df, val_df):
+    def build(self, train_df: pd.DataFrame, val_df: pd.DataFrame) -> tuple[Any, Any]:
         """Tokenize the reviews and build DistilBERT with a fresh classifier head. Returns (learner, preproc)."""
         from imdb_distilbert.training import learning  # TensorFlow loads here
 
         config = self.config
         learning.set_seed(config.seed)
-        train, val, preproc = learning.preprocess(train_df, val_df, config.maxlen, config.truncation, config.padding, config.seed)
+        train, val, preproc = learning.preprocess(train_df, val_df, config.maxlen, config.truncation, config.padding,
+                                                  config.seed)
         if config.padding == "auto":  # decided: later steps (evaluation, metrics.json) see what was used
             config.padding = "grouped" if isinstance(train, learning.LengthGroupedDataset) else "fixed"
             print(f"padding: {config.padding} (--padding auto: length grouping "
-                  f"{'saves' if config.padding == 'grouped' else 'would save less than'} a tenth of the tokens at maxlen {config.maxlen})")
+                  f"{'saves' if config.padding == 'grouped' else 'would save less than'} a tenth of the tokens "
+                  f"at maxlen {config.maxlen})")
         learner = learning.build_learner(train, val, preproc, config.batch_size, config.precision, config.strategy)
         self.lap("preprocess")
         return learner, preproc
 
-    def find_lr(self, learner):
+    def find_lr(self, learner: Any) -> dict[str, Any]:
         """Run the learning-rate finder; lr_find.png and the suggested rates go to --output."""
         from imdb_distilbert.training import learning, plots
 
@@ -167,14 +180,14 @@ class Run:
         print("suggested learning rates: " + ", ".join(f"{k} {v:.1e}" for k, v in found["suggested"].items() if v))
         return found
 
-    def save_lr_find(self):
+    def save_lr_find(self) -> None:
         """--lr-find-only: write lr_find.png and metrics.json, no predictor."""
         from imdb_distilbert.training import learning
 
         self.files["metrics.json"] = to_json(self.record())
         print(f"saved lr_find.png and metrics.json to {learning.save_files(self.config.output, self.files)}")
 
-    def fit(self, learner):
+    def fit(self, learner: Any) -> dict[str, list[float]]:
         """fit_onecycle with a checkpoint after every epoch (resumed from the last one with --resume)."""
         from imdb_distilbert.training import learning
 
@@ -190,15 +203,17 @@ class Run:
             history = learning.fit(learner, config.lr, config.epochs, checkpoints)
         except KeyboardInterrupt:
             if checkpoints.done:
-                raise KeyboardInterrupt(f"epoch {checkpoints.done} of {config.epochs} is saved in {checkpoints.folder}; "
-                                        "run the same command with --resume to continue from there.") from None
+                raise KeyboardInterrupt(
+                    f"epoch {checkpoints.done} of {config.epochs} is saved in {checkpoints.folder}; "
+                    "run the same command with --resume to continue from there.") from None
             raise
         self.lap("train")
         self.facts["malloc"] = compat.malloc_in_use()
         self.checkpoints = checkpoints
         return history
 
-    def evaluate(self, learner, preproc, test_df, history):
+    def evaluate(self, learner: Any, preproc: Any, test_df: pd.DataFrame,
+                 history: dict[str, list[float]]) -> dict[str, Any]:
         """Score the test split; the report, plots and worst mistakes go to --output. Returns metrics."""
         from imdb_distilbert.training import evaluation
 
@@ -212,7 +227,7 @@ class Run:
               f"ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}")
         return metrics
 
-    def save(self, learner, preproc, metrics):
+    def save(self, learner: Any, preproc: Any, metrics: dict[str, Any]) -> Path:
         """Write the predictor and everything else to --output, all or nothing. Returns the folder."""
         from imdb_distilbert.training import learning
 
@@ -222,15 +237,16 @@ class Run:
         print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv/.html to {output}")
         return output
 
-    def record(self, metrics=None):
+    def record(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """What metrics.json holds: the metrics, then the run's facts, arguments and package versions."""
         from imdb_distilbert.training import evaluation
 
         self.facts["seconds"]["total"] = round(time.time() - self.started, 1)
-        return {**(metrics or {}), **self.facts, "args": self.config.record(), "versions": evaluation.package_versions()}
+        return {**(metrics or {}), **self.facts, "args": self.config.record(),
+                "versions": evaluation.package_versions()}
 
 
-def to_json(record):
+def to_json(record: dict[str, Any]) -> str:
     """`record` as indented JSON text (paths become strings)."""
     return json.dumps(record, indent=2, default=str) + "\n"
 
