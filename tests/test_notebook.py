@@ -193,7 +193,7 @@ def test_notebook_writes_the_hf_folder_and_classifies_with_it(executed):
     nb, output = executed
     folder = output.parent / f"{output.name}-hf"
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in folder.iterdir()}
-    exported = next(c for c in nb.cells if "export_hf.notebook_export(" in c.source)
+    exported = next(c for c in nb.cells if "hf_export.notebook_export(" in c.source)
     assert "largest probability difference" in stdout_of(exported) and f"wrote {folder}" in stdout_of(exported)
     later = next(c for c in nb.cells if "no-install" in c.metadata.get("tags", []))
     lines = [line for line in stdout_of(later).splitlines() if line.startswith(("neg ", "pos "))]
