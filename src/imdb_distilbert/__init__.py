@@ -1,15 +1,17 @@
 """Fine-tune DistilBERT for movie-review sentiment with ktrain, and use the saved predictor.
 
 Importing this package sets up Keras 2 for ktrain and the Hugging Face TensorFlow models (compat.py), so
-it must come before TensorFlow; after it, `ktrain.load_predictor(folder)` needs nothing else.
+it must come before TensorFlow; after it, `ktrain.load_predictor(folder)` needs nothing else
+(`load_predictor` below is that call).
 
-The folders are the tiers, each using only those above it in this list:
+The folders are the tiers, each using only those above it in this list (tests/test_layout.py checks it):
 
     compat, errors, network   version workarounds, user errors, the Hub check: what every tier uses
+    config                    the run's settings: train.py's flags, the notebook's parameters, metrics.json's args
     files, packages, cli      outputs written all or nothing, installed packages and versions, the --model option
     data/                     the review files and splits, labels, cutting reviews to maxlen, length batches
-    training/                 the recipe (train.py's steps), the ktrain learner, evaluation and its plots
     inference/                scoring a saved predictor (ktrain or ONNX backends), explanations, predict.py
+    training/                 the recipe (train.py's steps), the ktrain learner, evaluation and its plots
     export/                   ONNX (fp32 and int8) and the Hugging Face folder
     serving/                  the web server and its page, in a terminal or inside a notebook
     spark/                    batch scoring on Apache Spark

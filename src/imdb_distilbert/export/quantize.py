@@ -17,7 +17,7 @@ exact on every CPU, so the same file gives the same numbers on a laptop, a serve
 
 Why not ONNX Runtime's quantizers (measured in docs/performance.md): quantize_dynamic uses one activation
 scale per model call, so a review's probabilities move with its batch-mates; quantize_static (scales
-calibrated once) is batch-independent, but one fixed scale per tensor changed 4-5% of the stand-in's labels.
+calibrated once) is batch-independent, but one fixed scale per tensor changed too many labels.
 """
 
 from __future__ import annotations

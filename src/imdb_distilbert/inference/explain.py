@@ -13,18 +13,15 @@ by how far the embedding moved. A word's score is the sum over its word pieces. 
 review add up (to within the integration error) to how much its words move the margin away from the
 baseline's, so they are in the model's own units and comparable across words and reviews.
 
-Why this method, and why 3 path steps by default (measured; docs/explain.md, benchmarks/explain.py):
-- It asks the model, not a surrogate. LIME (what ktrain's `predictor.explain()` uses, through eli5;
-  it works with PyPI's eli5, see docs/explain.md) fits a linear model to the predictions on 2,500
-  randomly masked copies of a review: 2,500 forward passes, and an answer that changes with the seed.
-- It is faithful on real text. On the pretrained stand-in (200 real test reviews), deleting the 5
-  words it scores highest lowers the predicted class's probability 36x as much as deleting 5 random
-  words, and flips 48% of the labels against 5% (3 steps; plain gradient x input, steps=0, only 4x).
-- 3 steps, not 1: a confident model is flat in the middle of the path, where 1 step looks. On one of
-  four tiny synthetic models (trained in bfloat16 on one machine), 1 step gave the polarity words the
-  wrong sign in 37-70% of cases, 3 steps in under 0.5% (all four); on real text 3 steps agree in sign
-  with a 16-step integral on 97% of the top-5 words (1 step: 96%, 2 steps: 85%). The cost is 1.8 s
-  per review for full-size DistilBERT at maxlen 400 on 2 CPU cores (1 step: 0.9-1.1 s; 4 steps: 2.2 s).
+Why this method, and why 3 path steps by default (the measurements: docs/performance.md, "Explanations";
+benchmarks/explain.py reproduces them):
+- It asks the model, not a surrogate. LIME (what ktrain's `predictor.explain()` uses, through eli5) fits a
+  linear model to the predictions on 2,500 randomly masked copies of a review: 2,500 forward passes, and an
+  answer that changes with the seed.
+- It is faithful on real text: deleting the words it scores highest moves the prediction far more than
+  deleting random words, and more than plain gradient x input (steps=0) does.
+- 3 steps, not 1: a confident model is flat in the middle of the path, where 1 step looks, and can give
+  the polarity words the wrong sign; 3 steps agree with a 16-step integral almost everywhere.
 - It is cheap. The path points of a review are one batch (and short reviews share a batch), so a
   review costs one forward and one backward pass over `steps` copies of it, plus one forward pass
   for the prediction. The points are Gauss-Legendre nodes (Captum's default).
