@@ -157,7 +157,8 @@ def output_of(nb, fragment):
 
 
 DIE_AFTER_FIRST_EPOCH = """
-import os, signal, training
+import os, signal
+from imdb_distilbert.training import learning
 _save_checkpoint = learning.Checkpoints.on_epoch_end
 def _runtime_recycled(self, epoch, logs=None):
     _save_checkpoint(self, epoch, logs)

@@ -36,6 +36,8 @@ def test_keras3_loaded_first_is_reported_in_one_sentence():
 def test_ktrain_np_inf_under_numpy2():
     from ktrain.lroptimize.triangular import CyclicLR
 
+    from imdb_distilbert.training import learning  # noqa: F401  (importing the training tier sets the alias)
+
     assert int(np.__version__.split(".")[0]) >= 2
     assert CyclicLR(base_lr=1e-5, max_lr=1e-3, step_size=10).best == np.inf  # uses np.Inf
 
