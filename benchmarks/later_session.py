@@ -9,7 +9,7 @@ package versions (tests/colab_env.py), each timed from a new Python process to t
 1. **The ktrain predictor.** The set-up cell's install (src/colab.py's setup(): pip install -r
    requirements-colab.txt, with no pip cache, as on a new runtime: it downloads from PyPI) in a Colab-like
    environment (Python 3.13, TensorFlow 2.20, transformers 5.15.0 before it); then what the notebook's cells
-   do: import compat and ktrain, ktrain.load_predictor(), predict three reviews.
+   do: import the package and ktrain, ktrain.load_predictor(), predict three reviews.
 2. **Nothing to install.** Colab's own transformers 5.15.0 with a CPU torch (Python 3.11; every module compiled
    as on Colab), running the no-install cell's code: import pipeline, load the Hugging Face folder, classify.
 
