@@ -1,4 +1,4 @@
-"""How fast and how faithful src/explain.py's word scores are, on this machine, in one run.
+"""How fast and how faithful inference/explain.py's word scores are, on this machine, in one run.
 
     python benchmarks/explain.py --speed                              # full-size random DistilBERT, maxlen 400
     python benchmarks/explain.py --faithfulness --model /work/standin-predictor --n 200

@@ -10,7 +10,7 @@ random real test reviews with TensorFlow (the reference), ONNX fp32 and each int
   per model call, the first 2 layers' FFN output MatMul in float32);
 - static: ONNX Runtime's quantize_static (QDQ, per-channel weights, activation ranges calibrated once on
   --calibration training reviews);
-- per token: src/quantize.py, what src/export.py writes now.
+- per token: export/quantize.py, what src/export.py writes now.
 Columns: same label as TensorFlow, accuracy, largest probability change, reviews/s (batch 32), and batch dependence
 (the largest change of a probability between 24 reviews scored one at a time and in batches of 7 and 32).
 

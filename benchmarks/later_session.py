@@ -6,7 +6,7 @@
 The two ways of the notebook's *Classify new reviews* section, each in a fresh environment with Colab's
 package versions (tests/colab_env.py), each timed from a new Python process to the first answers:
 
-1. **The ktrain predictor.** The set-up cell's install (src/colab.py's setup(): pip install -r
+1. **The ktrain predictor.** The set-up cell's install (colab/__init__.py's setup(): pip install -r
    requirements-colab.txt, with no pip cache, as on a new runtime: it downloads from PyPI) in a Colab-like
    environment (Python 3.13, TensorFlow 2.20, transformers 5.15.0 before it); then what the notebook's cells
    do: import the package and ktrain, ktrain.load_predictor(), predict three reviews.

@@ -8,7 +8,7 @@ whole epochs with and without length-grouped batches (--padding).
 
 Each (model, maxlen, configuration) runs in its own Python process, so the allocator and environment
 can differ and `getrusage` gives that run's system time, page faults and peak memory. A run is the
-tutorial's recipe from src/training.py (texts_from_df, text_classifier, get_learner, fit_onecycle) on
+tutorial's recipe from training/learning.py (texts_from_df, text_classifier, get_learner, fit_onecycle) on
 real reviews; the first --warmup steps (graph tracing, XLA compilation) are not timed.
 
 Models (random weights: the Hugging Face Hub is not needed, and speed does not depend on the weights):

@@ -39,7 +39,7 @@ from test_notebook import BROWSER, NOTEBOOK, assert_port_closed, check_tutorial_
 
 from imdb_distilbert.data import dataset
 
-MOUNT = Path("/content/drive")  # where the notebook (src/colab.py) mounts Drive, as in Colab
+MOUNT = Path("/content/drive")  # where the notebook (colab/__init__.py) mounts Drive, as in Colab
 DRIVE_FOLDER = MOUNT / "MyDrive" / "imdb-distilbert"  # the notebook's default drive_folder
 # as TINY
 PARAMS = {"epochs": 3, "lr": 2e-3, "batch_size": 8, "maxlen": 32, "seed": SEED, "precision": "float32", "sample": 400}

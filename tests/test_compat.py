@@ -1,4 +1,4 @@
-"""Regression tests for the incompatibilities of today's packages that src/compat.py works around."""
+"""Regression tests for the incompatibilities of today's packages that imdb_distilbert/compat.py works around."""
 
 import os
 import subprocess

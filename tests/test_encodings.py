@@ -1,4 +1,4 @@
-"""CSV as Excel and pandas save it (src/tables.py): UTF-8 with or without a BOM, UTF-16 with a BOM and tabs
+"""CSV as Excel and pandas save it (data/reading.py): UTF-8 with or without a BOM, UTF-16 with a BOM and tabs
 (Excel's "Unicode Text"), Windows-1252 (Excel's "CSV" on Windows), read by predict.py and the training side
 with every character back exactly; one line when the encoding is not UTF-8; one sentence when it is none."""
 

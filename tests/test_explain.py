@@ -1,4 +1,4 @@
-"""src/explain.py on the tiny trained model: faithful word scores, the cut, the HTML, the CLI,
+"""inference/explain.py on the tiny trained model: faithful word scores, the cut, the HTML, the CLI,
 ktrain's own explain()."""
 
 import json

@@ -119,7 +119,7 @@ def test_int8_labels_mostly_agree(exported, tensorflow_model):
 def test_a_reviews_scores_do_not_depend_on_its_batch(exported, backend):
     """A review gets the same probabilities (within 1e-6) scored alone, in shuffled batches of any size, beside
     long or short neighbours, and padded further than its batch needs: int8 quantizes each token on its own
-    (src/quantize.py), so nothing else in a model call changes a review's numbers. (ONNX Runtime's dynamic
+    (export/quantize.py), so nothing else in a model call changes a review's numbers. (ONNX Runtime's dynamic
     int8, one activation scale per call, moved them by up to 0.08 on the stand-in: docs/performance.md.)"""
     texts = list(synthetic.reviews(60, seed=23)["Reviews"]) + list(pd.read_excel(SAMPLE)["Reviews"].dropna()[:20])
     model = backends.OnnxBackend(exported[0], backend, batch_size=1)
@@ -327,7 +327,7 @@ def test_min_agreement_must_be_a_share(trained):
 
 def test_int8_weights_are_7_bit_in_the_exported_file(exported):
     """Every int8 weight of model-int8.onnx is within -64..64, per column scaled so its largest reaches the edge:
-    255 x 64 x 2 = 32,640 fits the 16-bit pair sums of CPUs without VNNI (src/quantize.py); 127 would not, and
+    255 x 64 x 2 = 32,640 fits the 16-bit pair sums of CPUs without VNNI (export/quantize.py); 127 would not, and
     would pass unnoticed on a CPU with VNNI. And each dequantized weight matrix is its float32 one to half a step."""
     import onnx
     from onnx import numpy_helper

@@ -86,7 +86,7 @@ def test_no_import_cycles():
 
 def test_no_name_shadows_an_installed_package():
     """src/ is on sys.path for the scripts and the notebook: only the package and the thin scripts live there,
-    and none of their names is a module another installed package provides (src/tables.py once hid PyTables)."""
+    and none of their names is a module another installed package provides (data/reading.py once hid PyTables)."""
     top = {p.stem if p.suffix == ".py" else p.name for p in (ROOT / "src").iterdir()
            if p.name != "__pycache__" and not p.name.endswith(".egg-info")}
     assert top == {"imdb_distilbert"} | {Path(s).stem for s in SCRIPTS}

@@ -112,7 +112,7 @@ def test_notebook_trains_saves_and_predicts(executed):
 
 def test_explanation_cells_highlight_the_words(executed):
     """The cells at the end: the tutorial sentences and own reviews, then the worst mistakes, as HTML: what
-    src/explain.py gives for the saved predictor, its strongest word in the strongest colour."""
+    inference/explain.py gives for the saved predictor, its strongest word in the strongest colour."""
     from imdb_distilbert.inference import explain
 
     nb, output = executed

@@ -221,7 +221,7 @@ def test_load_on_loopback(exported, texts, tmp_path, backend):
     model: every answer is predict.py's, though the server batches the requests as they arrive.
 
     A review's scores do not depend on what else is in the model call (int8 quantizes each token on its own,
-    src/quantize.py), so they match to the 6 decimals both print (2e-6: each rounds by up to 5e-7)."""
+    export/quantize.py), so they match to the 6 decimals both print (2e-6: each rounds by up to 5e-7)."""
     expected = dict(zip(texts, predict_py(exported[0], backend, texts, tmp_path), strict=True))
     server = Server("--model", exported[0], "--backend", backend)
     try:
@@ -374,7 +374,7 @@ def test_browser_types_a_review_and_reads_the_label(server, exported, tmp_path):
     assert error == "texts[0] is empty; send reviews with some text."
 
 
-# Explanations (src/explain.py) through the server: a server whose Python has TensorFlow.
+# Explanations (inference/explain.py) through the server: a server whose Python has TensorFlow.
 
 @pytest.fixture(scope="module")
 def explaining_server(exported):
@@ -410,7 +410,7 @@ def test_no_explain_turns_them_off(exported):
 
 
 def test_explain_api_gives_explain_py_scores(explaining_server, exported, texts):
-    """The words and scores of src/explain.py on the TensorFlow model, cut as training cut (the real reviews)."""
+    """The words and scores of inference/explain.py on the TensorFlow model, cut as training cut (the real reviews)."""
     chosen = texts[:3] + texts[-2:]
     assert "explanations: on (POST /explain" in "".join(explaining_server.lines)
     assert explaining_server.request("GET", "/health")[1]["explain"] is True
@@ -434,7 +434,7 @@ def test_explain_api_gives_explain_py_scores(explaining_server, exported, texts)
 
 
 def test_browser_shows_the_words_highlighted(explaining_server, exported):
-    """The page colours each word by its score, as src/explain.py gives it, and greys what the model did not read."""
+    """The page colours each word by its score, as inference/explain.py gives it; greys what the model did not read."""
     assert CHROMIUM, "the browser test needs Chromium: `apt-get install chromium` (.ci/run does it as root)"
     review = ("An awful film, boring and dull from start to end; the worst script, hated it. "
               "The music was great though, and the cast did a wonderful job with the little they had \U0001F3AC.")

@@ -212,7 +212,7 @@ def test_no_java_is_one_sentence(exported, tmp_path):
     assert_user_error(result, "Spark needs Java 17 or later, and none was found", "openjdk-17-jre-headless")
 
 
-# CSV as Excel saves it (src/tables.py): found from the file's bytes, and every character back exactly.
+# CSV as Excel saves it (data/reading.py): found from the file's bytes, and every character back exactly.
 
 @pytest.fixture(scope="module")
 def excel_labels(exported, tmp_path_factory):

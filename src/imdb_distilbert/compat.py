@@ -73,7 +73,7 @@ def check_keras2() -> None:
     if not tf.keras.Model.__module__.startswith("tf_keras"):
         raise RuntimeError(
             "TensorFlow is using Keras 3, but ktrain needs Keras 2 (the tf_keras package): "
-            "TensorFlow was imported before src/compat.py; restart Python and import the src modules first."
+            "TensorFlow was imported before imdb_distilbert; restart Python and import imdb_distilbert first."
         )
 
 

@@ -1,6 +1,6 @@
 """Can a run download what it needs? Asked once, in seconds, before it tries.
 
-A training run downloads two things when they are missing: the splits (src/dataset.py) and the
+A training run downloads two things when they are missing: the splits (data/dataset.py) and the
 pretrained DistilBERT from the Hugging Face Hub. Without a network, huggingface_hub 0.36 tries each
 file it needs 5 times with a 10 s timeout and prints a warning for every try: measured here, 35 s and
 33 lines when the port refuses connections, 99 s when nothing answers, before our one sentence. So

@@ -247,7 +247,7 @@ def head_tail_note(maxlen: int) -> str:
     head, tail = head_tail_ends(maxlen)
     return (f"this model was trained with --truncation head+tail (the first {head} and the last {tail} word pieces "
             "of a longer review), which a transformers pipeline cannot do: the folder's tokenizer keeps the tail "
-            f"(the last {maxlen - 2}). For the predictor's exact answers, cut reviews with src/truncation.py first "
+            f"(the last {maxlen - 2}). For the predictor's exact answers, cut reviews with data/truncation.py first "
             "(the model card says how).")
 
 

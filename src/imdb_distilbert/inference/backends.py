@@ -4,7 +4,7 @@ Every backend has `classes` and `predict_proba(texts, done=None) -> (n, n_classe
 probabilities in the same order as `texts`; `done(k)` is called as each k texts finish (for a progress bar).
 
 The ONNX backends import only NumPy, ONNX Runtime and the `tokenizers` package: no TensorFlow, ktrain
-or src/compat.py, so a server can score without a TensorFlow install (requirements-onnx.txt).
+or imdb_distilbert/compat.py, so a server can score without a TensorFlow install (requirements-onnx.txt).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class OnnxBackend:
         out = []
         for encoding in self.tokenizer.encode_batch(list(texts)):
             ids = encoding.ids
-            if len(ids) > self.maxlen:  # keep [CLS] and [SEP], and cut what is between as src/truncation.py does
+            if len(ids) > self.maxlen:  # keep [CLS] and [SEP], and cut what is between as data/truncation.py does
                 keep = truncation.kept(encoding.tokens[1:-1], self.maxlen - 2, self.cut)
                 ids = [ids[0], *(ids[1 + i] for i in keep), ids[-1]]
             out.append(ids)

@@ -276,7 +276,7 @@ def page(body: str, title: str) -> str:
 
 def top_losses_page(predictor: Any, frame: pd.DataFrame, cut: str = "head", steps: int = STEPS,
                     mistakes: int | None = 0) -> str:
-    """top_losses.html: the reviews of a top_losses frame (src/evaluation.py) with their explanations.
+    """top_losses.html: the reviews of a top_losses frame (training/evaluation.py) with their explanations.
     `predictor`: a ktrain predictor. `mistakes`: how many test reviews the model got wrong in all (the frame
     may list fewer, or none; None: unknown)."""
     from tqdm.auto import tqdm

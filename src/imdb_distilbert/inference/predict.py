@@ -9,7 +9,7 @@
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
 class (columns text, label, prob_neg, prob_pos). The onnx backends need `python src/export.py` once,
 and then neither TensorFlow nor ktrain. --explain adds top_words: the words that pushed the prediction
-most, each with its score (positive: towards the predicted label; see src/explain.py and docs/explain.md).
+most, each with its score (positive: towards the predicted label; see inference/explain.py and docs/explain.md).
 
 Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
 can run code. The onnx backends unpickle nothing.
@@ -53,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
-                   "src/explain.py; about 7x the time of scoring alone; ktrain backend only)")
+                   "inference/explain.py; about 7x the time of scoring alone; ktrain backend only)")
     p.add_argument("--top-words", type=int, metavar="N", default=5,
                    help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)

@@ -7,7 +7,7 @@ POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label"
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
 GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
 and the review with the words that decided it highlighted.
-POST /explain {"texts": [...]} answers {"explanations": [...]}, src/explain.py's word scores (and the
+POST /explain {"texts": [...]} answers {"explanations": [...]}, inference/explain.py's word scores (and the
 highlighted HTML the page shows), which are
 gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
 requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
@@ -225,13 +225,13 @@ def below_the_model() -> None:
 
 
 def why_no_explanations() -> str | None:
-    """None when this Python can explain (src/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
+    """None when this Python can explain (inference/explain.py needs TensorFlow, tf_keras and ktrain), else why not."""
     missing = packages.missing(("tensorflow", "tf_keras", "ktrain"))
     return f"{missing[0]} is not installed; install requirements.txt to have them" if missing else None
 
 
 class Explanations:
-    """src/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
+    """inference/explain.py's word scores, on the TensorFlow model of the predictor folder, in a thread of their own
     (so predictions keep flowing while a review is explained); the model is loaded at the first request."""
 
     def __init__(self, model_dir: str | Path, max_queue: int = MAX_EXPLAIN_QUEUE):

@@ -152,7 +152,7 @@ def read(spark: SparkSession, path: str, text_column: str) -> DataFrame:
 
 
 def csv_options(spark: SparkSession, path: str) -> dict[str, str]:
-    """Spark's encoding and separator for the CSV input `path`, found by src/tables.py from the start of its first
+    """Spark's encoding and separator for the CSV input `path`, found by data/reading.py from the start of its first
     file (UTF-8, UTF-16 or Windows-1252: Excel's three CSV kinds), with tables.py's line when it is not UTF-8."""
     fs, hpath = hadoop_fs(spark, path)
     files = []
@@ -196,7 +196,7 @@ def scorer(archive_name: str, backend: str, batch_size: int, text_column: str,
 
     The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
     A review's scores depend only on the review (the int8 export quantizes each token on its own,
-    src/quantize.py), so which rows share a task or a batch changes nothing: these are predict.py's numbers.
+    export/quantize.py), so which rows share a task or a batch changes nothing: these are predict.py's numbers.
     """
     import numpy as np
 

@@ -31,7 +31,7 @@ def evaluate(
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
     `history`, as learning.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
-    top_losses.html (those reviews with the words that decided them highlighted, src/explain.py).
+    top_losses.html (those reviews with the words that decided them highlighted, inference/explain.py).
     Reviews are cut to `maxlen` tokens the `cut` way, as in training, and scored in batches of similar
     length unless `padding` is "fixed" (see predict).
     """

@@ -84,7 +84,7 @@ def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: s
 
 def cut_reviews(df: pd.DataFrame, maxlen: int, cut: str,
                 tokenizer: PreTrainedTokenizerBase | None = None) -> pd.DataFrame:
-    """A copy of `df` whose reviews are cut to `maxlen` tokens the `cut` way (see src/truncation.py)."""
+    """A copy of `df` whose reviews are cut to `maxlen` tokens the `cut` way (see data/truncation.py)."""
     if tokenizer is None:
         from transformers import AutoTokenizer
 

@@ -117,7 +117,7 @@ class Run:
     """One training run: its settings, its clock, and what it will write to --output.
 
     Creating it checks the output folder and any checkpoint, that the pretrained model is cached or the
-    Hub answers (in seconds: src/network.py), and finds (or downloads) the data.
+    Hub answers (in seconds: imdb_distilbert/network.py), and finds (or downloads) the data.
 
     In its methods, `learner` is the ktrain Learner and `preproc` ktrain's preprocessor that learning.py builds.
     """
