@@ -220,3 +220,39 @@ def cut_run(both_ends_splits, tmp_path_factory):
             runs[mode] = output
         return runs[mode]
     return run
+
+
+# A user's own data (train.py --text-column, --label-column): spreadsheets that are not IMDB's shape.
+OWN_DATA = {
+    # neg / neutral / pos, as a CSV whose columns are text and label
+    "three": dict(words=synthetic.THREE_CLASSES, suffix=".csv", text="text", label="label", numbers=False),
+    # ratings out of 10 as numbers in an .xlsx (2, 4, 6, 8, 10: as text they sort 10, 2, 4, ... so the order is
+    # the model's, not ktrain's), columns review_text and rating
+    "ratings": dict(words=dict(zip(["2", "4", "6", "8", "10"], synthetic.STARS.values(), strict=True)),
+                    suffix=".xlsx", text="review_text", label="rating", numbers=True),
+}
+
+
+@pytest.fixture(scope="session")
+def own_data_run(tmp_path_factory):
+    """own_data_run(kind): (predictor folder, splits folder) of src/train.py with TINY on OWN_DATA[kind]'s splits
+    (500 training and 250 test reviews) and their column names, exported to ONNX; made on first use. Read-only."""
+    runs = {}
+
+    def run(kind):
+        if kind not in runs:
+            spec = dict(OWN_DATA[kind])
+            words, suffix = spec.pop("words"), spec["suffix"]
+            splits = synthetic.write_class_splits(tmp_path_factory.mktemp(f"own-{kind}"), 500, 250, words, **spec)
+            output = tmp_path_factory.mktemp(f"own-{kind}-run") / "predictor"
+            result = run_train("--train", splits / f"train{suffix}", "--test", splits / f"test{suffix}",
+                               "--text-column", spec["text"], "--label-column", spec["label"], "--output", output,
+                               *TINY)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            reviews = output.parent / "parity-reviews.txt"
+            reviews.write_text("\n".join(synthetic.class_reviews(200, words, seed=13)["Reviews"]) + "\n")
+            result = run_train("--model", output, "--reviews", reviews, "--n", 200, script=ROOT / "src" / "export.py")
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            runs[kind] = output, splits
+        return runs[kind]
+    return run

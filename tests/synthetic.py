@@ -54,3 +54,45 @@ def write_splits(folder, n_train, n_test, seed=0, suffix=".xlsx", **kind):
         else:
             frame.to_excel(folder / f"{name}.xlsx", index=False)
     return folder
+
+
+# Words that decide the class of reviews of more than two classes (every one a whole word of the tests' tiny
+# vocabulary, tests/tiny_distilbert.py, and none of them filler).
+THREE_CLASSES = {"neg": NEGATIVE, "neutral": "nothing something anything rather pretty".split(), "pos": POSITIVE}
+STARS = {"1": "awful terrible horrible worst hated".split(), "2": "boring dull poor weak waste".split(),
+         "3": "nothing something anything rather pretty".split(), "4": "good liked fun beautiful best".split(),
+         "5": "great wonderful excellent brilliant masterpiece".split()}
+
+
+def class_reviews(n, words, seed=0, text="Reviews", label="Sentiment", shares=None):
+    """`n` reviews of the classes of `words` ({class: the words that decide it}): filler around 1-3 of its
+    class's words, as a frame with columns `text` and `label`. `shares` ({class: fraction}, default equal)
+    makes the classes imbalanced."""
+    rng = random.Random(seed)
+    classes = list(words)
+    shares = shares or {c: 1 / len(classes) for c in classes}
+    labels = [c for c in classes for _ in range(round(n * shares[c]))][:n]
+    labels += rng.choices(classes, k=n - len(labels))
+    rng.shuffle(labels)
+    texts = []
+    for c in labels:
+        filler = rng.choices(FILLER, k=rng.randint(8, 24))
+        for word in rng.choices(words[c], k=rng.randint(1, 3)):
+            filler.insert(rng.randrange(len(filler) + 1), word)
+        texts.append(" ".join(filler).capitalize() + ".")
+    return pd.DataFrame({text: texts, label: labels})
+
+
+def write_class_splits(folder, n_train, n_test, words, seed=0, suffix=".xlsx", numbers=False, **columns):
+    """Train and test splits of class_reviews (`columns`: its text, label and shares) in `folder`; the folder.
+    `numbers`: the labels as numbers in the file (star ratings as a spreadsheet holds them), not text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        frame = class_reviews(n, words, split_seed, **columns)
+        if numbers:
+            frame[columns.get("label", "Sentiment")] = frame[columns.get("label", "Sentiment")].astype(int)
+        if suffix == ".csv":
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        else:
+            frame.to_excel(folder / f"{name}.xlsx", index=False)
+    return folder

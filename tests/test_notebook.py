@@ -90,8 +90,8 @@ def test_parameters_cell_mirrors_train_py_flags():
     values = {}
     exec(cell.source, {"IN_COLAB": False}, values)
     defaults = vars(recipe.parse_args([]))
-    # Every field of RunConfig, but the splits' paths (the notebook uses data_dir) and --lr-find-only (a CLI mode).
-    for name in set(RunConfig.names()) - {"train", "test", "lr_find_only", "output", "checkpoint_dir"}:
+    # Every field of RunConfig but --lr-find-only (a CLI mode), with the same default.
+    for name in set(RunConfig.names()) - {"lr_find_only", "output", "checkpoint_dir"}:
         assert values[name] == defaults[name], name
     assert (ROOT / values["output"]) == defaults["output"]
     assert values["checkpoint_dir"] is None and defaults["checkpoint_dir"] == defaults["output"] / "checkpoints"

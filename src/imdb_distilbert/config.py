@@ -23,6 +23,7 @@ TRUNCATIONS = ("head", "tail", "head+tail")  # which part of a long review is ke
 PADDINGS = ("auto", "grouped", "fixed")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("default", "mirrored")
+CLASS_WEIGHTS = ("none", "balanced")
 DEFAULT_OUTPUT = ROOT / "models" / "distilbert-imdb"
 
 
@@ -49,9 +50,19 @@ class RunConfig:
     data_dir: Optional[Path] = field(default=None, metadata=option(
         "folder holding train.xlsx and test.xlsx (default: data/, where the splits are downloaded if missing)", "DIR"))
     train: Optional[Path] = field(default=None, metadata=option(
-        "training split, .xlsx or .csv with Reviews and Sentiment columns (default: DATA_DIR/train.xlsx)", "PATH"))
+        "training split, .xlsx or .csv with a text and a label column (--text-column, --label-column) "
+        "(default: DATA_DIR/train.xlsx)", "PATH"))
     test: Optional[Path] = field(default=None, metadata=option(
         "test split, same format (default: DATA_DIR/test.xlsx)", "PATH"))
+    text_column: str = field(default="Reviews", metadata=option(
+        "the column of both splits that holds the text (default: Reviews)", "NAME"))
+    label_column: str = field(default="Sentiment", metadata=option(
+        "the column of both splits that holds the label: two or more classes, words (pos, neutral, ...) or whole "
+        "numbers (star ratings 1-5) (default: Sentiment)", "NAME"))
+    class_weight: str = field(default="none", metadata=option(
+        "balanced: weight each training review's loss by the inverse of its class's share of the training split, "
+        "for imbalanced labels (ktrain's class_weight); none: every review counts the same (default: none)",
+        choices=CLASS_WEIGHTS))
     sample: Optional[int] = field(default=None, metadata=option(
         "use a stratified random N reviews from each split, for quick runs (default: all)", "N"))
     output: Path = field(default=DEFAULT_OUTPUT, metadata=option(
@@ -100,11 +111,13 @@ class RunConfig:
         if not 0 < self.lr < 1:
             found.append("--lr must be between 0 and 1 (the tutorial uses 2e-5)")
         if self.sample is not None and self.sample < 2:
-            found.append("--sample must be at least 2 (one review of each class)")
+            found.append("--sample must be at least 2 (a review of each class)")
         if self.maxlen > 512:
             found.append("--maxlen must be at most 512, the longest input DistilBERT accepts")
         if not 0 <= self.val_split < 1:
             found.append("--val-split must be a fraction from 0 (off) to below 1, such as 0.1")
+        if self.text_column == self.label_column:
+            found.append("--text-column and --label-column must name two different columns")
         if self.top_losses < 0:
             found.append("--top-losses must be 0 or more")
         if self.lr_find_only and self.resume:

@@ -1,14 +1,17 @@
-"""The IMDB splits: read, check, sample, and download them when they are missing.
+"""The training and test splits: read, check, sample, and download IMDB's when they are missing.
 
-A split is an Excel (or CSV) file with a `Reviews` column (the text) and a `Sentiment` column
-(`pos`/`neg`). Everything here is pandas only, so bad input is reported before TensorFlow loads.
+A split is an Excel (or CSV) file with a text column and a label column: IMDB's are `Reviews` and `Sentiment`
+(`pos`/`neg`); a user's own may be called anything (--text-column, --label-column) and hold two or more classes.
+Everything here is pandas only, so bad input is reported before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,8 +33,13 @@ DATA_URL = os.environ.get(
 WHERE_TO_POINT = "pass --data-dir DIR (a folder with train.xlsx and test.xlsx) or --train PATH --test PATH"
 
 
-def read_split(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one split, check its columns and labels, and drop empty reviews (reported)."""
+def read_split(path: str | os.PathLike, text_column: str = TEXT, label_column: str = LABEL) -> pd.DataFrame:
+    """Read one split, check its columns and labels, and drop empty reviews (reported).
+
+    The text and label columns (`text_column`, `label_column`: train.py's --text-column and --label-column) come
+    back as the columns TEXT and LABEL, whatever the file calls them. Labels are text: a whole number written as a
+    decimal ("4.0", as some spreadsheets save star ratings) becomes "4".
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist; {WHERE_TO_POINT}.")
@@ -41,39 +49,71 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
         raise
     except Exception as error:  # openpyxl, zipfile and pandas each raise their own kinds
         raise UserError(f"could not read {path} as a spreadsheet ({error}); "
-                        "give an .xlsx or .csv file with Reviews and Sentiment columns.") from None
+                        f"give an .xlsx or .csv file with {text_column} and {label_column} columns.") from None
 
-    missing = [c for c in (TEXT, LABEL) if c not in df.columns]
+    missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
         raise UserError(f"{path} has no {' or '.join(missing)} column (it has: {', '.join(map(str, df.columns))}); "
-                        f"the review text must be in '{TEXT}' and the pos/neg label in '{LABEL}'.")
-    df = df[[TEXT, LABEL]].copy()
-    df[LABEL] = df[LABEL].str.strip()
+                        f"name the text column with --text-column and the label column with --label-column "
+                        f"(now {text_column} and {label_column}).")
+    df = df[[text_column, label_column]].copy()
+    df.columns = [TEXT, LABEL]
+    df[LABEL] = df[LABEL].str.strip().str.replace(r"^(-?\d+)\.0*$", r"\1", regex=True)
     if df[LABEL].isna().any() or (df[LABEL] == "").any():
         rows = df.index[df[LABEL].isna() | (df[LABEL] == "")]
-        raise UserError(f"{path} has {len(rows)} rows with no {LABEL} label (first at spreadsheet row {rows[0] + 2}); "
-                        "label them or delete them.")
+        raise UserError(f"{path} has {len(rows)} rows with no {label_column} label (first at spreadsheet row "
+                        f"{rows[0] + 2}); label them or delete them.")
 
     empty = df[TEXT].isna() | (df[TEXT].str.strip() == "")
     df = df[~empty].reset_index(drop=True)
     df[TEXT] = plain_strings(df[TEXT])
-    df.attrs = {"path": str(path), "dropped_empty": int(empty.sum())}
+    df[LABEL] = plain_strings(df[LABEL])
+    df.attrs = {"path": str(path), "dropped_empty": int(empty.sum()), "label_column": label_column}
     if df.empty:
-        raise UserError(f"{path} has no non-empty reviews in its {TEXT} column.")
+        raise UserError(f"{path} has no non-empty reviews in its {text_column} column.")
     return df
 
 
+MAX_CLASSES = 100  # more distinct labels than this is a text column, not a label column
+
+
+def class_order(labels: Iterable[str]) -> list[str]:
+    """The classes of `labels` in the order the model's outputs take: by number when every label is a whole number
+    (star ratings: 1, 2, ..., 10), else as ktrain sorts them (as text: neg, pos)."""
+    classes = sorted(set(labels))
+    if all(re.fullmatch(r"-?\d+", c) for c in classes):
+        return sorted(classes, key=int)
+    return classes
+
+
 def check_labels(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
-    """Exactly two classes in train, and no class in test that train lacks."""
-    classes = sorted(train[LABEL].unique())
-    if len(classes) != 2:
-        raise UserError(f"{train.attrs['path']} has {len(classes)} label values ({', '.join(classes[:10])}); "
-                        f"{LABEL} must hold exactly two classes, such as pos and neg.")
+    """Two or more classes in train, each with at least two reviews, and no class in test that train lacks.
+    Returns the classes, in class_order."""
+    column = train.attrs.get("label_column", LABEL)
+    classes = class_order(train[LABEL])
+    if len(classes) < 2:
+        raise UserError(f"{train.attrs['path']} has one label value ({classes[0]}) in its {column} column; "
+                        "the training split needs reviews of at least two classes.")
+    if len(classes) > MAX_CLASSES:
+        raise UserError(f"{train.attrs['path']} has {len(classes)} different values in its {column} column, more "
+                        f"than the {MAX_CLASSES} classes taken; is --label-column the column of the labels?")
+    counts = train[LABEL].value_counts()
+    rare = [c for c in classes if counts[c] < 2]
+    if rare:
+        raise UserError(f"{train.attrs['path']} has a single review of class {', '.join(rare[:10])}; give each class "
+                        "at least two training reviews (better, dozens), or delete that class's rows.")
     unknown = sorted(set(test[LABEL]) - set(classes))
     if unknown:
         raise UserError(f"{test.attrs['path']} has labels the training data does not ({', '.join(unknown[:10])}); "
-                        f"use the same two {LABEL} values ({', '.join(classes)}) in both splits.")
+                        f"use the same {column} values ({', '.join(classes[:10])}) in both splits.")
     return classes
+
+
+def class_weights(train: pd.DataFrame, classes: Sequence[str]) -> dict[int, float]:
+    """--class-weight balanced: each class's weight in the loss, by its position in `classes` (as ktrain and Keras
+    take it): n / (k * n_class), scikit-learn's "balanced", so that every class weighs the same in total."""
+    counts = train[LABEL].value_counts()
+    return {i: len(train) / (len(classes) * int(counts.get(c, 0) or 1)) for i, c in enumerate(classes)}
 
 
 def sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -83,6 +123,9 @@ def sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     if n > len(df):
         raise UserError(f"--sample {n} is larger than {df.attrs['path']}, which has {len(df)} usable reviews; "
                         f"use --sample {len(df)} or less.")
+    classes = df[LABEL].nunique()
+    if n < classes or df[LABEL].value_counts().min() < 2:  # too few to stratify: a plain random sample
+        return df.sample(n=n, random_state=seed).reset_index(drop=True)
     from sklearn.model_selection import train_test_split  # here: scikit-learn takes a second to import
 
     picked, _ = train_test_split(df, train_size=n, stratify=df[LABEL], random_state=seed)
@@ -90,9 +133,11 @@ def sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 
 def load_splits(train_path: str | os.PathLike, test_path: str | os.PathLike, n_sample: int | None = None,
-                seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read and check both splits; optionally sample each. Returns (train_df, test_df)."""
-    train, test = read_split(train_path), read_split(test_path)
+                seed: int = 42, text_column: str = TEXT,
+                label_column: str = LABEL) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and check both splits; optionally sample each. Returns (train_df, test_df), with the text in the TEXT
+    column and the label in LABEL."""
+    train, test = read_split(train_path, text_column, label_column), read_split(test_path, text_column, label_column)
     check_labels(train, test)
     for df in (train, test):
         if df.attrs["dropped_empty"]:
@@ -103,18 +148,21 @@ def load_splits(train_path: str | os.PathLike, test_path: str | os.PathLike, n_s
 def split_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carve a stratified `fraction` of `train` off as validation data. Returns (train, val)."""
     n_val = round(len(train) * fraction)
-    if n_val < 2 or len(train) - n_val < 2:
+    classes = train[LABEL].nunique()
+    if n_val < classes or len(train) - n_val < classes:
         raise UserError(f"--val-split {fraction} leaves too few reviews on one side of {len(train)} training reviews; "
                         "use a fraction between about 0.05 and 0.5.")
     from sklearn.model_selection import train_test_split
 
-    kept, val = train_test_split(train, test_size=n_val, stratify=train[LABEL], random_state=seed)
+    stratify = train[LABEL] if train[LABEL].value_counts().min() >= 2 else None
+    kept, val = train_test_split(train, test_size=n_val, stratify=stratify, random_state=seed)
     return kept.reset_index(drop=True), val.reset_index(drop=True)
 
 
 def describe(train: pd.DataFrame, test: pd.DataFrame) -> str:
     """One line on the data a run uses."""
-    counts = ", ".join(f"{label} {n}" for label, n in train[LABEL].value_counts().sort_index().items())
+    counts = train[LABEL].value_counts()
+    counts = ", ".join(f"{label} {counts[label]}" for label in class_order(counts.index))
     return f"train: {len(train)} reviews, test: {len(test)} reviews ({counts} in train)"
 
 

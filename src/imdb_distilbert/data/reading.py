@@ -17,7 +17,7 @@ import codecs
 import io
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,10 +124,14 @@ def read_text(path: str | os.PathLike, column: str) -> "pd.DataFrame":
     return pd.DataFrame({column: text.splitlines()}, dtype=object)
 
 
-def read_texts(path: str | os.PathLike, column: str = TEXT_COLUMN) -> list[str]:
+def read_texts(path: str | os.PathLike, column: str | Sequence[str] = TEXT_COLUMN) -> list[str]:
     """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str
-    (read by read_table); a UserError in one sentence if there are none, or the file cannot be read."""
+    (read by read_table); a UserError in one sentence if there are none, or the file cannot be read.
+    `column` may be a list of names: the first of them that the file has (cli.text_columns)."""
     import pandas as pd
+
+    columns = [column] if isinstance(column, str) else list(column)
+    column = columns[0]
 
     path = Path(path)
     if not path.is_file():
@@ -136,7 +140,9 @@ def read_texts(path: str | os.PathLike, column: str = TEXT_COLUMN) -> list[str]:
     if suffix not in (".txt", ".csv", ".xlsx", ".xls"):
         raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
     try:
-        texts = column_of(read_table(path, text_column=column), column, path)
+        frame = read_table(path, text_column=column)
+        column = next((c for c in columns if c in frame.columns), column)
+        texts = column_of(frame, column, path)
     except UserError:
         raise
     except pd.errors.EmptyDataError:

@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the Hugging Face folder to write; replaced if it is an earlier export "
                    "(default: next to the predictor, its name + '-hf', e.g. models/distilbert-imdb-hf)")
     p.add_argument("--reviews", type=Path, metavar="PATH", default=SAMPLE_REVIEWS,
-                   help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) "
+                   help="reviews for the parity check (.xlsx/.csv with the run's text column or Reviews, or .txt) "
                    "(default: data/sample/test.xlsx, 100 real reviews, most longer than 128 word pieces)")
     p.add_argument("--n", type=int, default=100, metavar="N", help="how many of them to check (default: 100)")
     args = p.parse_args(argv)
@@ -109,7 +109,7 @@ def export(model_dir: str | Path, output: str | Path | None = None, reviews: str
     backends.check_predictor_folder(model_dir)
     check_output(model_dir, output)
     check_torch()
-    texts = reading.read_texts(reviews)[:n]  # bad input is reported before TensorFlow loads
+    texts = reading.read_texts(reviews, cli.text_columns(model_dir))[:n]  # bad input is reported before TF loads
     started = time.time()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything needed is in the predictor folder
     import ktrain
@@ -261,20 +261,33 @@ METRICS = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precis
            ("recall", "Recall (macro)"), ("roc_auc", "ROC-AUC")]
 
 
+def own_data(metrics: dict) -> str | None:
+    """The name of the training file when the run learned a user's own data (other columns or classes than IMDB's
+    Reviews/Sentiment with neg/pos: train.py --text-column, --label-column); None for IMDB."""
+    args = metrics.get("args", {})
+    imdb = (metrics.get("classes") in (None, ["neg", "pos"]) and args.get("text_column", "Reviews") == "Reviews"
+            and args.get("label_column", "Sentiment") == "Sentiment")
+    return None if imdb else Path(str(args.get("train") or "own data")).name
+
+
 def card_data(metrics: dict, name: str) -> ModelCardData:
     """The card's YAML header, built with huggingface_hub's own ModelCardData (model-index from metrics.json)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    n_test = metrics.get("n_test")
-    results = [EvalResult(task_type="text-classification", task_name="Sentiment analysis", dataset_type=DATASET,
-                          dataset_name=f"IMDB (test split{f', {n_test:,} reviews' if n_test else ''})",
+    n_test, own = metrics.get("n_test"), own_data(metrics)
+    split = f"test split{f', {n_test:,} reviews' if n_test else ''}"
+    results = [EvalResult(task_type="text-classification", task_name="Text classification" if own
+                          else "Sentiment analysis", dataset_type=own or DATASET,
+                          dataset_name=f"{own} ({split})" if own else f"IMDB ({split})",
                           dataset_split="test", metric_type=key, metric_name=label,
                           metric_value=round(float(metrics[key]), 4))
                for key, label in METRICS if metrics.get(key) is not None]
     return ModelCardData(language="en", library_name="transformers", pipeline_tag="text-classification",
-                         base_model=BASE_MODEL, datasets=[DATASET], metrics=[key for key, _ in METRICS],
-                         tags=["sentiment-analysis", "distilbert", "ktrain", "imdb"], model_name=name,
-                         eval_results=results or None)
+                         base_model=BASE_MODEL, datasets=None if own else [DATASET],
+                         metrics=[key for key, _ in METRICS],
+                         tags=["distilbert", "ktrain"] if own else ["sentiment-analysis", "distilbert", "ktrain",
+                                                                    "imdb"],
+                         model_name=name, eval_results=results or None)
 
 
 def differences_from_recipe(metrics: dict, config: PretrainedConfig) -> list[str]:
@@ -289,11 +302,15 @@ def differences_from_recipe(metrics: dict, config: PretrainedConfig) -> list[str
     for key in ("epochs", "lr", "batch_size", "maxlen"):
         if key in args and args[key] != RECIPE[key]:
             found.append(f"{key} {args[key]:g} (the recipe: {RECIPE[key]:g})")
+    if own_data(metrics):
+        found.append(f"trained on {own_data(metrics)}, not IMDB ({len(metrics.get('classes') or [])} classes)")
+    if args.get("class_weight", "none") != "none":
+        found.append(f"--class-weight {args['class_weight']}")
     if args.get("sample"):
         found.append(f"a sample of {args['sample']:,} reviews per split (--sample)")
     for key, split in (("n_train", "training"), ("n_test", "test")):
         # a few empty reviews dropped are fine
-        if key in metrics and metrics[key] < RECIPE[key] - 100 and not args.get("sample"):
+        if key in metrics and metrics[key] < RECIPE[key] - 100 and not args.get("sample") and not own_data(metrics):
             found.append(f"{metrics[key]:,} {split} reviews (the full split has {RECIPE[key]:,})")
     if not metrics:
         found.append("the predictor folder had no metrics.json, so how it was trained is unknown")
@@ -321,6 +338,9 @@ def model_card(metrics: dict, config: PretrainedConfig, maxlen: int, mode: str, 
             ("arithmetic", arithmetic(metrics.get("training_precision"))),
             ("distribution", (metrics.get("distribution") or {}).get("strategy")),
             ("training data", ", ".join(Path(str(args[k])).name for k in ("train", "test") if args.get(k))),
+            ("text and label columns", f"{args.get('text_column')}, {args.get('label_column')}"
+             if own_data(metrics) else None),
+            ("class weights", args.get("class_weight") if args.get("class_weight", "none") != "none" else None),
             ("training time", f"{metrics['seconds']['total']:,.0f} s" if metrics.get("seconds", {}).get("total")
              else None)]
     settings = [(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value)
@@ -330,7 +350,8 @@ def model_card(metrics: dict, config: PretrainedConfig, maxlen: int, mode: str, 
     card = ModelCard.from_template(
         card_data(metrics, name), template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         name=name, classes=metrics.get("classes") or list(config.id2label.values()),
-        differs=differences_from_recipe(metrics, config), maxlen=maxlen, kept=maxlen - 2, mode=mode,
+        differs=differences_from_recipe(metrics, config), own_data=own_data(metrics), maxlen=maxlen, kept=maxlen - 2,
+        mode=mode,
         head=head, tail=tail, parity=parity, settings=settings if args else None,
         trained_with=metrics.get("versions", {}), exported_with=versions,
         results=results if metrics.get("accuracy") is not None else None, per_class=metrics.get("per_class") or {})

@@ -54,7 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_model_option(p)
     p.add_argument("--reviews", type=Path, metavar="PATH",
-                   help="reviews for the parity check (.xlsx/.csv with a Reviews column, or .txt) (default: the test "
+                   help="reviews for the parity check (.xlsx/.csv with the run's text column or Reviews, or .txt) "
+                   "(default: the test "
                    "split the run was trained with, from its metrics.json, when it is there; "
                    "else data/sample/test.xlsx)")
     p.add_argument("--n", type=int, default=CHECKED, metavar="N", help="how many of them to check, a seeded random "
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     backends.check_predictor_folder(args.model)
     check_packages()
     reviews = args.reviews or default_reviews(args.model)
-    texts = reading.read_texts(reviews)  # bad input is reported before TensorFlow loads
+    texts = reading.read_texts(reviews, cli.text_columns(args.model))  # bad input is reported before TensorFlow loads
     if len(texts) > args.n:
         texts = [texts[i] for i in sorted(random.Random(0).sample(range(len(texts)), args.n))]
     started = time.time()

@@ -67,10 +67,11 @@ def load(predictor_or_folder: Any) -> tuple[Any, str | None]:
 
 
 def explain(predictor_or_folder: Any, texts: Iterable[str], steps: int = STEPS, cut: str | None = None,
-            done: Callable[[int], object] | None = None) -> list[dict]:
+            done: Callable[[int], object] | None = None, label: str | None = None) -> list[dict]:
     """Explain the prediction for each of `texts`. Returns one dict per text:
 
     text: the text; label: the predicted class; probabilities: {class: probability};
+    explained_for: the class the words are shown for (`label`, one of the classes; default: the predicted one);
     words: the words the model read, in order, each {"word", "start", "end" (its place in text),
     "scores": {class: how much it pushed towards that class}}; cut: the (start, end) spans of text
     the model did not read (its maxlen was reached), empty if none; tokens_read and tokens_cut.
@@ -83,6 +84,9 @@ def explain(predictor_or_folder: Any, texts: Iterable[str], steps: int = STEPS, 
     predictor, saved_cut = load(predictor_or_folder)
     cut = cut or saved_cut or "head"
     texts = list(texts)
+    classes = [str(c) for c in predictor.get_classes()]
+    if label is not None and label not in classes:
+        raise UserError(f"there is no class {label!r} to explain; name one of the model's: {', '.join(classes)}.")
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise UserError("there is an empty text among the reviews to explain; give each review some words.")
     model = Explainer(predictor, steps)
@@ -91,7 +95,7 @@ def explain(predictor_or_folder: Any, texts: Iterable[str], steps: int = STEPS, 
     results = [None] * len(texts)
     for batch in batching.explain_batches(lengths, steps, TOKENS_PER_CALL):
         for j, found in zip(batch, model.explain_batch([texts[j] for j in batch], cut), strict=True):
-            results[j] = found  # back in the order given
+            results[j] = {**found, "explained_for": label or found["label"]}  # back in the order given
         if done:
             done(len(batch))
     return results
@@ -204,9 +208,10 @@ class Explainer:
 
 
 def top_words(explanation: dict, n: int = 5, label: str | None = None) -> list[tuple[str, float]]:
-    """The `n` words with the largest scores (either sign) towards `label` (default: the prediction),
-    as (word, score) pairs, largest first. A positive score pushed towards `label`, a negative one away."""
-    label = label or explanation["label"]
+    """The `n` words with the largest scores (either sign) towards `label` (default: the class it was explained for,
+    by default the prediction), as (word, score) pairs, largest first. A positive score pushed towards `label`, a
+    negative one away."""
+    label = label or explained_for(explanation)
     ranked = sorted(explanation["words"], key=lambda w: -abs(w["scores"][label]))
     return [(w["word"], round(w["scores"][label], 4)) for w in ranked[:n]]
 
@@ -217,13 +222,13 @@ def to_html(explanations: Iterable[dict], truths: Sequence[object] | None = None
     are the true labels, shown beside the predictions."""
     parts = [STYLE]
     for i, found in enumerate(explanations):
-        label = found["label"]
-        others = [c for c in found["probabilities"] if c != label]
+        label, shown = found["label"], explained_for(found)
+        others = [c for c in found["probabilities"] if c != shown]
         truth = truths[i] if truths is not None else None
         heading = f"<b>{html.escape(label)}</b> ({found['probabilities'][label]:.0%})"
         if truth is not None:
             heading += f", true label <b>{html.escape(str(truth))}</b>" + (" (wrong)" if truth != label else "")
-        heading += (f" &nbsp;<span class='key'><span class='to'>towards {html.escape(label)}</span> "
+        heading += (f" &nbsp;<span class='key'><span class='to'>towards {html.escape(shown)}</span> "
                     f"<span class='away'>towards {html.escape(', '.join(others))}</span></span>")
         if found["tokens_cut"]:
             heading += (f" &nbsp;<span class='key'>read {found['tokens_read']} word pieces; "
@@ -235,7 +240,7 @@ def to_html(explanations: Iterable[dict], truths: Sequence[object] | None = None
 def highlight(found: dict) -> str:
     """The text of one explanation as HTML: its words as coloured spans (their score in data-score and,
     rounded, in the title) and its cut text in grey."""
-    label, text = found["label"], found["text"]
+    label, text = explained_for(found), found["text"]
     largest = max([abs(w["scores"][label]) for w in found["words"]] + [1e-12])
     marks = [(w["start"], w["end"],
               f"style='{span_style(w['scores'][label] / largest)}' data-score='{w['scores'][label]!r}'",
@@ -248,6 +253,11 @@ def highlight(found: dict) -> str:
         at = end
     out.append(html.escape(text[at:]))
     return "".join(out)
+
+
+def explained_for(found: dict) -> str:
+    """The class an explanation's words are shown for: the one asked for, else the predicted one."""
+    return found.get("explained_for") or found["label"]
 
 
 def span_style(strength: float) -> str:
@@ -300,11 +310,12 @@ def no_mistakes_listed(mistakes: int | None) -> str:
 
 # The notebook's cells: one call each.
 
-def show(predictor_or_folder: Any, texts: Iterable[str], cut: str | None = None, steps: int = STEPS) -> HTML:
-    """The explanations of `texts` as HTML a notebook displays (`predictor_or_folder` as for explain())."""
+def show(predictor_or_folder: Any, texts: Iterable[str], cut: str | None = None, steps: int = STEPS,
+         label: str | None = None) -> HTML:
+    """The explanations of `texts` as HTML a notebook displays (`predictor_or_folder` and `label` as for explain())."""
     from IPython.display import HTML
 
-    return HTML(to_html(explain(predictor_or_folder, texts, steps=steps, cut=cut)))
+    return HTML(to_html(explain(predictor_or_folder, texts, steps=steps, cut=cut, label=label)))
 
 
 def show_top_losses(predictor_or_folder: Any, folder: str | Path, n: int = 5, cut: str | None = None,

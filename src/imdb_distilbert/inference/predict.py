@@ -43,8 +43,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--file", type=Path, metavar="PATH", help="reviews to classify: .xlsx or .csv (one review per row "
                    "in --column; CSV in UTF-8, UTF-16 or Windows-1252, as Excel saves it) "
                    "or .txt (one review per line)")
-    p.add_argument("--column", default=TEXT_COLUMN,
-                   help=f"the text column of an .xlsx or .csv --file (default: {TEXT_COLUMN})")
+    p.add_argument("--column", metavar="NAME", help="the text column of an .xlsx or .csv --file (default: the text "
+                   f"column the predictor was trained on, train.py --text-column, else {TEXT_COLUMN})")
     p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file (CSV, or JSON lines "
                    "with --json) instead of printing them")
     p.add_argument("--json", action="store_true",
@@ -54,6 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
                    "inference/explain.py; about 7x the time of scoring alone; ktrain backend only)")
+    p.add_argument("--explain-class", metavar="CLASS", help="with --explain: the words for and against this class "
+                   "(one of the model's), not the predicted one")
     p.add_argument("--top-words", type=int, metavar="N", default=5,
                    help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)
@@ -65,6 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--batch-size must be at least 1")
     if args.explain and args.backend != "ktrain":
         p.error("--explain needs the ktrain backend (it takes gradients through the TensorFlow model)")
+    if args.explain_class and not args.explain:
+        p.error("--explain-class goes with --explain")
     if args.top_words < 1:
         p.error("--top-words must be at least 1")
     return args
@@ -72,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def gather_texts(args: argparse.Namespace) -> list[str]:
     if args.file:
-        return read_texts(args.file, args.column)
+        return read_texts(args.file, cli.text_columns(args.model, args.column))
     texts = []
     for text in args.texts:
         texts += sys.stdin.read().splitlines() if text == "-" else [text]
@@ -85,7 +89,7 @@ def gather_texts(args: argparse.Namespace) -> list[str]:
 
 def with_top_words(rows: Iterable[dict], explanations: Iterable[dict], n: int) -> Iterator[dict]:
     """`rows` with top_words added: the `n` words with the largest scores towards (or, negative, away
-    from) the predicted label, as [word, score] pairs."""
+    from) the predicted label (or the --explain-class), as [word, score] pairs."""
     from imdb_distilbert.inference import explain
 
     for row, found in zip(rows, explanations, strict=True):
@@ -129,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError(f"--out {args.out} is a folder; give a file path such as predictions.csv.")
     texts = gather_texts(args)  # bad input is reported before any model loads
     model = backends.load(args.model, args.backend, args.batch_size)
+    if args.explain_class and args.explain_class not in model.classes:
+        raise UserError(f"--explain-class {args.explain_class} is not one of the model's classes; "
+                        f"name one of: {', '.join(model.classes)}.")
 
     from tqdm.auto import tqdm
 
@@ -141,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         with tqdm(total=len(texts), unit="review", desc="explaining", file=sys.stderr) as bar:
             found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1],
-                                    done=bar.update)
+                                    done=bar.update, label=args.explain_class)
         predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
         files.atomic_file(args.out, format_rows(predictions, args.json))

@@ -8,7 +8,7 @@ the numbers src/predict.py gives with the same backend. GET /health answers {"st
 GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
 and the review with the words that decided it highlighted.
 POST /explain {"texts": [...]} answers {"explanations": [...]}, inference/explain.py's word scores (and the
-highlighted HTML the page shows), which are
+highlighted HTML the page shows) for each text's predicted class, or for the class named in "label", which are
 gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
 requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
 
@@ -240,13 +240,14 @@ class Explanations:
         self.loaded = None  # (ktrain predictor, how the training run cut long reviews)
         self.bound = Bound(max_queue, "explanation requests", "--max-explain-queue")
 
-    def explain(self, texts: list[str]) -> list[dict]:
+    def explain(self, texts: list[str], label: str | None = None) -> list[dict]:
+        """The explanations of `texts`, for the class `label` (default: each one's predicted class)."""
         if self.loaded is None:
             print("loading the TensorFlow model for explanations...", flush=True)
             self.loaded = explain.load(str(self.model_dir))
         predictor, cut = self.loaded
         started = time.perf_counter()
-        found = explain.explain(predictor, texts, cut=cut)
+        found = explain.explain(predictor, texts, cut=cut, label=label)
         self.bound.done(1, time.perf_counter() - started)
         return found
 
@@ -259,6 +260,11 @@ class BadRequest(Exception):
 
 async def read_texts(request: Request, max_texts: int = MAX_TEXTS) -> list[str]:
     """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
+    return texts_of(await read_json(request), max_texts)
+
+
+async def read_json(request: Request) -> dict:
+    """The request's JSON object, with its "texts", or BadRequest saying what is wrong in one sentence."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(413, f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts.")
@@ -276,6 +282,11 @@ async def read_texts(request: Request, max_texts: int = MAX_TEXTS) -> list[str]:
         raise BadRequest(400, 'the request body is not JSON; send {"texts": ["a review", ...]}.') from None
     if not isinstance(payload, dict) or "texts" not in payload:
         raise BadRequest(422, 'the JSON has no "texts"; send {"texts": ["a review", ...]}.')
+    return payload
+
+
+def texts_of(payload: dict, max_texts: int) -> list[str]:
+    """The "texts" of a request's JSON, stripped, or BadRequest."""
     texts = payload["texts"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise BadRequest(422, '"texts" must be a list of strings; send {"texts": ["a review", ...]}.')
@@ -381,13 +392,17 @@ class App:
         if explanations is None:
             return error(503, f"explanations are off on this server: {self.no_explain_because}.")
         try:
-            texts = await read_texts(request, MAX_EXPLAIN_TEXTS)
+            payload = await read_json(request)
+            texts, label = texts_of(payload, MAX_EXPLAIN_TEXTS), payload.get("label")
+            if label is not None and label not in self.model.classes:
+                raise BadRequest(422, f'"label" must be one of the classes ({", ".join(self.model.classes)}), '
+                                 "or left out for the predicted one.")
         except BadRequest as bad:
             return error(bad.status, str(bad))
         try:
             with explanations.bound.admit(1):
                 loop = asyncio.get_running_loop()
-                found = await loop.run_in_executor(explanations.executor, explanations.explain, texts)
+                found = await loop.run_in_executor(explanations.executor, explanations.explain, texts, label)
         except Busy as refused:
             return busy(refused)
         except Exception as failure:  # noqa: BLE001  (as for /predict)

@@ -46,8 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(a path ending in .csv, with a header line); any path Spark reads, such as hdfs:// or s3a://")
     p.add_argument("--output", required=True, metavar="PATH",
                    help="where to write the scored rows, as a folder of Parquet files")
-    p.add_argument("--text-column", default="Reviews", metavar="NAME",
-                   help="the column holding the text (default: Reviews)")
+    p.add_argument("--text-column", metavar="NAME", help="the column holding the text (default: the text column "
+                   "the predictor was trained on, train.py --text-column, else Reviews)")
     p.add_argument("--backend", choices=("onnx-int8", "onnx"), default="onnx-int8",
                    help="onnx-int8 (the default, about 2.6x faster) or onnx (fp32)")
     p.add_argument("--master", metavar="URL", help="Spark master (default: local[*], all cores of this machine; "
@@ -223,6 +223,7 @@ def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int
     out_fs, out_path = hadoop_fs(spark, args.output)
     if out_fs.exists(out_path) and not args.overwrite:
         raise UserError(f"--output {args.output} already exists; choose a new path, or add --overwrite to replace it.")
+    args.text_column = args.text_column or cli.text_columns(args.model)[0]
     frame = read(spark, args.input, args.text_column)
     classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
     clash = [c for c in ["label", *(f"prob_{c}" for c in classes)] if c in frame.columns]

@@ -79,14 +79,13 @@ def score(y_true: ArrayLike, proba: ArrayLike, class_names: Sequence[str]) -> di
     proba = np.asarray(proba, dtype=float)
     y_pred = np.asarray(classes)[proba.argmax(axis=1)]
     report = skm.classification_report(y_true, y_pred, labels=classes, output_dict=True, zero_division=0)
-    both = len(set(y_true)) == 2
+    weighted = report["weighted avg"]
     return {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "f1": report["macro avg"]["f1-score"],  # macro: the mean of the per-class F1s
         "precision": report["macro avg"]["precision"],
         "recall": report["macro avg"]["recall"],
-        # ROC-AUC of the second class (pos) against the first; undefined if the truth has one class
-        "roc_auc": float(skm.roc_auc_score(y_true == classes[1], proba[:, 1])) if both else None,
+        "roc_auc": roc_auc(y_true, proba, classes),
         "loss": float(skm.log_loss(y_true, proba / proba.sum(axis=1, keepdims=True), labels=classes)),  # cross-entropy
         "per_class": {c: {"precision": report[c]["precision"], "recall": report[c]["recall"],
                           "f1": report[c]["f1-score"], "support": int(report[c]["support"])} for c in classes},
@@ -94,24 +93,45 @@ def score(y_true: ArrayLike, proba: ArrayLike, class_names: Sequence[str]) -> di
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
         "n_test": len(y_true),
         "classes": classes,
+        **({"weighted": {"precision": weighted["precision"], "recall": weighted["recall"], "f1": weighted["f1-score"]}}
+           if len(classes) > 2 else {}),  # the mean over classes weighted by their reviews (two classes: as before)
     }
+
+
+def roc_auc(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> float | None:
+    """Two classes: the ROC-AUC of the second (pos) against the first. More: the mean over the classes of each
+    one's ROC-AUC against all the others (one-vs-rest, macro). None where a class is missing from the truth."""
+    if set(y_true) != set(classes):
+        return None
+    if len(classes) == 2:
+        return float(skm.roc_auc_score(y_true == classes[1], proba[:, 1]))
+    # scikit-learn's multi_class="ovr" computes the same, but only for classes in sorted order (not 2, 4, ..., 10)
+    return float(np.mean([skm.roc_auc_score(y_true == c, proba[:, i]) for i, c in enumerate(classes)]))
 
 
 def report_text(metrics: dict[str, Any]) -> str:
     """The classification report as text, for report.txt."""
     classes = metrics["classes"]
-    lines = [f"{'':>12}{'precision':>11}{'recall':>9}{'f1':>8}{'support':>9}"]
+    w = max(12, *(len(str(c)) + 1 for c in classes))  # the first column: the class names
+    lines = [f"{'':>{w}}{'precision':>11}{'recall':>9}{'f1':>8}{'support':>9}"]
     for c in classes:
         m = metrics["per_class"][c]
-        lines.append(f"{c:>12}{m['precision']:>11.4f}{m['recall']:>9.4f}{m['f1']:>8.4f}{m['support']:>9}")
-    lines.append(f"{'macro avg':>12}{metrics['precision']:>11.4f}{metrics['recall']:>9.4f}"
+        lines.append(f"{c:>{w}}{m['precision']:>11.4f}{m['recall']:>9.4f}{m['f1']:>8.4f}{m['support']:>9}")
+    lines.append(f"{'macro avg':>{w}}{metrics['precision']:>11.4f}{metrics['recall']:>9.4f}"
                  f"{metrics['f1']:>8.4f}{metrics['n_test']:>9}")
+    if "weighted" in metrics:
+        m = metrics["weighted"]
+        lines.append(f"{'weighted avg':>{w}}{m['precision']:>11.4f}{m['recall']:>9.4f}{m['f1']:>8.4f}"
+                     f"{metrics['n_test']:>9}")
     auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
-    lines += ["", f"accuracy {metrics['accuracy']:.4f}   ROC-AUC {auc}   loss {metrics['loss']:.4f}   "
+    auc_kind = " (one-vs-rest, macro)" if len(classes) > 2 and metrics["roc_auc"] is not None else ""
+    cell = max(9, *(len(str(c)) + 1 for c in classes), len(str(metrics["n_test"])) + 1)
+    lines += ["", f"accuracy {metrics['accuracy']:.4f}   ROC-AUC {auc}{auc_kind}   loss {metrics['loss']:.4f}   "
               f"on {metrics['n_test']} test reviews", "",
-              "confusion matrix (rows: true, columns: predicted)", f"{'':>12}" + "".join(f"{c:>9}" for c in classes)]
+              "confusion matrix (rows: true, columns: predicted)",
+              f"{'':>{w}}" + "".join(f"{c:>{cell}}" for c in classes)]
     for c, row in zip(classes, metrics["confusion_matrix"], strict=True):  # one row per class
-        lines.append(f"{c:>12}" + "".join(f"{n:>9}" for n in row))
+        lines.append(f"{c:>{w}}" + "".join(f"{n:>{cell}}" for n in row))
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ compat.check_keras2()
 compat.recognise_dataset_subclasses()
 import ktrain  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ktrain import text, utils  # noqa: E402
 from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
@@ -40,7 +41,6 @@ from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
 from imdb_distilbert.errors import UserError  # noqa: E402
 
 if TYPE_CHECKING:
-    import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
 
@@ -50,8 +50,12 @@ def set_seed(seed: int) -> None:
 
 
 def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: str = "head", padding: str = "auto",
-               seed: int = 0) -> tuple[TransformerDataset, TransformerDataset, Any]:
+               seed: int = 0,
+               classes: Sequence[str] | None = None) -> tuple[TransformerDataset, TransformerDataset, Any]:
     """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
+
+    `classes`: the labels in the order of the model's outputs (dataset.check_labels; default: sorted as text, as
+    ktrain sorts them). preproc.get_classes() gives them in that order, and the saved predictor with it.
 
     `cut` says how reviews longer than `maxlen` tokens are cut (truncation.MODES); "head" is
     the tutorial's (and ktrain's) behaviour. `padding` "grouped" hands both splits over as
@@ -62,8 +66,9 @@ def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: s
     try:
         if cut != "head":
             train_df, val_df = (cut_reviews(df, maxlen, cut) for df in (train_df, val_df))
+        train_df, val_df, label_columns = labelled(train_df, val_df, classes)
         train, val, preproc = text.texts_from_df(
-            train_df, TEXT, label_columns=[LABEL], val_df=val_df,
+            train_df, TEXT, label_columns=label_columns, val_df=val_df,
             maxlen=maxlen, preprocess_mode="distilbert",
             # Without lang=, ktrain guesses the language from the texts, and any guess but
             # English silently switches to distilbert-base-multilingual-cased.
@@ -80,6 +85,21 @@ def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: s
     if padding == "grouped" or (padding == "auto" and grouping_pays(train, maxlen)):
         train, val = (LengthGroupedDataset(data, maxlen, seed) for data in (train, val))
     return train, val, preproc
+
+
+def labelled(train_df: pd.DataFrame, val_df: pd.DataFrame,
+             classes: Sequence[str] | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The splits and the label_columns to hand ktrain's texts_from_df so that its classes are `classes`, in order.
+
+    ktrain encodes a label column's values sorted as text (neg, pos; but 1, 10, 2 for ratings 1-10). Where that
+    is the order wanted (IMDB, and any labels that are words), the label column goes to ktrain as it is; else
+    one column per class, 1 for a review of that class (a one-hot encoding), in the order of `classes`.
+    """
+    if classes is None or list(classes) == sorted(classes):
+        return train_df, val_df, [LABEL]
+    frames = [pd.DataFrame({TEXT: df[TEXT].to_numpy(), **{c: (df[LABEL] == c).to_numpy().astype(int) for c in classes}})
+              for df in (train_df, val_df)]
+    return *frames, list(classes)
 
 
 def cut_reviews(df: pd.DataFrame, maxlen: int, cut: str,
@@ -306,13 +326,13 @@ def name_in_model(weight: tf.Variable) -> str:
     return weight.name.split("/", 1)[-1]
 
 
-def find_lr(learner: Any) -> dict[str, Any]:
+def find_lr(learner: Any, class_weight: Mapping[int, float] | None = None) -> dict[str, Any]:
     """ktrain's learning-rate finder: train briefly with a rising rate and record the loss.
 
     The model's weights are restored afterwards. Returns the rates, the losses and ktrain's
     suggested rates (steepest descent, minimum loss / 10, longest valley).
     """
-    learner.lr_find(verbose=1)
+    learner.lr_find(verbose=1, class_weight=class_weight)
     finder = learner.lr_finder
     if finder is None or not finder.find_called():  # ktrain swallows Ctrl-C in lr_find
         raise KeyboardInterrupt
@@ -321,19 +341,21 @@ def find_lr(learner: Any) -> dict[str, Any]:
 
 
 def fit(learner: Any, lr: float, epochs: int, checkpoints: Checkpoints | None = None,
-        callbacks: Iterable[tf.keras.callbacks.Callback] = ()) -> dict[str, list[float]]:
+        callbacks: Iterable[tf.keras.callbacks.Callback] = (),
+        class_weight: Mapping[int, float] | None = None) -> dict[str, list[float]]:
     """Train with the one-cycle policy (learning rate up, then down) for `epochs` epochs.
 
     `checkpoints` (a Checkpoints) saves the model after every epoch; when it was loaded from an
     interrupted run, training continues from its last finished epoch with the rest of the same
-    schedule. `callbacks`: more Keras callbacks (the speed benchmark times steps with one).
+    schedule. `callbacks`: more Keras callbacks (the speed benchmark times steps with one). `class_weight`: each
+    class's weight in the loss, by class position (dataset.class_weights; None: all 1, ktrain's default).
     Returns the history: per-epoch loss/accuracy (train and validation) and the learning rate at every step.
     Afterwards learner.model computes in float32, however it was trained (see build_learner).
     """
     callbacks = [*callbacks, checkpoints] if checkpoints else list(callbacks)
     done = checkpoints.done if checkpoints else 0
     if done == 0:
-        history = learner.fit_onecycle(lr, epochs, callbacks=callbacks).history
+        history = learner.fit_onecycle(lr, epochs, callbacks=callbacks, class_weight=class_weight).history
     else:
         print(f"resuming from the checkpoint of epoch {done} of {epochs} in {checkpoints.folder}")
         steps_per_epoch = math.ceil(utils.nsamples_from_data(learner.train_data) / learner.batch_size)
@@ -345,7 +367,8 @@ def fit(learner: Any, lr: float, epochs: int, checkpoints: Checkpoints | None = 
         for _ in range(done * steps_per_epoch):  # replay the finished steps of the schedule
             schedule.on_batch_end(0)
         if done < epochs:
-            learner.fit(lr, epochs - done, callbacks=[*callbacks, schedule], steps_per_epoch=steps_per_epoch)
+            learner.fit(lr, epochs - done, callbacks=[*callbacks, schedule], steps_per_epoch=steps_per_epoch,
+                        class_weight=class_weight)
         history = {"lr": schedule.history["lr"]}
     if checkpoints:
         history.update(checkpoints.history)  # all epochs, including those before a resume
@@ -357,6 +380,10 @@ def onecycle_schedule(lr: float, epochs: int, steps_per_epoch: int) -> CyclicLR:
     """The learning-rate callback `learner.fit_onecycle(lr, epochs)` builds (ktrain 0.41.4, core.py)."""
     return CyclicLR(base_lr=lr / 10, max_lr=lr, step_size=math.ceil(steps_per_epoch * epochs / 2),
                     reduce_on_plateau=0, max_momentum=0.95, min_momentum=0.85, verbose=0)
+
+
+# Settings that checkpoints saved before these options existed did not record: they ran with these values.
+SETTINGS_BEFORE = {"text_column": "Reviews", "label_column": "Sentiment", "class_weight": "none"}
 
 
 class Checkpoints(tf.keras.callbacks.Callback):
@@ -375,9 +402,10 @@ class Checkpoints(tf.keras.callbacks.Callback):
     def resume(self, learner: Any) -> None:
         """Load the last finished epoch into `learner`'s model."""
         state = json.loads((self.folder / "state.json").read_text())
-        changed = [k for k, v in self.settings.items() if state["settings"].get(k) != v]
+        saved = {**SETTINGS_BEFORE, **state["settings"]}
+        changed = [k for k, v in self.settings.items() if saved.get(k) != v]
         if changed:
-            was = ", ".join(f"{k}={state['settings'].get(k)}" for k in changed)
+            was = ", ".join(f"{k}={saved.get(k)}" for k in changed)
             raise UserError(f"the checkpoint in {self.folder} is from a run with {was}; "
                             "rerun with the same settings to resume it, or drop --resume to start over.")
         # The optimizer's state (Adam's moments, the step count) is restored when the optimizer

@@ -27,27 +27,37 @@ def png(fig: Figure) -> bytes:
 
 
 def confusion_matrix(metrics: dict[str, Any]) -> bytes:
-    """Counts of true (rows) against predicted (columns) classes."""
-    matrix, classes = np.asarray(metrics["confusion_matrix"]), metrics["classes"]
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    """Counts of true (rows) against predicted (columns) classes, each with its share of the row."""
+    matrix, classes = np.asarray(metrics["confusion_matrix"]), [str(c) for c in metrics["classes"]]
+    k = len(classes)
+    side = 1.1 * k + 1.5  # room for each cell's two lines as the classes grow
+    fig, ax = plt.subplots(figsize=(4.2, 3.8) if k <= 3 else (side, side * 0.9))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         ax.text(j, i, f"{n}\n{n / max(matrix[i].sum(), 1):.1%}", ha="center", va="center",
-                color="white" if n > matrix.max() / 2 else "black")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+                fontsize=10 if k <= 5 else 8, color="white" if n > matrix.max() / 2 else "black")
+    ax.set(xticks=range(k), yticks=range(k), xticklabels=classes, yticklabels=classes,
            xlabel="predicted", ylabel="true", title=f"test accuracy {metrics['accuracy']:.1%}")
+    if max(len(c) for c in classes) * k > 40:  # long names side by side would overlap
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return png(fig)
 
 
 def roc_curve(y_true: ArrayLike, proba: ArrayLike, classes: Sequence[str]) -> bytes:
-    """ROC curve of the second class (pos) against the first."""
-    fpr, tpr, _ = sk_roc_curve(np.asarray(y_true) == classes[1], np.asarray(proba)[:, 1])
-    area = np.trapezoid(tpr, fpr)
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot(fpr, tpr, label=f"ROC-AUC {area:.3f}")
+    """Two classes: the ROC curve of the second (pos) against the first. More: one curve per class against all
+    the others (one-vs-rest), each with its area."""
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    fig, ax = plt.subplots(figsize=(4.2, 4) if len(classes) == 2 else (5.2, 4.6))
+    for i, c in enumerate(classes[1:] if len(classes) == 2 else classes, start=1 if len(classes) == 2 else 0):
+        if len(set(y_true == c)) < 2:  # this class, or every other, is missing from the test split
+            continue
+        fpr, tpr, _ = sk_roc_curve(y_true == c, proba[:, i])
+        label = f"ROC-AUC {np.trapezoid(tpr, fpr):.3f}" if len(classes) == 2 else f"{c}: {np.trapezoid(tpr, fpr):.3f}"
+        ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC curve ({classes[1]})")
-    ax.legend(loc="lower right")
+    title = f"ROC curve ({classes[1]})" if len(classes) == 2 else "ROC curves, each class against the rest"
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=9 if len(classes) <= 6 else 7)
     return png(fig)
 
 

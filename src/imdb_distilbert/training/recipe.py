@@ -76,7 +76,8 @@ def check_checkpoints(config: RunConfig) -> None:
 
 def run_settings(config: RunConfig) -> dict[str, Any]:
     """What must match between an interrupted run and its --resume."""
-    keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation", "strategy")
+    keys = ("epochs", "lr", "batch_size", "maxlen", "seed", "sample", "val_split", "truncation", "strategy",
+            "text_column", "label_column", "class_weight")
     return {**{k: getattr(config, k) for k in keys},
             "train": str(config.train.resolve()), "test": str(config.test.resolve())}
 
@@ -129,6 +130,7 @@ class Run:
         network.check_model(network.BASE_MODEL)
         config.train, config.test = resolve_data(config, download)
         self.files, self.facts = {}, {"seconds": {}}
+        self.classes, self.class_weight = None, None  # load_data finds them
 
     def lap(self, name: str) -> None:
         """Record the seconds since the last lap under `name`."""
@@ -139,7 +141,9 @@ class Run:
     def load_data(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """(train, validation, test) DataFrames; validation is the test split unless --val-split."""
         config = self.config
-        train_df, test_df = dataset.load_splits(config.train, config.test, config.sample, config.seed)
+        train_df, test_df = dataset.load_splits(config.train, config.test, config.sample, config.seed,
+                                                config.text_column, config.label_column)
+        self.classes = dataset.check_labels(train_df, test_df)  # in the order of the model's outputs
         val_df = test_df  # the tutorial validates on the test split
         if config.val_split:
             train_df, val_df = dataset.split_validation(train_df, config.val_split, config.seed)
@@ -149,6 +153,12 @@ class Run:
                           validation=f"{config.val_split:g} of train" if config.val_split else "test split",
                           dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
                                                  "test": test_df.attrs["dropped_empty"]})
+        if config.class_weight == "balanced":
+            weights = dataset.class_weights(train_df, self.classes)
+            self.class_weight = weights
+            self.facts["class_weight"] = {c: round(weights[i], 4) for i, c in enumerate(self.classes)}
+            print("class weights (--class-weight balanced): "
+                  + ", ".join(f"{c} {w:.3g}" for c, w in self.facts["class_weight"].items()))
         return train_df, val_df, test_df
 
     def build(self, train_df: pd.DataFrame, val_df: pd.DataFrame) -> tuple[Any, Any]:
@@ -158,7 +168,7 @@ class Run:
         config = self.config
         learning.set_seed(config.seed)
         train, val, preproc = learning.preprocess(train_df, val_df, config.maxlen, config.truncation, config.padding,
-                                                  config.seed)
+                                                  config.seed, self.classes)
         if config.padding == "auto":  # decided: later steps (evaluation, metrics.json) see what was used
             config.padding = "grouped" if isinstance(train, learning.LengthGroupedDataset) else "fixed"
             print(f"padding: {config.padding} (--padding auto: length grouping "
@@ -172,7 +182,7 @@ class Run:
         """Run the learning-rate finder; lr_find.png and the suggested rates go to --output."""
         from imdb_distilbert.training import learning, plots
 
-        found = learning.find_lr(learner)
+        found = learning.find_lr(learner, self.class_weight)
         self.files["lr_find.png"] = plots.lr_find(found)
         self.facts["lr_find"] = found["suggested"]
         self.facts["lr_find_curve"] = {"lrs": found["lrs"], "losses": found["losses"]}  # the plot's numbers
@@ -200,7 +210,7 @@ class Run:
         if config.resume:
             checkpoints.resume(learner)
         try:
-            history = learning.fit(learner, config.lr, config.epochs, checkpoints)
+            history = learning.fit(learner, config.lr, config.epochs, checkpoints, class_weight=self.class_weight)
         except KeyboardInterrupt:
             if checkpoints.done:
                 raise KeyboardInterrupt(
@@ -223,8 +233,8 @@ class Run:
         self.lap("evaluate")
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
-        print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, "
-              f"ROC-AUC {metrics['roc_auc'] or float('nan'):.4f}")
+        auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+        print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1']:.4f}, ROC-AUC {auc}")
         return metrics
 
     def save(self, learner: Any, preproc: Any, metrics: dict[str, Any]) -> Path:
