@@ -4,6 +4,7 @@ One SparkSession for the module. Its Python workers (Spark's executors) cannot i
 ktrain or torch, as on a cluster with only requirements-onnx.txt installed.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -194,6 +195,33 @@ def test_fp32_backend_and_partitions(spark, exported, tmp_path, capsys):
     assert list(scored["Reviews"]) == list(frame["Reviews"]) and list(scored["label"]) == list(want["label"])
     assert np.abs(scored[["prob_neg", "prob_pos"]].to_numpy() - want[["prob_neg", "prob_pos"]].to_numpy()).max() <= 1e-6
     at_least("spark: accuracy on 60 synthetic reviews (fp32)", np.mean(scored["label"] == frame["Sentiment"]), 0.9)
+
+
+@pytest.mark.parametrize("kind", ["three", "ratings"])
+def test_a_model_of_more_classes_on_its_own_text_column(kind, spark, own_data_run, tmp_path):
+    """A model trained on a user's own data (tests/test_own_data.py): one probability column per class, in the
+    model's order (ratings 2, 4, 6, 8, 10, not as text sorts them), from the text column the run was trained on
+    (no --text-column), with predict.py's numbers."""
+    from conftest import OWN_DATA
+
+    folder, _ = own_data_run(kind)
+    spec = OWN_DATA[kind]
+    frame = synthetic.class_reviews(40, spec["words"], seed=23, text=spec["text"], label="truth")
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    score("--model", folder, "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    scored = pd.read_parquet(tmp_path / "out")
+    classes = json.loads((folder / "onnx.json").read_text())["classes"]
+    assert list(scored.columns) == [spec["text"], "truth", "label", *(f"prob_{c}" for c in classes)]
+    assert len(classes) == {"three": 3, "ratings": 5}[kind]
+    result = run_predict("--model", folder, "--backend", "onnx-int8", "--file", tmp_path / "in.csv",
+                         "--out", tmp_path / "predict.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    want = pd.read_csv(tmp_path / "predict.csv", dtype={"label": str})
+    probs = [f"prob_{c}" for c in classes]
+    assert list(scored["label"]) == list(want["label"])
+    assert np.abs(scored[probs].to_numpy() - want[probs].to_numpy()).max() <= 1e-6
+    at_least(f"spark: accuracy of the {kind} model on 40 synthetic reviews", np.mean(scored["label"] == frame["truth"]),
+             0.9)
 
 
 def test_input_with_a_label_column_is_refused(spark, exported, tmp_path):
