@@ -251,3 +251,23 @@ def test_same_column_twice_is_refused(tmp_path):
     result = run_train("--text-column", "x", "--label-column", "x", "--output", tmp_path / "out")
     assert result.returncode == 2 and re.search("--text-column and --label-column must name two different columns",
                                                 result.stderr)
+
+
+def test_with_no_new_flag_imdb_runs_as_before(trained):
+    """IMDB with the defaults: its labels go to ktrain as its own label column, which ktrain encodes as it did before
+    these options existed (neg, pos); no class weights reach the loss; the report and metrics keep their two-class
+    form. (Byte for byte, before and after: tests/snapshot_outputs.py, in the closing note of the issue.)"""
+    from imdb_distilbert.config import RunConfig
+    from imdb_distilbert.training import learning
+
+    frame = pd.DataFrame({dataset.TEXT: ["a fine film", "an awful one"], dataset.LABEL: ["pos", "neg"]})
+    train, val, columns = learning.labelled(frame, frame, ["neg", "pos"])
+    assert train is frame and val is frame and columns == [dataset.LABEL]
+    assert (RunConfig().text_column, RunConfig().label_column, RunConfig().class_weight) == \
+        ("Reviews", "Sentiment", "none")
+    folder, result = trained
+    metrics = metrics_of(folder)
+    assert metrics["classes"] == ["neg", "pos"] and "class_weight" not in metrics and "weighted" not in metrics
+    assert "class weights" not in result.stdout
+    assert "weighted avg" not in (folder / "report.txt").read_text()
+    assert "one-vs-rest" not in (folder / "report.txt").read_text()

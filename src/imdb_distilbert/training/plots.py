@@ -57,7 +57,7 @@ def roc_curve(y_true: ArrayLike, proba: ArrayLike, classes: Sequence[str]) -> by
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     title = f"ROC curve ({classes[1]})" if len(classes) == 2 else "ROC curves, each class against the rest"
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right", fontsize=9 if len(classes) <= 6 else 7)
+    ax.legend(loc="lower right", **({} if len(classes) == 2 else {"fontsize": 9 if len(classes) <= 6 else 7}))
     return png(fig)
 
 

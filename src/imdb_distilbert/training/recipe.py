@@ -234,7 +234,7 @@ class Run:
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
         auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
-        print(f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1']:.4f}, ROC-AUC {auc}")
+        print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {auc}")
         return metrics
 
     def save(self, learner: Any, preproc: Any, metrics: dict[str, Any]) -> Path:
