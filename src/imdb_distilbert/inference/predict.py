@@ -7,7 +7,8 @@
     python src/predict.py --model models/distilbert-imdb --explain "great film, awful ending"     # and the top words
 
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
-class (columns text, label, prob_neg, prob_pos). The onnx backends need `python src/export.py` once,
+class (columns text, label, prob_neg, prob_pos for IMDB; prob_<class> for each class of a model trained on other
+data). The onnx backends need `python src/export.py` once,
 and then neither TensorFlow nor ktrain. --explain adds top_words: the words that pushed the prediction
 most, each with its score (positive: towards the predicted label; see inference/explain.py and docs/explain.md).
 
