@@ -238,18 +238,22 @@ def test_web_page_cells_in_jupyter(exported, synthetic_splits):
     assert_port_closed(port)
 
 
-def test_notebook_on_own_data_with_three_classes(tmp_path):
-    """The parameters cell pointed at a user's own spreadsheets (a CSV with columns text and label, three classes):
-    the notebook trains, reports every class, saves, predicts and explains, as train.py does on that data."""
+@pytest.mark.parametrize("kind", ["three", "ratings"])
+def test_notebook_on_own_data(kind, tmp_path):
+    """The parameters cell pointed at a user's own spreadsheets (conftest.OWN_DATA: a CSV with three classes; an
+    .xlsx of ratings 2-10 as numbers, five classes): the notebook trains, reports every class, saves, predicts and
+    explains, as train.py does on that data."""
     import synthetic
     from conftest import OWN_DATA
 
-    spec = OWN_DATA["three"]
-    splits = synthetic.write_class_splits(tmp_path / "splits", 500, 250, spec["words"], suffix=".csv",
-                                          text=spec["text"], label=spec["label"])
+    spec = OWN_DATA[kind]
+    classes = {"three": ["neg", "neutral", "pos"], "ratings": ["2", "4", "6", "8", "10"]}[kind]
+    splits = synthetic.write_class_splits(tmp_path / "splits", 500, 250, spec["words"], suffix=spec["suffix"],
+                                          numbers=spec["numbers"], text=spec["text"], label=spec["label"])
     output = tmp_path / "predictor"
-    params = {**parameters(splits, output), "data_dir": None, "train": str(splits / "train.csv"),
-              "test": str(splits / "test.csv"), "text_column": "text", "label_column": "label"}
+    params = {**parameters(splits, output), "data_dir": None, "train": str(splits / f"train{spec['suffix']}"),
+              "test": str(splits / f"test{spec['suffix']}"), "text_column": spec["text"],
+              "label_column": spec["label"]}
     cells = read().cells
     stop = next(i for i, c in enumerate(cells) if "explain.show_top_losses(" in c.source)
 
@@ -259,11 +263,11 @@ def test_notebook_on_own_data_with_three_classes(tmp_path):
     nb = execute(read(), params, keep)
     outputs = [text_of(c) for c in nb.cells if c.cell_type == "code"]
     metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["classes"] == ["neg", "neutral", "pos"] and metrics["args"]["text_column"] == "text"
-    at_least("notebook on own data: test accuracy (3 classes)", metrics["accuracy"], 0.9)
-    assert any("weighted avg" in text and "neutral" in text for text in outputs)  # the report
-    assert any("['neg', 'neutral', 'pos']" in text for text in outputs)  # get_classes()
+    assert metrics["classes"] == classes and metrics["args"]["text_column"] == spec["text"]
+    at_least(f"notebook on own data: test accuracy ({kind})", metrics["accuracy"], 0.9)
+    assert any("weighted avg" in text and classes[1] in text for text in outputs)  # the report
+    assert any(repr(classes) in text for text in outputs)  # get_classes()
     table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
-    assert "p(neutral)" in table
+    assert all(f"p({c})" in table for c in classes)
     shown = next(c for c in nb.cells if "explain.show(" in c.source)
     assert shown.outputs[0]["data"]["text/html"].count("class='review'") == 4

@@ -90,22 +90,25 @@ def test_predict_py_and_onnx_give_one_probability_per_class(kind, own_data_run, 
     assert json.loads((folder / "onnx.json").read_text())["classes"] == CLASSES[kind]
 
 
-def test_hugging_face_folder_has_the_classes_and_says_what_it_learned(own_data_run, tmp_path):
-    folder, _ = own_data_run("ratings")
-    output = tmp_path / "ratings-hf"
+@pytest.mark.parametrize("kind", ["three", "ratings"])
+def test_hugging_face_folder_has_the_classes_and_says_what_it_learned(kind, own_data_run, tmp_path):
+    folder, _ = own_data_run(kind)
+    classes = CLASSES[kind]
+    output = tmp_path / f"{kind}-hf"
     result = run_train("--model", folder, "--output", output, script=ROOT / "src" / "export_hf.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     config = json.loads((output / "config.json").read_text())
-    assert config["id2label"] == {str(i): c for i, c in enumerate(CLASSES["ratings"])}
+    assert config["id2label"] == {str(i): c for i, c in enumerate(classes)}
     card = (output / "README.md").read_text()
-    assert "text classification (2 / 4 / 6 / 8 / 10)" in card and "`train.xlsx`" in card
+    assert f"text classification ({' / '.join(classes)})" in card
+    assert f"`train{OWN_DATA[kind]['suffix']}`" in card
     assert "stanfordnlp/imdb" not in card and "positive or negative" not in card
 
     from transformers import pipeline
 
-    texts = list(synthetic.class_reviews(20, OWN_DATA["ratings"]["words"], seed=5)["Reviews"])
+    texts = list(synthetic.class_reviews(20, OWN_DATA[kind]["words"], seed=5)["Reviews"])
     classify = pipeline("text-classification", model=str(output), truncation=True)
-    got = np.array([[{d["label"]: d["score"] for d in row}[c] for c in CLASSES["ratings"]]
+    got = np.array([[{d["label"]: d["score"] for d in row}[c] for c in classes]
                     for row in classify(texts, top_k=None)])
     from imdb_distilbert.inference import backends
 
@@ -113,35 +116,39 @@ def test_hugging_face_folder_has_the_classes_and_says_what_it_learned(own_data_r
     assert np.abs(got - want).max() <= 1e-4
 
 
-def test_explanations_for_the_predicted_class_and_a_named_one(own_data_run, tmp_path):
+@pytest.mark.parametrize("kind", ["three", "ratings"])
+def test_explanations_for_the_predicted_class_and_a_named_one(kind, own_data_run, tmp_path):
     from imdb_distilbert.errors import UserError
     from imdb_distilbert.inference import explain
 
-    folder, _ = own_data_run("three")
-    text = "The acting was pretty and the story rather nothing, a wonderful ending."
+    folder, _ = own_data_run(kind)
+    classes = CLASSES[kind]
+    text = synthetic.class_reviews(1, OWN_DATA[kind]["words"], seed=3)["Reviews"][0]
     predicted, = explain.explain(str(folder), [text])
-    assert predicted["explained_for"] == predicted["label"] and set(predicted["probabilities"]) == set(CLASSES["three"])
-    named, = explain.explain(str(folder), [text], label="neg")
-    assert named["explained_for"] == "neg" and named["words"] == predicted["words"]  # the same scores, every class
-    top = explain.top_words(named, 3)
-    assert top == explain.top_words(predicted, 3, label="neg")
-    assert "neg" in explain.to_html([named]) and "towards neg" in explain.to_html([named])
+    assert predicted["explained_for"] == predicted["label"] and list(predicted["probabilities"]) == classes
+    other = next(c for c in classes if c != predicted["label"])
+    named, = explain.explain(str(folder), [text], label=other)
+    assert named["explained_for"] == other and named["words"] == predicted["words"]  # the same scores, every class
+    assert explain.top_words(named, 3) == explain.top_words(predicted, 3, label=other)
+    assert f"<span class='to'>towards {other}</span>" in explain.to_html([named])
     with pytest.raises(UserError, match="no class 'great'"):
         explain.explain(str(folder), [text], label="great")
 
-    result = run_predict("--model", folder, "--explain", "--explain-class", "neutral", "--json", text)
+    result = run_predict("--model", folder, "--explain", "--explain-class", other, "--json", text)
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads(result.stdout)
-    assert [w for w, _ in row["top_words"]][:3] == [w for w, _ in explain.top_words(predicted, 3, label="neutral")]
+    assert [w for w, _ in row["top_words"]][:3] == [w for w, _ in explain.top_words(predicted, 3, label=other)]
     assert_user_error(run_predict("--model", folder, "--explain", "--explain-class", "good", text),
                       "--explain-class good is not one of the model's classes")
 
 
-def test_server_and_its_page_show_every_class(own_data_run, tmp_path):
+@pytest.mark.parametrize("kind", ["three", "ratings"])
+def test_server_and_its_page_show_every_class(kind, own_data_run, tmp_path):
     from test_serve import CHROMIUM, Chromium, Server
 
-    folder, _ = own_data_run("ratings")
-    texts = list(synthetic.class_reviews(6, OWN_DATA["ratings"]["words"], seed=9)["Reviews"])
+    folder, _ = own_data_run(kind)
+    classes = CLASSES[kind]
+    texts = list(synthetic.class_reviews(6, OWN_DATA[kind]["words"], seed=9)["Reviews"])
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(texts) + "\n")
     result = run_predict("--model", folder, "--backend", "onnx-int8", "--json", "--file", path)
@@ -149,18 +156,18 @@ def test_server_and_its_page_show_every_class(own_data_run, tmp_path):
     server = Server("--model", folder)
     try:
         status, health = server.request("GET", "/health")
-        assert status == 200 and health["classes"] == CLASSES["ratings"]
+        assert status == 200 and health["classes"] == classes
         status, answer = server.predict(texts)
         assert status == 200
         for got, expected in zip(answer["predictions"], want, strict=True):
             assert got["label"] == expected["label"]
-            assert all(abs(got[f"prob_{c}"] - expected[f"prob_{c}"]) <= 1e-6 for c in CLASSES["ratings"])
-        body = json.dumps({"texts": texts[:1], "label": "4"})
+            assert all(abs(got[f"prob_{c}"] - expected[f"prob_{c}"]) <= 1e-6 for c in classes)
+        body = json.dumps({"texts": texts[:1], "label": classes[1]})
         status, explained = server.request("POST", "/explain", body, {"Content-Type": "application/json"})
-        assert status == 200 and explained["explanations"][0]["explained_for"] == "4"
+        assert status == 200 and explained["explanations"][0]["explained_for"] == classes[1]
         body = json.dumps({"texts": texts[:1], "label": "5"})
         status, refused = server.request("POST", "/explain", body, {"Content-Type": "application/json"})
-        assert status == 422 and "one of the classes (2, 4, 6, 8, 10)" in refused["error"]
+        assert status == 422 and f"one of the classes ({', '.join(classes)})" in refused["error"]
 
         assert CHROMIUM, "the browser test needs Chromium: `apt-get install chromium` (.ci/run does it as root)"
         browser = Chromium(server.url)
@@ -178,20 +185,21 @@ def test_server_and_its_page_show_every_class(own_data_run, tmp_path):
                                     "(r) => [r.children[0].textContent, r.children[2].textContent])")
             browser.wait_for("document.querySelectorAll('#words span[data-score]').length > 0", seconds=60)
             key = browser.evaluate("document.getElementById('key').textContent")
-            browser.evaluate("const s = document.getElementById('explained-for'); s.value = '2';"
+            browser.evaluate(f"const s = document.getElementById('explained-for'); s.value = '{classes[0]}';"
                              "s.dispatchEvent(new Event('change'))")
-            key_for_2 = browser.wait_for("document.getElementById('key').textContent.includes('towards 2 ') && "
-                                         "document.getElementById('key').textContent", seconds=60)
+            key_for_first = browser.wait_for(
+                f"document.getElementById('key').textContent.includes('towards {classes[0]} ') && "
+                "document.getElementById('key').textContent", seconds=60)
         finally:
             browser.close()
     finally:
         server.stop()
-    assert title == "Which is it: 2, 4, 6, 8, 10?"
-    assert options == ["", *CLASSES["ratings"]]
+    assert title == f"Which is it: {', '.join(classes)}?"
+    assert options == ["", *classes]
     assert label == want[0]["label"]
-    assert bars == [[c, f"{want[0][f'prob_{c}']:.4f}"] for c in CLASSES["ratings"]]
+    assert bars == [[c, f"{want[0][f'prob_{c}']:.4f}"] for c in classes]
     assert key.startswith(f"The words that decided it: towards {label} ")
-    assert key_for_2 == "The words that decided it: towards 2 towards 4, 6, 8, 10"
+    assert key_for_first == f"The words that decided it: towards {classes[0]} towards {', '.join(classes[1:])}"
 
 
 def test_balanced_class_weight_is_recorded_and_reaches_the_loss(tmp_path):
