@@ -188,6 +188,8 @@ JSON = {"Content-Type": "application/json"}
     ("POST", "/predict", json.dumps({"texts": ["great", "a" * 20_001]}).encode(), 413, "texts[1] has 20001 characters"),
     ("POST", "/predict", json.dumps({"texts": ["a" * 19_000] * 60}).encode(), 413, "larger than 1000000 bytes"),
     ("POST", "/predict", b"{" * 200_000, 400, "not JSON"),  # deep nesting
+    ("POST", "/predict", b"[" * 100_000 + b"]" * 100_000, 400, "nests JSON too deeply"),  # valid, 100,000 deep
+    ("POST", "/predict", b'{"texts": ["fine", "\\ud800"]}', 422, "texts[1] holds a lone surrogate"),
     ("GET", "/predict", None, 405, "GET /predict"),
     ("POST", "/health", b"{}", 405, "POST /health"),
     ("GET", "/nothing-here", None, 404, "GET /nothing-here"),
@@ -529,3 +531,29 @@ def test_a_request_that_does_not_fit_the_batch_waits_for_the_next():
     assert model.calls[1] == requests[1] + requests[2]
     for texts, proba in zip(requests, results, strict=True):
         assert proba[:, 1] == pytest.approx([min(len(t), 100) / 100 for t in texts])
+
+
+def test_a_request_the_model_fails_on_fails_alone():
+    """Three concurrent requests share a model call; one holds a text the model fails on. The call is retried
+    request by request: the other two get their probabilities, only that one gets the error."""
+    import asyncio
+
+    from imdb_distilbert.serving import serve
+
+    model = CountingModel()
+    requests = [["a fine film", "x" * 40], ["it will explode"], ["y" * 70]]
+
+    async def scenario():
+        batcher = serve.Batcher(model, max_batch=64, wait=0.05, max_queue=80)
+        batcher.task = asyncio.create_task(batcher.run())
+        try:
+            return await asyncio.gather(*(batcher.predict_proba(texts) for texts in requests), return_exceptions=True)
+        finally:
+            batcher.task.cancel()
+            batcher.executor.shutdown(wait=False)
+
+    results = asyncio.run(scenario())
+    assert model.calls[0] == [t for texts in requests for t in texts]  # one call for all three, which failed
+    assert model.calls[1:] == requests  # then each request alone
+    assert isinstance(results[1], RuntimeError)
+    assert results[0][:, 1] == pytest.approx([0.11, 0.4]) and results[2][:, 1] == pytest.approx([0.7])

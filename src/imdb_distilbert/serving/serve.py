@@ -198,10 +198,17 @@ class Batcher:
             try:
                 proba = await loop.run_in_executor(self.executor, self.model.predict_proba, texts)
                 self.bound.done(len(texts), time.perf_counter() - started)
-            except Exception as error:  # noqa: BLE001  (reported to each waiting request as a 500)
-                for _, future in items:
+            except Exception as error:  # noqa: BLE001  (reported to the waiting request as a 500)
+                # One request's text may be what the model failed on: score each request alone, so that only
+                # the request that fails again gets the error, and the others their answers.
+                for batch, future in items:
+                    try:
+                        one = error if len(items) == 1 else await loop.run_in_executor(
+                            self.executor, self.model.predict_proba, batch)
+                    except Exception as alone:  # noqa: BLE001
+                        one = alone
                     if not future.done():
-                        future.set_exception(error)
+                        future.set_exception(one) if isinstance(one, Exception) else future.set_result(one)
                 continue
             start = 0
             for batch, future in items:
@@ -278,6 +285,8 @@ async def read_json(request: Request) -> dict:
         payload = json.loads(bytes(body).decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest(400, "the request body is not UTF-8; send JSON encoded as UTF-8.") from None
+    except RecursionError:  # [[[[... nested thousands deep
+        raise BadRequest(400, 'the request body nests JSON too deeply; send {"texts": ["a review", ...]}.') from None
     except ValueError:
         raise BadRequest(400, 'the request body is not JSON; send {"texts": ["a review", ...]}.') from None
     if not isinstance(payload, dict) or "texts" not in payload:
@@ -299,6 +308,11 @@ def texts_of(payload: dict, max_texts: int) -> list[str]:
             raise BadRequest(413, f"texts[{i}] has {len(text)} characters; send at most {MAX_CHARS} per review.")
         if not text.strip():
             raise BadRequest(422, f"texts[{i}] is empty; send reviews with some text.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON, but no tokenizer takes it
+            raise BadRequest(422, f"texts[{i}] holds a lone surrogate (a half of a UTF-16 pair), which is not "
+                             "text; send valid Unicode.") from None
     return [t.strip() for t in texts]  # as src/predict.py does
 
 
