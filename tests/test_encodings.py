@@ -127,3 +127,24 @@ def test_predict_py_none_of_these(exported, tmp_path):
     error = assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path),
                               "is not text in UTF-8, UTF-16 or Windows-1252", 'save it from Excel as "CSV UTF-8"')
     assert error.endswith(".")
+
+
+@pytest.mark.parametrize("codec, bom", [("utf-8", b""), ("cp1252", b""), ("utf-16-le", codecs.BOM_UTF16_LE)])
+def test_a_review_with_an_unquoted_comma_is_refused_with_its_line(codec, bom, tmp_path):
+    """A hand-made one-column CSV whose review holds a comma out of quotes: pandas read it as one review,
+    "truly moving" (the first field taken as the row's index, the next line lost). Now: refused, naming the line."""
+    path = tmp_path / "mine.csv"
+    path.write_bytes(bom + "Reviews\r\nthe café, a fine film, truly moving\r\nboring and long\r\n".encode(codec))
+    for read in (predict.read_texts, dataset.read_split):
+        with pytest.raises(UserError, match=r"line 2 has 3 fields but its header has 1 \(a comma inside a review"):
+            read(path)
+    # Quoted, as Excel and pandas save it: every review whole.
+    path.write_bytes(bom + 'Reviews\r\n"the café, a fine film, truly moving"\r\nboring and long\r\n'.encode(codec))
+    assert predict.read_texts(path) == ["the café, a fine film, truly moving", "boring and long"]
+
+
+def test_predict_py_refuses_a_ragged_csv(exported, tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("Reviews\na fine film, truly moving\nboring and long\n")
+    assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path),
+                      "line 2 has 2 fields but its header has 1")

@@ -14,6 +14,7 @@ spark/score_spark.py finds its CSV input's encoding and separator here, and read
 """
 
 import codecs
+import csv
 import io
 import os
 import sys
@@ -94,7 +95,24 @@ def parse(path: str | os.PathLike, text: str, encoding: str) -> "pd.DataFrame":
 
     separator = separator_of(text)
     say(path, encoding, f"{SEPARATORS[separator]}-separated")
-    return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""])
+    check_fields(path, text, separator)
+    # index_col=False: never take a first field as the row's index (pandas does that to a row with a field too many)
+    return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""],
+                       index_col=False)
+
+
+def check_fields(path: str | os.PathLike, text: str, separator: str) -> None:
+    """A UserError naming the first line of the CSV `text` with more fields than its header: an unquoted separator
+    in a review, which would otherwise shift or drop text silently. (Fewer fields are empty cells, as pandas reads
+    them.)"""
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    header = next(rows, [])
+    for row in rows:
+        if len(row) > len(header):
+            raise UserError(f"{path} line {rows.line_num} has {len(row)} fields but its header has {len(header)} "
+                            f"(a {SEPARATORS[separator]} inside a review that is not in double quotes?); quote such "
+                            "reviews, as "
+                            "Excel and pandas do when they save a CSV.")
 
 
 def read_table(path: str | os.PathLike, text_column: str | None = None) -> "pd.DataFrame":
