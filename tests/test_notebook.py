@@ -116,7 +116,7 @@ def test_explanation_cells_highlight_the_words(executed):
     from imdb_distilbert.inference import explain
 
     nb, output = executed
-    shown = next(c for c in nb.cells if "explain.show(" in c.source)
+    shown = next(c for c in nb.cells if c.cell_type == "code" and "explain.show(" in c.source)
     page = shown.outputs[0]["data"]["text/html"]
     assert page.count("class='review'") == 4  # the three tutorial sentences and the one in my_reviews
     first, = explain.explain(output, ["this movie was really bad. acting was also bad. I will not watch again"])
@@ -269,5 +269,5 @@ def test_notebook_on_own_data(kind, tmp_path):
     assert any(repr(classes) in text for text in outputs)  # get_classes()
     table = next(text_of(c) for c in nb.cells if "this movie was really bad" in c.source)
     assert all(f"p({c})" in table for c in classes)
-    shown = next(c for c in nb.cells if "explain.show(" in c.source)
+    shown = next(c for c in nb.cells if c.cell_type == "code" and "explain.show(" in c.source)
     assert shown.outputs[0]["data"]["text/html"].count("class='review'") == 4
