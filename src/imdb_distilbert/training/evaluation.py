@@ -17,6 +17,7 @@ from sklearn import metrics as skm
 from imdb_distilbert import config, packages
 from imdb_distilbert.data import truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
+from imdb_distilbert.files import spreadsheet_safe
 from imdb_distilbert.training import plots
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def evaluate(
         "confusion_matrix.png": plots.confusion_matrix(metrics),
         "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
         "training_curves.png": plots.training_curves(history),
-        "top_losses.csv": worst.to_csv(index=False),
+        "top_losses.csv": top_losses_csv(worst),
         "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut,
                                                    mistakes=config.mistakes(metrics)),
     }
@@ -148,6 +149,12 @@ def top_losses(test_df: pd.DataFrame, proba: ArrayLike, class_names: Sequence[st
                           "loss": -np.log(np.clip(p_true, 1e-7, 1))})
     wrong = frame[frame["true_label"] != frame["predicted_label"]]
     return wrong.sort_values("loss", ascending=False, kind="stable").head(n).reset_index(drop=True)
+
+
+def top_losses_csv(worst: pd.DataFrame) -> str:
+    """top_losses.csv, for people in a spreadsheet: a review that starts like a formula is shown as text, never run
+    (files.spreadsheet_safe)."""
+    return worst.assign(review=worst["review"].map(spreadsheet_safe)).to_csv(index=False)
 
 
 def peak_memory_mb() -> float:
