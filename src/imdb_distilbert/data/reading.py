@@ -18,6 +18,7 @@ import csv
 import io
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,10 +96,16 @@ def parse(path: str | os.PathLike, text: str, encoding: str) -> "pd.DataFrame":
 
     separator = separator_of(text)
     say(path, encoding, f"{SEPARATORS[separator]}-separated")
-    check_fields(path, text, separator)
-    # index_col=False: never take a first field as the row's index (pandas does that to a row with a field too many)
-    return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""],
-                       index_col=False)
+    # index_col=False: never take a first field as the row's index, as pandas does to a first row with a field too
+    # many; it warns instead (and fails on such a later row), and check_fields then names the line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""],
+                               index_col=False)
+        except (pd.errors.ParserWarning, pd.errors.ParserError):
+            check_fields(path, text, separator)
+            raise
 
 
 def check_fields(path: str | os.PathLike, text: str, separator: str) -> None:
