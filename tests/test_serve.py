@@ -207,7 +207,7 @@ def test_garbage_and_broken_connections_do_not_stop_it(server):
             sock.sendall(data)  # the second one hangs up mid-body
             if data.startswith(b"\x00"):
                 assert sock.recv(100).startswith(b"HTTP/1.1 400")
-    got, answer = server.request("POST", "/predict", b'{"texts": ["great"]}', {"Content-Length": "99999999"})
+    got, answer = server.request("POST", "/predict", b'{"texts": ["great"]}', {**JSON, "Content-Length": "99999999"})
     assert got == 413
     got, answer = server.predict(["an awful film"])
     assert got == 200 and answer["predictions"][0]["label"] in ("neg", "pos")
@@ -557,3 +557,35 @@ def test_a_request_the_model_fails_on_fails_alone():
     assert model.calls[1:] == requests  # then each request alone
     assert isinstance(results[1], RuntimeError)
     assert results[0][:, 1] == pytest.approx([0.11, 0.4]) and results[2][:, 1] == pytest.approx([0.7])
+
+
+def test_every_answer_has_the_security_headers_and_a_post_must_be_json(server):
+    """nosniff, no referrer, and a Content-Security-Policy that lets the page run only its own script (by hash) and
+    talk only to its server; a POST not declared JSON (what a form on another site can send without asking) is 415
+    before its body is read. The browser tests run the page under this policy."""
+    import base64
+    import hashlib
+
+    from imdb_distilbert.serving import serve
+
+    script = serve.PAGE.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    for method, path, body, headers in (("GET", "/", None, {}), ("GET", "/health", None, {}),
+                                        ("POST", "/predict", b'{"texts": ["fine"]}', JSON),
+                                        ("GET", "/nothing-here", None, {})):
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=60)
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        assert response.getheader("X-Content-Type-Options") == "nosniff", path
+        assert response.getheader("Referrer-Policy") == "no-referrer", path
+        policy = response.getheader("Content-Security-Policy")
+        assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy, path
+        assert "connect-src 'self'" in policy, path
+    for kind in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        got, answer = server.request("POST", "/predict", b'{"texts": ["fine"]}', {"Content-Type": kind} if kind else {})
+        assert got == 415 and "Content-Type: application/json" in answer["error"], kind
+    got, _ = server.request("POST", "/predict", b'{"texts": ["fine"]}',
+                            {"Content-Type": "application/json; charset=utf-8"})
+    assert got == 200

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -432,8 +434,8 @@ class App:
 
 
 def create_app(model: backends.Backend, backend: str, explanations: Explanations | None,
-               no_explain_because: str | None, max_queue: int = MAX_QUEUE) -> Starlette:
-    """The web app: App's handlers on their routes (arguments as for App)."""
+               no_explain_because: str | None, max_queue: int = MAX_QUEUE) -> Guard:
+    """The web app: App's handlers on their routes (arguments as for App), behind the Guard."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -442,7 +444,45 @@ def create_app(model: backends.Backend, backend: str, explanations: Explanations
     routes = [Route("/", app.page, methods=["GET"]), Route("/health", app.health, methods=["GET"]),
               Route("/predict", cut_when_stopping(app.predict_route), methods=["POST"]),
               Route("/explain", cut_when_stopping(app.explain_route), methods=["POST"])]
-    return Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error})
+    return Guard(Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error}))
+
+
+def page_policy(page: str) -> str:
+    """The page's Content-Security-Policy: its one inline script (by its SHA-256), inline styles (the highlighted
+    words are coloured by style attributes), requests to its own server only; nothing else, from anywhere."""
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'")
+
+
+class Guard:
+    """ASGI middleware in front of the app. Every response gets headers that keep a browser from sniffing a JSON
+    answer into a page, from sending the page's address elsewhere, and from running anything in the page but its
+    own script. A POST whose body is not declared JSON is refused (415) before it is read: a page on another site
+    can send a form or text/plain POST to a server on your machine without asking, but not an application/json
+    one (a browser asks the server first, and this server never says yes)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self.headers = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                        (b"content-security-policy", page_policy(PAGE).encode())]
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != b"application/json":
+            refused = error(415, "the request body must be JSON, declared with the header Content-Type: "
+                                 "application/json.")
+            return await refused(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
 
 
 def listen(host: str, port: int) -> socket.socket:
