@@ -181,6 +181,9 @@ def serve(root, work, model, env, save, timings):
     started = time.time()
     with open(work / "serve.stderr.txt", "w") as log:
         command = [sys.executable, str(root / "src" / "serve.py"), "--model", str(model), "--port", "0"]
+        if re.search(r"\n\s+--explain\s", subprocess.run([sys.executable, str(root / "src" / "serve.py"), "--help"],
+                                                       capture_output=True, text=True).stdout):
+            command.append("--explain")  # explanations on an onnx backend are asked for since issue 31
         process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
         lines = []
         try:

@@ -158,7 +158,7 @@ def test_sheds_load_and_serves_at_full_speed_after(exported, texts, labels):
 def test_explanations_queue_is_bounded(exported):
     """One explanation at a time (--max-explain-queue 1): while the first is explained (its answers are
     tests/test_serve.py's), the others are refused at once, and /predict keeps serving."""
-    server = Server("--model", exported[0], "--backend", "onnx", "--max-explain-queue", "1")
+    server = Server("--model", exported[0], "--backend", "onnx", "--explain", "--max-explain-queue", "1")
     try:
         async def main():
             connections = [await asyncio.open_connection(server.host, server.port) for _ in range(4)]

@@ -153,7 +153,7 @@ def test_server_and_its_page_show_every_class(kind, own_data_run, tmp_path):
     path.write_text("\n".join(texts) + "\n")
     result = run_predict("--model", folder, "--backend", "onnx-int8", "--json", "--file", path)
     want = [json.loads(line) for line in result.stdout.splitlines()]
-    server = Server("--model", folder)
+    server = Server("--model", folder, "--explain")
     try:
         status, health = server.request("GET", "/health")
         assert status == 200 and health["classes"] == classes

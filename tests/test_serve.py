@@ -86,7 +86,7 @@ def server(exported, tmp_path_factory):
     """The default server on the exported folder (onnx-int8), in a Python where TensorFlow and its kin cannot import."""
     no_tensorflow = blocking(tmp_path_factory.mktemp("serve"), "tensorflow", "tf_keras", "keras", "ktrain", "compat",
                              "transformers", "torch")
-    running = Server("--model", exported[0], env=no_tensorflow)
+    running = Server("--model", exported[0], "--explain", env=no_tensorflow)
     yield running
     running.stop()
 
@@ -380,7 +380,7 @@ def test_browser_types_a_review_and_reads_the_label(server, exported, tmp_path):
 
 @pytest.fixture(scope="module")
 def explaining_server(exported):
-    running = Server("--model", exported[0])
+    running = Server("--model", exported[0], "--explain")
     yield running
     running.stop()
 
@@ -589,3 +589,19 @@ def test_every_answer_has_the_security_headers_and_a_post_must_be_json(server):
     got, _ = server.request("POST", "/predict", b'{"texts": ["fine"]}',
                             {"Content-Type": "application/json; charset=utf-8"})
     assert got == 200
+
+
+def test_an_onnx_server_explains_only_when_asked(exported, explaining_server):
+    """The onnx backends unpickle nothing; explanations load the TensorFlow predictor (tf_model.preproc, a pickle), so
+    an onnx server offers them only with --explain, which says what it loads."""
+    plain = Server("--model", exported[0])
+    try:
+        _, health = plain.request("GET", "/health")
+        got, answer = plain.request("POST", "/explain", json.dumps({"texts": ["fine"]}), JSON)
+    finally:
+        plain.stop()
+    assert health["backend"] == "onnx-int8" and health["explain"] is False
+    assert "start the server with --explain" in health["explain_off_because"]
+    assert got == 503 and "--explain" in answer["error"]
+    assert not any("warning: --explain" in line for line in plain.lines)
+    assert any("warning: --explain loads" in line and "a pickle" in line for line in explaining_server.lines)

@@ -83,7 +83,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
     p.add_argument("--no-explain", action="store_true",
                    help="no POST /explain and no highlighted words on the page "
-                   "(default: on when TensorFlow is installed)")
+                   "(default: on with the ktrain backend when TensorFlow is installed)")
+    p.add_argument("--explain", action="store_true",
+                   help="POST /explain and highlighted words with an onnx backend too: they load the TensorFlow "
+                   "predictor, whose tf_model.preproc is a pickle (it can run code), so only for predictors you trust "
+                   "(default: off with onnx backends, which unpickle nothing)")
     p.add_argument("--max-queue", type=int, metavar="N", default=MAX_QUEUE,
                    help="texts waiting for the model (or in it) beyond which /predict answers 503 busy, "
                    f"with Retry-After (default: {MAX_QUEUE}; a request is always taken when nothing waits)")
@@ -94,6 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before "
                    f"they are cut (default: {STOP_SECONDS})")
     args = p.parse_args(argv)
+    if args.explain and args.no_explain:
+        p.error("--explain and --no-explain do not go together")
     for name in ("batch_size", "max_queue", "max_explain_queue"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -231,6 +237,17 @@ def below_the_model() -> None:
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + LOOP_NICENESS))
     except OSError:
         pass
+
+
+def explanations_off(args: argparse.Namespace, backend: str) -> str | None:
+    """Why this server will not explain (None: it will). An onnx backend unpickles nothing; explanations load the
+    TensorFlow predictor, which unpickles tf_model.preproc, so there they are on only when asked for (--explain)."""
+    if args.no_explain:
+        return "it was started with --no-explain"
+    if backend != "ktrain" and not args.explain:
+        return (f"the {backend} backend unpickles nothing, and explanations would load the TensorFlow predictor "
+                "(a pickle); start the server with --explain to have them, for a predictor you trust")
+    return why_no_explanations()
 
 
 def why_no_explanations() -> str | None:
@@ -513,7 +530,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
     model = backends.load(args.model, backend, args.batch_size)
     model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
-    why_not = "it was started with --no-explain" if args.no_explain else why_no_explanations()
+    why_not = explanations_off(args, backend)
+    if args.explain and not why_not and backend != "ktrain":
+        print(f"warning: --explain loads {args.model}/tf_model.preproc, a pickle, at the first /explain request; "
+              "a pickle can run code: serve only predictors you trust.", flush=True)
     explanations = None if why_not else Explanations(args.model, args.max_explain_queue)
     print("explanations: " + (f"off ({why_not})" if why_not else
                               "on (POST /explain; the TensorFlow model is loaded at the first request)"), flush=True)

@@ -70,7 +70,7 @@ def start(model_dir: str | Path, backend: str | None = None, height: int = 640, 
         page.stop()
     log = tempfile.NamedTemporaryFile("w", prefix="serve-", suffix=".log", delete=False)
     model_dir = Path(model_dir).resolve()
-    command = ([sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0"]
+    command = ([sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0", "--explain"]
                + (["--backend", backend] if backend else []))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"starting src/serve.py on {model_dir}...", flush=True)
