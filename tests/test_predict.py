@@ -211,3 +211,22 @@ def test_out_may_not_be_the_file_being_read(exported, tmp_path):
     assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out",
                                   tmp_path / "." / "reviews.csv"), "is the --file being read")
     assert path.read_text() == "Reviews\na fine film\n"
+
+
+def test_out_xlsx_is_a_workbook(exported, tmp_path):
+    """--out predictions.xlsx: a real Excel workbook (was CSV text in a file named .xlsx), with the CSV's columns
+    and numbers; a formula-like review is text, a control character Excel cannot hold is dropped, not a crash."""
+    texts = ["a wonderful film", FORMULAS[0], "an awful\x0b boring film"]
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"Reviews": texts}).to_csv(path, index=False)
+    out, csv_out = tmp_path / "predictions.xlsx", tmp_path / "predictions.csv"
+    for target in (out, csv_out):
+        result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", target)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_bytes()[:2] == b"PK"  # a zip: the .xlsx format
+    book = pd.read_excel(out, sheet_name="predictions", dtype={"label": str})
+    table = pd.read_csv(csv_out, dtype={"label": str})
+    assert list(book.columns) == list(table.columns) == ["text", "label", "prob_neg", "prob_pos"]
+    assert list(book["text"]) == ["a wonderful film", "'" + FORMULAS[0], "an awful boring film"]
+    assert list(book["label"]) == list(table["label"])
+    assert np.abs(book[["prob_neg", "prob_pos"]].to_numpy() - table[["prob_neg", "prob_pos"]].to_numpy()).max() == 0

@@ -69,14 +69,14 @@ def atomic_files(folder: str | os.PathLike, name: str, order: Sequence[str] = ()
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def atomic_file(path: str | os.PathLike, content: str) -> None:
-    """Write the text `content` to the file `path` (UTF-8, line ends as given) completely or not at all."""
+def atomic_file(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write `content` (text: as UTF-8, line ends as given; or bytes) to the file `path` completely or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(content)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content if isinstance(content, bytes) else content.encode("utf-8"))
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; the output is an ordinary file
         os.replace(tmp, path)
     finally:

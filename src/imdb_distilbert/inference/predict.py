@@ -46,8 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "or .txt (one review per line)")
     p.add_argument("--column", metavar="NAME", help="the text column of an .xlsx or .csv --file (default: the text "
                    f"column the predictor was trained on, train.py --text-column, else {TEXT_COLUMN})")
-    p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file (CSV, or JSON lines "
-                   "with --json) instead of printing them")
+    p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file instead of printing "
+                   "them: an Excel workbook if it ends in .xlsx, else CSV (or JSON lines with --json)")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one object per review with text, label and probabilities")
     p.add_argument("--keep-formulas", action="store_true",
@@ -131,6 +131,21 @@ def format_rows(rows: Iterable[dict], as_json: bool, for_terminal: bool = False,
     return out.getvalue()
 
 
+def workbook(rows: Iterable[dict], formulas: bool = False) -> bytes:
+    """The predictions as an Excel workbook (.xlsx bytes): the CSV's columns and cells, one sheet."""
+    import pandas as pd
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # control characters a workbook cannot hold
+
+    table = pd.read_csv(io.StringIO(format_rows(rows, as_json=False, formulas=formulas)), dtype={"label": str},
+                        keep_default_na=False)
+    for column in ("text", "top_words"):
+        if column in table:
+            table[column] = table[column].str.replace(ILLEGAL_CHARACTERS_RE, "", regex=True)
+    out = io.BytesIO()
+    table.to_excel(out, index=False, sheet_name="predictions")
+    return out.getvalue()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.backend == "ktrain" and argv is None:  # a command (src/predict.py), not a call from Python
@@ -161,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     done=bar.update, label=args.explain_class)
         predictions = list(with_top_words(predictions, found, args.top_words))
     if args.out:
-        files.atomic_file(args.out, format_rows(predictions, args.json, formulas=args.keep_formulas))
+        if args.out.suffix.lower() == ".xlsx" and not args.json:
+            files.atomic_file(args.out, workbook(predictions, formulas=args.keep_formulas))
+        else:
+            files.atomic_file(args.out, format_rows(predictions, args.json, formulas=args.keep_formulas))
         counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
         print(f"wrote {len(predictions)} predictions ({counts}) to {args.out}")
     else:
