@@ -236,14 +236,14 @@ OWN_DATA = {
 @pytest.fixture(scope="session")
 def own_data_run(tmp_path_factory):
     """own_data_run(kind): (predictor folder, splits folder) of src/train.py with TINY on OWN_DATA[kind]'s splits
-    (500 training and 250 test reviews) and their column names, exported to ONNX; made on first use. Read-only."""
+    (800 training and 250 test reviews) and their column names, exported to ONNX; made on first use. Read-only."""
     runs = {}
 
     def run(kind):
         if kind not in runs:
             spec = dict(OWN_DATA[kind])
             words, suffix = spec.pop("words"), spec["suffix"]
-            splits = synthetic.write_class_splits(tmp_path_factory.mktemp(f"own-{kind}"), 500, 250, words, **spec)
+            splits = synthetic.write_class_splits(tmp_path_factory.mktemp(f"own-{kind}"), 800, 250, words, **spec)
             output = tmp_path_factory.mktemp(f"own-{kind}-run") / "predictor"
             result = run_train("--train", splits / f"train{suffix}", "--test", splits / f"test{suffix}",
                                "--text-column", spec["text"], "--label-column", spec["label"], "--output", output,

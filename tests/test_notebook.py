@@ -248,7 +248,7 @@ def test_notebook_on_own_data(kind, tmp_path):
 
     spec = OWN_DATA[kind]
     classes = {"three": ["neg", "neutral", "pos"], "ratings": ["2", "4", "6", "8", "10"]}[kind]
-    splits = synthetic.write_class_splits(tmp_path / "splits", 500, 250, spec["words"], suffix=spec["suffix"],
+    splits = synthetic.write_class_splits(tmp_path / "splits", 800, 250, spec["words"], suffix=spec["suffix"],
                                           numbers=spec["numbers"], text=spec["text"], label=spec["label"])
     output = tmp_path / "predictor"
     params = {**parameters(splits, output), "data_dir": None, "train": str(splits / f"train{spec['suffix']}"),
