@@ -96,11 +96,14 @@ def test_bad_flags(good, flags, fragment):
 
 
 def test_output_that_is_not_a_predictor_is_never_replaced(good, tmp_path):
+    """Only a folder the project wrote (its marker) is replaced, not one that looks like a run: a project folder
+    holding a metrics.json of its own, given as --output by mistake, keeps its files."""
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
-    assert_user_error(run_train("--data-dir", good, "--output", precious),
-                      "holds something other than a saved predictor")
+    (precious / "metrics.json").write_text('{"accuracy": 0.9}')
+    assert_user_error(run_train("--data-dir", good, "--output", precious, "--maxlen", 16, "--sample", 20),
+                      "holds files this project did not write")
     assert (precious / "thesis.txt").read_text() == "keep me"
     assert_user_error(run_train("--data-dir", good, "--output", precious / "thesis.txt"), "is a file")
 

@@ -196,9 +196,10 @@ def test_user_errors_are_one_sentence_and_write_nothing(trained, tmp_path):
     assert_user_error(run_export("--model", trained[0], "--output", trained[0]), "is the predictor folder")
     taken = tmp_path / "taken"
     taken.mkdir()
-    (taken / "notes.txt").write_text("mine")
-    assert_user_error(run_export("--model", trained[0], "--output", taken), "exists and is not a Hugging Face folder")
-    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    for name in ("notes.txt", "config.json", "model.safetensors", "README.md"):  # looks like an export; is not ours
+        (taken / name).write_text("mine")
+    assert_user_error(run_export("--model", trained[0], "--output", taken), "holds files this project did not write")
+    assert sorted(p.name for p in taken.iterdir()) == ["README.md", "config.json", "model.safetensors", "notes.txt"]
     no_torch = blocking(tmp_path, "torch")
     result = run_export("--model", trained[0], "--output", tmp_path / "hf", env=no_torch)
     assert_user_error(result, "needs PyTorch", "pip install -r requirements-export.txt")

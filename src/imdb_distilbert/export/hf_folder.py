@@ -82,15 +82,9 @@ def check_output(model_dir: str | Path, output: str | Path) -> None:
     if output == model_dir or model_dir in output.parents or output in model_dir.parents:
         raise UserError(f"--output {output} is the predictor folder, or inside or around it; "
                         "give a folder of its own (the default is next to the predictor).")
-    if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or is_export(output))):
-        raise UserError(f"--output {output} exists and is not a Hugging Face folder written by this script; "
-                        "move it away or give another --output.")
+    files.check_replaceable(output)  # absent, empty, or written by this project (its marker)
     if not output.parent.is_dir():
         raise UserError(f"--output {output}: its parent folder {output.parent} does not exist; create it first.")
-
-
-def is_export(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", "README.md"))
 
 
 def check_torch() -> None:

@@ -199,9 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     predictor = ktrain.load_predictor(str(args.model))
     folder = args.model.resolve()
     tokenizer_file = "tokenizer.json"
-    # The files go into the folder only if the block finishes; onnx.json last: the ONNX backends look for it first.
-    into_place = (*backends.ONNX_FILES.values(), tokenizer_file, backends.ONNX_SETTINGS)
-    with files.atomic_files(folder, "onnx-export", into_place) as staging:
+    # The files go into the folder only if the block finishes, all in one rename of the folder (files.atomic_files).
+    with files.atomic_files(folder) as staging:
         print(f"exporting {folder} to ONNX (opset {OPSET})...")
         export_onnx(to_pytorch(predictor.model), staging / backends.ONNX_FILES["onnx"])
         print("quantizing to int8...")

@@ -426,6 +426,9 @@ class Checkpoints(tf.keras.callbacks.Callback):
         self.done += 1
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        if not self.folder.parent.exists():  # the output folder (OUTPUT/checkpoints): this run makes it, and marks it
+            self.folder.parent.mkdir(parents=True)
+            files.mark(self.folder.parent)
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{self.done:02d}"
         tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(str(self.folder / name))

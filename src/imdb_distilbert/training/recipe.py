@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from imdb_distilbert import (
     ROOT,
     compat,  # environment fixes, before TensorFlow loads
+    files,
     network,
 )
 from imdb_distilbert.config import RunConfig
@@ -51,13 +52,9 @@ def resolve_data(config: RunConfig, download: bool = False) -> tuple[Path, Path]
 
 
 def check_output(output: Path, lr_find_only: bool = False) -> None:
-    """Refuse to replace anything but an earlier run's folder (and, for --lr-find-only, a predictor)."""
-    if output.is_file():
-        raise UserError(f"--output {output} is a file; give a folder path for the predictor.")
-    ours = ("tf_model.preproc", "metrics.json", "checkpoints/state.json")
-    if output.is_dir() and any(output.iterdir()) and not any((output / name).exists() for name in ours):
-        raise UserError(f"--output {output} is a folder that holds something other than a saved predictor; "
-                        "choose a new or empty folder.")
+    """Refuse to replace anything but a folder this project wrote (files.check_replaceable: its marker), and, for
+    --lr-find-only, a predictor."""
+    files.check_replaceable(output)
     if lr_find_only and (output / "tf_model.preproc").exists():
         raise UserError(f"--output {output} holds a trained predictor that --lr-find-only would replace; "
                         "give it a new folder, such as --output runs/lr-find.")
@@ -125,6 +122,8 @@ class Run:
 
     def __init__(self, config: RunConfig, download: bool = False) -> None:
         self.config, self.started, self.clock = config, time.time(), time.time()
+        files.claim(config.output)  # a second run on this output is refused now, not when it saves
+        files.claim(config.checkpoint_dir)
         check_output(config.output, config.lr_find_only)
         check_checkpoints(config)
         network.check_model(network.BASE_MODEL)
