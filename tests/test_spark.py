@@ -166,17 +166,48 @@ def test_csv_input_and_an_existing_output(spark, exported, tmp_path):
     (tmp_path / "out" / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="already exists; .*--overwrite"):
         score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
-    assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
-    counts = score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out", "--overwrite")
-    scored = pd.read_parquet(tmp_path / "out")
+    with pytest.raises(UserError, match="holds files score_spark.py did not write"):  # a user's folder, mistyped
+        score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out", "--overwrite")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+    score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "scored")
+    counts = score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "scored",
+                   "--overwrite")  # replaces the output it wrote, in one rename once complete
+    scored = pd.read_parquet(tmp_path / "scored")
     assert list(scored["Reviews"]) == texts and list(scored["stars"]) == ["9", "2", "8"]
-    assert not (tmp_path / "out" / "notes.txt").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or old folder left
     result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--file", tmp_path / "in.csv",
                          "--out", tmp_path / "predict.csv")
     assert result.returncode == 0, result.stderr[-3000:]
     want = pd.read_csv(tmp_path / "predict.csv")
     assert list(scored["label"]) == list(want["label"]) and counts == want["label"].value_counts().to_dict()
     assert np.abs(scored["prob_pos"].to_numpy() - want["prob_pos"].to_numpy()).max() <= 1e-6
+
+
+class FailingRename:
+    """A Hadoop FileSystem whose rename of a finished staging folder into place fails (a full quota, say)."""
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def rename(self, source, target):
+        return False if ".partial-" in source.getName() else self.fs.rename(source, target)
+
+
+def test_a_failed_overwrite_keeps_the_earlier_output(spark, exported, tmp_path, monkeypatch):
+    """--overwrite deleted the earlier output before renaming the new one in: when the rename failed, both
+    were gone. Now the earlier output is renamed aside, and put back."""
+    pd.DataFrame({"Reviews": ["a great film", "dull"]}).to_csv(tmp_path / "in.csv", index=False)
+    score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    before = pd.read_parquet(tmp_path / "out")
+    real = score_spark.hadoop_fs
+    monkeypatch.setattr(score_spark, "hadoop_fs", lambda *a: (FailingRename(real(*a)[0]), real(*a)[1]))
+    with pytest.raises(OSError, match="could not rename"):
+        score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out", "--overwrite")
+    assert pd.read_parquet(tmp_path / "out").equals(before)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_fp32_backend_and_partitions(spark, exported, tmp_path, capsys):

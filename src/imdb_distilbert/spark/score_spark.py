@@ -55,7 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
                    "(default: 4 per core Spark has, or the input's own number if larger)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (only an output this script wrote)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -220,9 +220,7 @@ def scorer(archive_name: str, backend: str, batch_size: int, text_column: str,
 def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int]:
     """Read, score and write, all or nothing. Returns {label or None: rows}."""
     check_model(args.model, args.backend)
-    out_fs, out_path = hadoop_fs(spark, args.output)
-    if out_fs.exists(out_path) and not args.overwrite:
-        raise UserError(f"--output {args.output} already exists; choose a new path, or add --overwrite to replace it.")
+    check_output(spark, args.output, args.overwrite)
     args.text_column = args.text_column or cli.text_columns(args.model)[0]
     frame = read(spark, args.input, args.text_column)
     classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
@@ -264,22 +262,54 @@ def scored_in_input_order(frame: DataFrame, args: argparse.Namespace, archive_na
     return scored.drop(ROW) if moved else scored
 
 
-def write_atomically(spark: SparkSession, frame: DataFrame, output: str) -> None:
-    """Write `frame` as Parquet to a hidden folder beside `output`, then rename it to `output`.
+SPARK_MARKER = "_imdb-distilbert"  # in every output this script writes (readers of Parquet skip names starting "_")
 
-    A failed or interrupted job leaves no `output` (and an earlier one, with --overwrite, stays until the end).
+
+def check_output(spark: SparkSession, output: str, overwrite: bool) -> None:
+    """Refuse an existing `output` unless --overwrite, and even then unless this script wrote it (its marker)."""
+    fs, target = hadoop_fs(spark, output)
+    if not fs.exists(target):
+        return
+    if not overwrite:
+        raise UserError(f"--output {output} already exists; choose a new path, or add --overwrite to replace it.")
+    marker = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target, SPARK_MARKER)
+    if not fs.exists(marker):
+        raise UserError(f"--output {output} holds files score_spark.py did not write (it has no {SPARK_MARKER} "
+                        "marker), so --overwrite does not replace it; choose a new path, or move it away.")
+
+
+def write_atomically(spark: SparkSession, frame: DataFrame, output: str) -> None:
+    """Write `frame` as Parquet to a hidden folder beside `output`, with the marker, then rename it to `output`.
+
+    A failed or interrupted job leaves no `output`, and an earlier one (--overwrite) is replaced only by a complete
+    new one: it is renamed aside, the new one renamed in (put back if that fails), and only then deleted. Hadoop's
+    file systems have no atomic exchange of two names, so a kill between those two renames leaves the old output
+    under `.NAME.old-*` beside it (the message below says so on the next run), never deleted.
     The package's own writer (files.atomic_folder) is for local folders: this one goes through Hadoop's file
     system API, so that `output` may be on hdfs://, s3a:// or any file system Spark writes to.
     """
+    jvm = spark.sparkContext._jvm
     fs, target = hadoop_fs(spark, output)
-    staging = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(target.getParent(),
-                                                                 f".{target.getName()}.partial-{uuid.uuid4().hex[:8]}")
+    hidden = f".{target.getName()}.%s-{uuid.uuid4().hex[:8]}"
+    staging, old = (jvm.org.apache.hadoop.fs.Path(target.getParent(), hidden % kind) for kind in ("partial", "old"))
+    leftovers = fs.globStatus(jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.old-*"))
+    if leftovers and not fs.exists(target):
+        print(f"note: {leftovers[0].getPath()} is an earlier output of an interrupted run, kept; "
+              "rename it back or delete it", file=sys.stderr)
     try:
         frame.write.parquet(staging.toString())
-        if fs.exists(target):
-            fs.delete(target, True)
+        marker = fs.create(jvm.org.apache.hadoop.fs.Path(staging, SPARK_MARKER))
+        marker.write(bytearray(json.dumps({"written_by": "imdb-distilbert score_spark.py"}).encode()))
+        marker.close()
+        replacing = fs.exists(target)
+        if replacing and not fs.rename(target, old):
+            raise OSError(f"could not rename {target} to {old}")
         if not fs.rename(staging, target):
+            if replacing:
+                fs.rename(old, target)
             raise OSError(f"could not rename {staging} to {target}")
+        if replacing:
+            fs.delete(old, True)
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
