@@ -260,7 +260,7 @@ def compare_file(path_a, path_b):
         a, b = ([json.loads(line) for line in p.read_text().splitlines()] for p in (path_a, path_b))
         return "JSON lines, floats to 1e-6", compare_values(a, b, name)
     if suffix == ".csv":
-        a, b = ([[number(cell) for cell in row] for row in csv.reader(io.StringIO(p.read_text()))]
+        a, b = ([[number(cell) for cell in row] for row in csv.reader(io.StringIO(p.read_text("utf-8-sig")))]
                 for p in (path_a, path_b))
         return "CSV cells, floats to 1e-6", compare_values(a, b, name)
     if suffix in (".onnx", ".safetensors", ".h5"):

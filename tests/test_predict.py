@@ -1,5 +1,6 @@
 """src/predict.py as a user runs it: texts, files of each type, standard input, JSON, and every bad input."""
 
+import csv
 import io
 import json
 
@@ -88,11 +89,14 @@ def test_other_column_name(exported, reviews, tmp_path):
 
 
 def test_stdin_and_json_lines(exported):
+    """One line per review; the blank lines between them are empty reviews, with rows of their own
+    (test_empty_texts_on_the_command_line_and_stdin_keep_their_rows)."""
     result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--json", "-",
                          input="a wonderful film, superb acting\n\n  \nan awful boring mess\n")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["text"] for r in lines] == ["a wonderful film, superb acting", "an awful boring mess"]
+    assert [r["text"] for r in lines] == ["a wonderful film, superb acting", "", "", "an awful boring mess"]
+    lines = [r for r in lines if r["text"]]
     assert list(lines[0]) == COLUMNS and all(abs(r["prob_neg"] + r["prob_pos"] - 1) < 1e-5 for r in lines)
     proba = backends.OnnxBackend(exported[0], "onnx-int8").predict_proba([r["text"] for r in lines])
     assert [r["label"] for r in lines] == list(np.array(["neg", "pos"])[proba.argmax(1)])
@@ -230,3 +234,95 @@ def test_out_xlsx_is_a_workbook(exported, tmp_path):
     assert list(book["text"]) == ["a wonderful film", "'" + FORMULAS[0], "an awful boring film"]
     assert list(book["label"]) == list(table["label"])
     assert np.abs(book[["prob_neg", "prob_pos"]].to_numpy() - table[["prob_neg", "prob_pos"]].to_numpy()).max() == 0
+
+
+# CSV for people starts with a UTF-8 byte-order mark, so Excel shows accents and curly quotes; our readers skip it.
+
+def test_csv_for_people_has_a_byte_order_mark(exported, trained, tmp_path):
+    """predict.py --out x.csv and top_losses.csv start with the mark Excel's "CSV UTF-8" has; pandas, our reader and
+    Python's utf-8-sig read the first column's name without it. --keep-formulas (for programs) and JSON have none."""
+    texts = ["Amélie: “charming”, naïve – a wonderful film…", "an awful boring film"]
+    out = tmp_path / "predictions.csv"
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--out", out, *texts)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_bytes().startswith(b"\xef\xbb\xbftext,label,")
+    assert list(pd.read_csv(out).columns) == COLUMNS and list(pd.read_csv(out)["text"]) == texts
+    from imdb_distilbert.data import reading
+
+    assert list(reading.read_csv(out).columns) == COLUMNS
+    with open(out, encoding="utf-8-sig", newline="") as f:
+        assert next(csv.reader(f)) == COLUMNS
+    assert predict.read_texts(out, "text") == texts  # fed back to predict.py --file --column text
+
+    for flags, name in ((["--keep-formulas"], "programs.csv"), (["--json"], "programs.jsonl")):
+        result = run_predict("--model", exported[0], "--backend", "onnx", "--out", tmp_path / name, *flags, *texts)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / name).read_bytes()[:1] in (b"t", b"{")
+
+    worst = trained[0] / "top_losses.csv"  # the training run's
+    assert worst.read_bytes().startswith(b"\xef\xbb\xbfreview,true_label,")
+    assert list(pd.read_csv(worst).columns) == ["review", "true_label", "predicted_label", "probability", "loss"]
+
+
+# Every input row has an output row: an empty review gets one with no label and no probabilities.
+
+def check_rows(path, want_texts):
+    """predict.py's CSV at `path`: one row per input row, in order; the empty ones with no label or probabilities."""
+    out = pd.read_csv(path, dtype={"label": str}, keep_default_na=False, na_values=[""])
+    assert list(out.columns) == COLUMNS
+    assert list(out["text"].fillna("")) == want_texts
+    empty = out["text"].isna()
+    assert out.loc[empty, ["label", "prob_neg", "prob_pos"]].isna().all().all()
+    assert out.loc[~empty, ["label", "prob_neg", "prob_pos"]].notna().all().all()
+    return out
+
+
+@pytest.mark.parametrize("name", ["one-column.csv", "two-columns.csv", "reviews.xlsx", "reviews.txt"])
+def test_empty_reviews_keep_their_rows(exported, tmp_path, name):
+    """Empty and blank reviews (a blank line: how Excel saves an empty cell of a one-column sheet) were dropped, so
+    the answers no longer lined up with the rows; now each gets a row. Blank lines after the last review are not
+    rows."""
+    texts = ["a wonderful film", "", "an awful boring film", "   ", "superb acting", ""]
+    want = [t.strip() for t in texts[:5]]
+    path = tmp_path / name
+    if name == "one-column.csv":
+        path.write_text("Reviews\na wonderful film\n\nan awful boring film\n   \nsuperb acting\n\n\n")
+    elif name == "two-columns.csv":
+        pd.DataFrame({"id": range(6), "Reviews": texts}).to_csv(path, index=False)
+        want = want + [""]  # the last row has an id: it is a row
+    elif name == "reviews.xlsx":
+        pd.DataFrame({"Reviews": texts}).to_excel(path, index=False)
+    else:
+        path.write_text("\n".join(texts) + "\n\n")
+    out = tmp_path / "out.csv"
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    empty = want.count("")
+    assert "wrote 3 predictions (neg " in result.stdout
+    assert f"and {empty} rows with no text (no label, no probabilities) to " in result.stdout
+    scored = check_rows(out, want)
+    proba = backends.OnnxBackend(exported[0], "onnx").predict_proba([t for t in want if t])
+    assert np.allclose(scored[["prob_neg", "prob_pos"]].dropna().to_numpy(), proba, atol=1e-6)
+
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", tmp_path / "out.xlsx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    book = pd.read_excel(tmp_path / "out.xlsx", dtype={"label": str})  # a last row of empty cells is no row there
+    assert list(book["text"].fillna("")) == want[:5] and book["label"].isna().sum() == want[:5].count("")
+    assert book["prob_pos"].dtype == float  # numbers, not text, in the workbook
+
+
+def test_empty_texts_on_the_command_line_and_stdin_keep_their_rows(exported):
+    result = run_predict("--model", exported[0], "--backend", "onnx", "a wonderful film", "  ", "an awful film")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and lines[2] == "-\t-\t-\t(empty: not scored)"
+    assert lines[1].endswith("\ta wonderful film") and lines[3].endswith("\tan awful film")
+    assert "note: 1 row with no text (no label, no probabilities)" in result.stderr
+
+    result = run_predict("--model", exported[0], "--backend", "onnx", "--json", "-",
+                         input="\na wonderful film\n \nan awful film\n\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["", "a wonderful film", "", "an awful film"]
+    assert rows[0] == rows[2] == {"text": "", "label": None, "prob_neg": None, "prob_pos": None}
+    assert "note: 2 rows with no text" in result.stderr

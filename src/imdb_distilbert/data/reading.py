@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 SEPARATORS = {",": "comma", "\t": "tab", ";": "semicolon"}
 TEXT_COLUMN = "Reviews"  # the column of the review text, in the IMDB splits and in files of reviews to classify
+# Excel's "CSV UTF-8" starts with this byte-order mark, and Excel reads a CSV without it in the Windows code page
+# (accents and curly quotes garbled): the CSV files written for people start with it too. pandas, Python's
+# "utf-8-sig" codec and this module read it as no text.
+BOM = "\ufeff"
 WHY = {"UTF-16": "it starts with a UTF-16 byte-order mark, as Excel's \"Unicode Text\" does",
        "Windows-1252": "it is not valid UTF-8; Excel's \"CSV\" on Windows is Windows-1252"}
 
@@ -85,12 +89,14 @@ def decode(path: str | os.PathLike) -> tuple[str, str]:
     return text, name
 
 
-def read_csv(path: str | os.PathLike) -> "pd.DataFrame":
-    """The CSV file `path` as a DataFrame of strings (empty cells are NaN; "NA", "null" and the like stay text)."""
-    return parse(path, *decode(path))
+def read_csv(path: str | os.PathLike, blank_lines: bool = False) -> "pd.DataFrame":
+    """The CSV file `path` as a DataFrame of strings (empty cells are NaN; "NA", "null" and the like stay text).
+    `blank_lines`: a blank line is a row of empty cells (Excel saves an empty cell of a one-column sheet so), not
+    skipped as pandas skips it."""
+    return parse(path, *decode(path), blank_lines=blank_lines)
 
 
-def parse(path: str | os.PathLike, text: str, encoding: str) -> "pd.DataFrame":
+def parse(path: str | os.PathLike, text: str, encoding: str, blank_lines: bool = False) -> "pd.DataFrame":
     """The CSV `text` (decoded from the file `path`, whose encoding's name is `encoding`) as read_csv returns it."""
     import pandas as pd
 
@@ -102,7 +108,7 @@ def parse(path: str | os.PathLike, text: str, encoding: str) -> "pd.DataFrame":
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
             return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""],
-                               index_col=False)
+                               index_col=False, skip_blank_lines=not blank_lines)
         except (pd.errors.ParserWarning, pd.errors.ParserError):
             check_fields(path, text, separator)
             raise
@@ -122,21 +128,21 @@ def check_fields(path: str | os.PathLike, text: str, separator: str) -> None:
                             "Excel and pandas do when they save a CSV.")
 
 
-def read_table(path: str | os.PathLike, text_column: str | None = None) -> "pd.DataFrame":
+def read_table(path: str | os.PathLike, text_column: str | None = None, blank_lines: bool = False) -> "pd.DataFrame":
     """The file of reviews `path` as a DataFrame of strings (empty cells are NaN): CSV (a name ending in .csv) as
-    read_csv reads it, anything else as an Excel workbook; with `text_column`, a .txt file as read_text reads it.
-    Errors are those of the readers: each caller says in its own words what went wrong."""
+    read_csv reads it (`blank_lines` as there), anything else as an Excel workbook; with `text_column`, a .txt file
+    as read_text reads it. Errors are those of the readers: each caller says in its own words what went wrong."""
     import pandas as pd
 
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return read_csv(path)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
+        return read_csv(path, blank_lines)  # UTF-8, UTF-16 or Windows-1252, as Excel saves it
     if suffix == ".txt" and text_column is not None:
-        return read_text(path, text_column)
+        return read_text(path, text_column, blank_lines)
     return pd.read_excel(path, dtype=str)
 
 
-def read_text(path: str | os.PathLike, column: str) -> "pd.DataFrame":
+def read_text(path: str | os.PathLike, column: str, blank_lines: bool = False) -> "pd.DataFrame":
     """The .txt file `path`, decoded as read_csv does: one review per line, as a DataFrame of the one `column`;
     or, if its first line is a tab-separated header naming `column` (Excel's "Unicode Text" save), the table."""
     import pandas as pd
@@ -144,15 +150,18 @@ def read_text(path: str | os.PathLike, column: str) -> "pd.DataFrame":
     text, encoding = decode(path)
     header = text.split("\n", 1)[0].rstrip("\r").split("\t")
     if len(header) > 1 and column in header:  # Excel's "Unicode Text" save: a table with a header line
-        return parse(path, text, encoding)
+        return parse(path, text, encoding, blank_lines)
     say(path, encoding, "one review per line")
     return pd.DataFrame({column: text.splitlines()}, dtype=object)
 
 
-def read_texts(path: str | os.PathLike, column: str | Sequence[str] = TEXT_COLUMN) -> list[str]:
+def read_texts(path: str | os.PathLike, column: str | Sequence[str] = TEXT_COLUMN,
+               keep_empty: bool = False) -> list[str]:
     """The non-empty reviews in an .xlsx/.csv file's `column`, or in a .txt file's lines, as a list of str
-    (read by read_table); a UserError in one sentence if there are none, or the file cannot be read.
-    `column` may be a list of names: the first of them that the file has (cli.text_columns)."""
+    (read by read_table), stripped; a UserError in one sentence if there are none, or the file cannot be read.
+    `column` may be a list of names: the first of them that the file has (cli.text_columns).
+    `keep_empty`: one text per row, "" for an empty review (blank lines included), so that answers line up with the
+    rows; blank rows after the last one with anything in it are not rows."""
     import pandas as pd
 
     columns = [column] if isinstance(column, str) else list(column)
@@ -165,20 +174,25 @@ def read_texts(path: str | os.PathLike, column: str | Sequence[str] = TEXT_COLUM
     if suffix not in (".txt", ".csv", ".xlsx", ".xls"):
         raise UserError(f"{path} is not an .xlsx, .csv or .txt file; save the reviews in one of those formats.")
     try:
-        frame = read_table(path, text_column=column)
+        frame = read_table(path, text_column=column, blank_lines=keep_empty)
         column = next((c for c in columns if c in frame.columns), column)
-        texts = column_of(frame, column, path)
+        texts = column_of(without_trailing_blank_rows(frame), column, path)
     except UserError:
         raise
     except pd.errors.EmptyDataError:
         texts = []
     except Exception as error:  # openpyxl, zipfile, pandas and the codecs each raise their own kinds
         raise UserError(f"could not read {path} ({error}); give an .xlsx, .csv or .txt file of reviews.") from None
-    texts = non_empty(texts)
-    if not texts:
+    if not non_empty(texts):
         raise UserError(f"{path} has no reviews to classify"
                         + (f" in its {column} column." if suffix != ".txt" else "."))
-    return texts
+    return [t.strip() for t in texts] if keep_empty else non_empty(texts)
+
+
+def without_trailing_blank_rows(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """`frame` up to its last row with a cell that is not empty or blank (a file's trailing blank lines)."""
+    filled = frame.fillna("").astype(str).apply(lambda column: column.str.strip() != "").any(axis=1)
+    return frame[filled[::-1].cummax()[::-1]]
 
 
 def column_of(frame: "pd.DataFrame", column: str, path: str | os.PathLike) -> list:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from imdb_distilbert import cli, compat, files
 from imdb_distilbert.data import reading, truncation
-from imdb_distilbert.data.reading import non_empty, read_texts
+from imdb_distilbert.data.reading import read_texts
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
 from imdb_distilbert.inference.backends import rows
@@ -79,16 +79,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def gather_texts(args: argparse.Namespace) -> list[str]:
+    """Every review given, stripped, in order: "" for an empty one, which gets a row of its own in the output (blank
+    lines at the end of standard input or a file are not reviews)."""
     if args.file:
-        return read_texts(args.file, cli.text_columns(args.model, args.column))
+        return read_texts(args.file, cli.text_columns(args.model, args.column), keep_empty=True)
     texts = []
     for text in args.texts:
-        texts += sys.stdin.read().splitlines() if text == "-" else [text]
-    texts = non_empty(texts)
-    if not texts:
+        texts += stdin_lines() if text == "-" else [text.strip()]
+    if not any(texts):
         raise UserError("there are no reviews to classify (the texts given were empty); "
                         "give at least one non-empty text.")
     return texts
+
+
+def stdin_lines() -> list[str]:
+    """The lines of standard input, stripped, up to the last one with text."""
+    lines = [line.strip() for line in sys.stdin.read().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def with_empty_rows(texts: Sequence[str], predictions: Iterable[dict], classes: Sequence[str],
+                    explained: bool = False) -> list[dict]:
+    """One row per text: the next of `predictions` (made for the non-empty texts, in order) for a text; for an empty
+    one a row of the same fields with no label and no probabilities (None: empty in CSV, null in JSON)."""
+    empty = {"text": "", "label": None, **{f"prob_{c}": None for c in classes}}
+    empty |= {"top_words": []} if explained else {}
+    predictions = iter(predictions)
+    return [next(predictions) if text else empty for text in texts]
 
 
 def with_top_words(rows: Iterable[dict], explanations: Iterable[dict], n: int) -> Iterator[dict]:
@@ -119,10 +138,10 @@ def format_rows(rows: Iterable[dict], as_json: bool, for_terminal: bool = False,
         extra = ["top_words"] if "top_words" in rows[0] else []
         lines = ["\t".join(columns + extra + ["text"])]
         for r in rows:
-            text = " ".join(r["text"].split())  # one line per review
+            text = " ".join(r["text"].split()) or "(empty: not scored)"  # one line per review
             text = text if len(text) <= 80 else text[:77] + "..."
-            lines.append("\t".join([r["label"]] + [f"{r[c]:.4f}" for c in columns[1:]] + [r[c] for c in extra]
-                                   + [text]))
+            scores = [f"{r[c]:.4f}" if r[c] is not None else "-" for c in columns[1:]]
+            lines.append("\t".join([r["label"] or "-"] + scores + [r[c] for c in extra] + [text]))
         return "\n".join(lines) + "\n"
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
@@ -137,7 +156,7 @@ def workbook(rows: Iterable[dict], formulas: bool = False) -> bytes:
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # control characters a workbook cannot hold
 
     table = pd.read_csv(io.StringIO(format_rows(rows, as_json=False, formulas=formulas)), dtype={"label": str},
-                        keep_default_na=False)
+                        keep_default_na=False, na_values=[""])  # an empty cell stays empty; "NA" stays text
     for column in ("text", "top_words"):
         if column in table:
             table[column] = table[column].str.replace(ILLEGAL_CHARACTERS_RE, "", regex=True)
@@ -164,24 +183,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(texts), unit="review", desc=f"scoring ({args.backend})", file=sys.stderr,
-              disable=len(texts) <= args.batch_size) as bar:
-        proba = model.predict_proba(texts, done=bar.update)
-    predictions = list(rows(texts, proba, model.classes))
+    reviews = [t for t in texts if t]  # the empty ones get their rows back below, unscored
+    with tqdm(total=len(reviews), unit="review", desc=f"scoring ({args.backend})", file=sys.stderr,
+              disable=len(reviews) <= args.batch_size) as bar:
+        proba = model.predict_proba(reviews, done=bar.update)
+    predictions = list(rows(reviews, proba, model.classes))
     if args.explain:
         from imdb_distilbert.inference import explain
 
-        with tqdm(total=len(texts), unit="review", desc="explaining", file=sys.stderr) as bar:
-            found = explain.explain(model.predictor, texts, cut=truncation.saved_settings(args.model)[1],
+        with tqdm(total=len(reviews), unit="review", desc="explaining", file=sys.stderr) as bar:
+            found = explain.explain(model.predictor, reviews, cut=truncation.saved_settings(args.model)[1],
                                     done=bar.update, label=args.explain_class)
         predictions = list(with_top_words(predictions, found, args.top_words))
+    predictions = with_empty_rows(texts, predictions, model.classes, explained=args.explain)
+    empty = len(texts) - len(reviews)
+    no_text = f"{empty} {'row' if empty == 1 else 'rows'} with no text (no label, no probabilities)"
     if args.out:
         if args.out.suffix.lower() == ".xlsx" and not args.json:
             files.atomic_file(args.out, workbook(predictions, formulas=args.keep_formulas))
         else:
-            files.atomic_file(args.out, format_rows(predictions, args.json, formulas=args.keep_formulas))
+            content = format_rows(predictions, args.json, formulas=args.keep_formulas)
+            for_people = not args.json and not args.keep_formulas  # --keep-formulas and JSON are for programs
+            files.atomic_file(args.out, reading.BOM + content if for_people else content)
         counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
-        print(f"wrote {len(predictions)} predictions ({counts}) to {args.out}")
+        print(f"wrote {len(reviews)} predictions ({counts})" + (f" and {no_text}" if empty else "")
+              + f" to {args.out}")
     else:
         sys.stdout.write(format_rows(predictions, args.json, for_terminal=True))
-
+        if empty:
+            print(f"note: {no_text}", file=sys.stderr)

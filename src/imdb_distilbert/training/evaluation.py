@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from imdb_distilbert import config, packages
-from imdb_distilbert.data import truncation
+from imdb_distilbert.data import reading, truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
 from imdb_distilbert.files import spreadsheet_safe
 from imdb_distilbert.training import plots
@@ -153,8 +153,8 @@ def top_losses(test_df: pd.DataFrame, proba: ArrayLike, class_names: Sequence[st
 
 def top_losses_csv(worst: pd.DataFrame) -> str:
     """top_losses.csv, for people in a spreadsheet: a review that starts like a formula is shown as text, never run
-    (files.spreadsheet_safe)."""
-    return worst.assign(review=worst["review"].map(spreadsheet_safe)).to_csv(index=False)
+    (files.spreadsheet_safe), and a byte-order mark first, so Excel reads it as UTF-8 (reading.BOM)."""
+    return reading.BOM + worst.assign(review=worst["review"].map(spreadsheet_safe)).to_csv(index=False)
 
 
 def peak_memory_mb() -> float:
