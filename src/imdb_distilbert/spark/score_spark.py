@@ -14,6 +14,7 @@ no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/expo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import imdb_distilbert
-from imdb_distilbert import cli
+from imdb_distilbert import cli, files
 from imdb_distilbert.data import reading
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
@@ -55,7 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
                    "(default: 4 per core Spark has, or the input's own number if larger)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (only an output this script wrote)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output if it exists (only an output this script wrote)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
@@ -330,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     spark = session(args.master)
     ready = time.time()
     try:
-        counts = score(spark, args)
+        local = hadoop_fs(spark, args.output)[0].getUri().getScheme() == "file"
+        with files.output_lock(Path(args.output)) if local else contextlib.nullcontext():  # one run per output
+            counts = score(spark, args)
         scored = time.time()
     finally:
         if created:
