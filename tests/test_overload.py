@@ -36,7 +36,7 @@ def labels(exported, texts, tmp_path_factory):
 async def post(reader, writer, texts, path="/predict"):
     """One request on an open keep-alive connection: (status, headers, parsed JSON body)."""
     body = json.dumps({"texts": texts}).encode()
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     status = int((await reader.readline()).split()[1])
     headers = {}
@@ -192,7 +192,7 @@ def half_sent(server, n, text):
     sockets = []
     for _ in range(n):
         sock = socket.create_connection((server.host, server.port), timeout=30)
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
         sockets.append((sock, body[len(body) // 2:]))
     return sockets
@@ -295,6 +295,9 @@ def test_flags_max_queue_host_and_batch_size(exported, texts, labels):
     ("--max-explain-queue", "-1", "--max-explain-queue must be at least 1"),
     ("--stop-timeout", "-1", "--stop-timeout must be 0 or more"),
     ("--port", "70000", "--port must be between 0 and 65535"),
+    ("--header-timeout", "0", "--header-timeout must be more than 0"),
+    ("--body-timeout", "-1", "--body-timeout must be more than 0"),
+    ("--max-connections", "0", "--max-connections must be at least 1"),
     ("--backend", "gpu", "invalid choice: 'gpu'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(exported, flag, value, message):

@@ -605,3 +605,262 @@ def test_an_onnx_server_explains_only_when_asked(exported, explaining_server):
     assert got == 503 and "--explain" in answer["error"]
     assert not any("warning: --explain" in line for line in plain.lines)
     assert any("warning: --explain loads" in line and "a pickle" in line for line in explaining_server.lines)
+
+
+# Hostile clients: deadlines for headers and body, the connection cap, the Host check, a full queue.
+
+@pytest.fixture(scope="module")
+def strict(exported):
+    """A server with deadlines of 1 s, at most 4 connections, and one more name in the Host header."""
+    running = Server("--model", exported[0], "--header-timeout", "1", "--body-timeout", "1", "--max-connections", "4",
+                     "--allowed-host", "Reviews.Example:80")
+    yield running
+    running.stop()
+
+
+def read_answer(sock):
+    """(status, headers, JSON body or None) of the answer on `sock`, read until the connection closes: what a
+    client sees before the server hangs up (status None: it hung up without a word)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    if not data:
+        return None, {}, None
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None
+
+
+def read_one(sock):
+    """The bytes of one answer on a kept-alive connection (its headers and Content-Length bytes of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"content-length: (\d+)", data, re.I).group(1)):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def trickle(server, first, rest, pause=0.1):
+    """On a new connection, send `first`, then `rest` a byte every `pause` s until the server answers or hangs up:
+    (seconds from the connection to the answer, status, headers, body)."""
+    sock = socket.create_connection((server.host, server.port), timeout=30)
+    started = time.monotonic()
+    sock.sendall(first)
+    try:
+        for byte in rest:
+            sock.sendall(bytes([byte]))
+            time.sleep(pause)
+    except (BrokenPipeError, ConnectionResetError):  # the server answered and closed
+        pass
+    got = read_answer(sock)
+    sock.close()
+    return time.monotonic() - started, *got
+
+
+def host_header(server, host="127.0.0.1"):
+    return f"Host: {host}:{server.port}\r\n".encode()
+
+
+def test_slow_headers_are_cut_with_408(strict):
+    """--header-timeout 1: headers sent a byte every 0.1 s get 408 after 1 s and the connection closes; a connection
+    that says nothing is closed after 1 s; so is the next request of a keep-alive connection sent as slowly.
+    uvicorn has no such deadline: each would hold its connection as long as it liked."""
+    seconds, status, headers, body = trickle(strict, b"GET /health HTTP/1.1\r\n", host_header(strict) + b"X: " * 100)
+    assert status == 408 and 0.9 < seconds < 5, (seconds, status)
+    assert body["error"] == ("the request headers did not all come within 1 s (--header-timeout 1); "
+                             "send them at once.") and headers["connection"] == "close"
+    assert trickle(strict, b"", b"")[1:] == (None, {}, None)  # nothing sent: closed, no answer
+    with socket.create_connection((strict.host, strict.port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n" + host_header(strict) + b"\r\n")
+        first = read_one(sock)
+        answered = time.monotonic()
+        try:
+            for byte in b"GET /health HTTP/1.1\r\n" + host_header(strict) + b"X: " * 100:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, body = read_answer(sock)
+    assert first.startswith(b"HTTP/1.1 200") and status == 408 and 0.9 < time.monotonic() - answered < 5
+    assert strict.request("GET", "/health")[0] == 200
+
+
+def test_a_slow_body_is_cut_with_408(strict):
+    """--body-timeout 1: a body sent a byte every 0.1 s gets 408 one second after its headers, and the connection
+    closes; a body sent at once is answered."""
+    body = json.dumps({"texts": ["a wonderful film, " * 10]}).encode()
+    head = (b"POST /predict HTTP/1.1\r\n" + host_header(strict) + b"Content-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    seconds, status, headers, answer = trickle(strict, head, body)
+    assert status == 408 and 0.9 < seconds < 5, (seconds, status, answer)
+    assert answer["error"] == ("the request body did not all come within 1 s of its headers (--body-timeout 1); "
+                               "send it at once.") and headers["connection"] == "close"
+    assert strict.request("POST", "/predict", body, JSON)[0] == 200
+
+
+def test_connections_beyond_the_cap_get_503(strict):
+    """--max-connections 4: with 3 other connections open a request is answered; with 4, it gets 503 with
+    Retry-After and a reason, and its connection is closed; once they close, it is answered again."""
+    request = b"GET /health HTTP/1.1\r\n" + host_header(strict) + b"Connection: close\r\n\r\n"
+    time.sleep(0.2)  # the connections of the tests before are closed
+    holders = [socket.create_connection((strict.host, strict.port), timeout=30) for _ in range(3)]
+    try:
+        within = trickle(strict, request, b"")
+        holders.append(socket.create_connection((strict.host, strict.port), timeout=30))
+        beyond = trickle(strict, request, b"")
+    finally:
+        for sock in holders:
+            sock.close()
+    assert within[1] == 200, within
+    _, status, headers, body = beyond
+    assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close", beyond
+    assert body["error"] == ("the server has 5 connections open, more than it takes (--max-connections 4); "
+                             "try again in 1 s.") and body["retry_after"] == 1
+    time.sleep(0.2)  # the server sees them closed
+    assert strict.request("GET", "/health")[0] == 200
+
+
+def test_the_host_header_must_name_this_server(strict):
+    """Against DNS rebinding: the names of this machine's loopback and --allowed-host (any case, any port) are
+    answered; any other name gets 400 saying which flag allows it, on every path, before anything else."""
+    for host in ("127.0.0.1", "localhost", "LOCALHOST", "[::1]", "reviews.example"):
+        assert strict.request("GET", "/health", headers={"Host": f"{host}:{strict.port}"})[0] == 200, host
+    assert strict.request("GET", "/health", headers={"Host": "reviews.example"})[0] == 200
+    for method, path, body in (("GET", "/", None), ("GET", "/health", None), ("POST", "/predict", b'{"texts": ["a"]}'),
+                               ("POST", "/predict", b"not json"), ("GET", "/nothing", None)):
+        status, answer = strict.request(method, path, body, {**JSON, "Host": f"evil.example:{strict.port}"})
+        assert status == 400, (method, path, status)
+        assert answer["error"] == ("the Host header names evil.example, which is not a name this server answers to "
+                                   "(a guard against DNS rebinding); start it with --allowed-host evil.example to "
+                                   "allow it.")
+
+
+def test_the_notebook_page_answers_to_colabs_proxy(exported, monkeypatch):
+    """serve_inline's server: in Colab its page comes through Colab's proxy, whose Host header is the proxy's name,
+    and it is answered ('--allowed-host *': the browser cannot reach a Colab runtime's loopback but through the
+    proxy); outside Colab such a name is refused like any other."""
+    import types
+
+    from imdb_distilbert.serving import serve_inline
+
+    proxy = {"Host": "8000-m-s-1a2b3c-a.us-west1-0.prod.colab.dev"}
+    answers = []
+    for in_colab in (True, False):
+        if in_colab:
+            colab = types.ModuleType("google.colab")
+            colab.output = types.SimpleNamespace(serve_kernel_port_as_iframe=lambda *a, **k: None,
+                                                 serve_kernel_port_as_window=lambda *a, **k: None)
+            monkeypatch.setitem(sys.modules, "google.colab", colab)
+        else:
+            monkeypatch.delitem(sys.modules, "google.colab")
+        page = serve_inline.start(exported[0], backend="onnx")
+        try:
+            connection = http.client.HTTPConnection(page.host, page.port, timeout=60)
+            connection.request("GET", "/health", headers=proxy)
+            answers.append(connection.getresponse().status)
+            connection.close()
+        finally:
+            page.stop()
+    assert answers == [200, 400]
+
+
+class HeldModel(CountingModel):
+    """A stand-in model whose calls wait until `release` is set: work that keeps the queue full."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def predict_proba(self, texts, done=None):
+        self.entered.set()
+        self.release.wait(60)
+        return super().predict_proba(texts, done)
+
+
+class InThread:
+    """src/serve.py's uvicorn server (serve.make_server, with `flags`) on `app`, in a thread of this process, on
+    127.0.0.1 and a free port. `protocol`: uvicorn's HTTP/1.1 protocol class (default: as uvicorn picks)."""
+
+    def __init__(self, app, *flags, protocol=None):
+        from imdb_distilbert.serving import serve
+
+        sock = serve.listen("127.0.0.1", 0)
+        self.host, self.port = sock.getsockname()[:2]
+        self.server = serve.make_server(app, serve.parse_args(["--model", "unused", *flags]), protocol)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def test_a_full_queue_is_answered_503_before_the_body_is_read():
+    """--max-queue 1 and one text in the model: a /predict request whose body has not come yet is answered 503 with
+    Retry-After at once, without waiting for the body (it was read first, and the refusal came after)."""
+    from imdb_distilbert.serving import serve
+
+    model = HeldModel()
+    server = InThread(serve.create_app(model, "onnx", None, "not needed here", max_queue=1), "--max-queue", "1")
+    try:
+        first = socket.create_connection((server.host, server.port), timeout=30)
+        body = b'{"texts": ["a fine film"]}'
+        head = b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        first.sendall(head % len(body) + b"Connection: close\r\n\r\n" + body)
+        assert model.entered.wait(30), "the first request never reached the model"  # which holds it
+        waiting = socket.create_connection((server.host, server.port), timeout=5)
+        waiting.sendall(head % len(body) + b"Connection: close\r\n\r\n")  # no body
+        try:
+            refused = read_answer(waiting)
+        except TimeoutError:
+            refused = ("no answer within 5 s",)
+        waiting.close()
+        model.release.set()
+        status, _, answer = read_answer(first)
+        first.close()
+    finally:
+        model.release.set()
+        server.stop()
+    assert refused[0] == 503, refused
+    assert refused[1]["retry-after"] == "1" and refused[2]["error"].startswith("the server is busy: 1 text is in ")
+    assert status == 200 and answer["predictions"][0]["prob_pos"] == pytest.approx(0.11)
+
+
+def test_slow_headers_are_cut_with_h11_too():
+    """With requirements-serve.txt alone, uvicorn speaks HTTP/1.1 with h11 (httptools is not there): the header
+    deadline holds with it too, on a new connection and on the next request of a kept-alive one."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from imdb_distilbert.serving import serve
+
+    server = InThread(serve.create_app(CountingModel(), "onnx", None, "not needed here"), "--header-timeout", "1",
+                      protocol=H11Protocol)
+    try:
+        slow = trickle(server, b"GET /health HTTP/1.1\r\n", b"Host: localhost\r\n" + b"X: " * 100)
+        with socket.create_connection((server.host, server.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = read_one(sock)
+            answered = time.monotonic()
+            try:
+                for byte in b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + b"X: " * 100:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            kept = read_answer(sock)[0], time.monotonic() - answered
+        quick = trickle(server, b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", b"")
+    finally:
+        server.stop()
+    assert slow[1] == 408 and 0.9 < slow[0] < 5 and "--header-timeout 1" in slow[3]["error"], slow
+    assert first.startswith(b"HTTP/1.1 200") and kept[0] == 408 and 0.9 < kept[1] < 5, kept
+    assert quick[1] == 200

@@ -191,3 +191,62 @@ def use_fast_malloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def uvicorn_header_deadline(seconds: float, answer: bytes, base: type | None = None) -> type:
+    """uvicorn 0.54's HTTP/1.1 protocol with a deadline for a request's headers; pass it as uvicorn.Config(http=...).
+
+    uvicorn 0.54 has none: a client that sends a request's headers a byte at a time, or nothing at all on a new
+    connection, holds the connection as long as it likes (its keep-alive timeout runs only between requests, and
+    only until the next request's first byte). This arms a timer of `seconds` when a connection opens and after each
+    answer, and disarms it when a request's headers are complete (uvicorn has then made the request's `cycle`). When
+    it fires, it writes `answer` (a whole HTTP response, a 408) if part of a request has come, and closes the
+    connection. `base`: uvicorn's protocol class (default: what http="auto" picks, httptools' when installed, else
+    h11's); it relies on their `cycle`, `transport`, `loop` and `on_response_complete`, as of uvicorn 0.54.
+    """
+    if base is None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
+
+    class HeaderDeadline(base):
+        timer = None  # the deadline's asyncio.TimerHandle while it is armed
+        waited_from = None  # self.cycle when it was armed: a new cycle means the headers came
+        heard = False  # bytes came since it was armed
+
+        def arm(self) -> None:
+            self.timer = self.loop.call_later(seconds, self.too_slow)
+            self.waited_from, self.heard = self.cycle, False
+
+        def disarm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+        def too_slow(self) -> None:
+            self.timer = None
+            if self.cycle is self.waited_from and not self.transport.is_closing():
+                if self.heard:
+                    self.transport.write(answer)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.arm()
+
+        def data_received(self, data: bytes) -> None:
+            self.heard = True
+            super().data_received(data)
+            if self.timer is not None and self.cycle is not self.waited_from:
+                self.disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Wait for the next request's headers, unless the connection is closing or a pipelined request has
+            # already begun (h11 starts it within on_response_complete).
+            if self.timer is None and not self.transport.is_closing() and self.cycle.response_complete:
+                self.arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline

@@ -1,7 +1,7 @@
 """Serve a predictor over HTTP: a JSON API and a small web page to try it in a browser.
 
     python src/serve.py --model models/distilbert-imdb                 # then open http://127.0.0.1:8000/
-    curl -s http://127.0.0.1:8000/predict -d '{"texts": ["a great film", "awful, boring"]}'
+    curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"texts": ["a great film"]}'
 
 POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]},
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
@@ -21,6 +21,11 @@ The work it accepts is bounded: at most --max-queue texts waiting for the model 
 --max-explain-queue /explain requests. Past that, a request is answered at once with 503, a Retry-After
 header and a JSON reason, and GET /health keeps answering and shows the queues. SIGTERM or Ctrl-C stops
 it: no new connections, the requests in flight are answered (for at most --stop-timeout seconds), exit 0.
+
+A hostile client costs little: one that takes longer than --header-timeout seconds to send a request's
+headers, or --body-timeout seconds its body, is cut off with 408; past --max-connections open connections a
+request gets 503; a Host header that names neither this machine's loopback, --host nor an --allowed-host gets
+400 (DNS rebinding); and a /predict request that finds the queue full is refused before its body is read.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -70,6 +75,12 @@ WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
 MAX_QUEUE = 32
 MAX_EXPLAIN_QUEUE = 4  # /explain requests waiting or being explained
 STOP_SECONDS = 30  # on SIGTERM or Ctrl-C, how long the requests in flight may take before they are cut
+HEADER_SECONDS = 10  # how long a client may take to send a request's headers (from the connection, or the last answer)
+BODY_SECONDS = 30  # how long it may take to send a request's body (1 MB at most), from the end of its headers
+# Open connections beyond which a request is answered 503: far more than the clients one model serves in time, and
+# with the server's other files under 1,024, a common limit on a process's open files.
+MAX_CONNECTIONS = 500
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")  # the names a server on this machine is reached at by default
 LOOP_NICENESS = 10  # how much lower the event loop's CPU priority is than the model's (see below_the_model)
 
 
@@ -97,14 +108,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop-timeout", type=float, metavar="SECONDS", default=STOP_SECONDS,
                    help="on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered before "
                    f"they are cut (default: {STOP_SECONDS})")
+    p.add_argument("--header-timeout", type=float, metavar="SECONDS", default=HEADER_SECONDS,
+                   help="how long a client may take to send a request's headers, from its connection or the last "
+                   f"answer, before it is answered 408 and cut off (default: {HEADER_SECONDS})")
+    p.add_argument("--body-timeout", type=float, metavar="SECONDS", default=BODY_SECONDS,
+                   help="how long a client may take to send a request's body, from the end of its headers, before it "
+                   f"is answered 408 and cut off (default: {BODY_SECONDS})")
+    p.add_argument("--max-connections", type=int, metavar="N", default=MAX_CONNECTIONS,
+                   help=f"open connections beyond which a request is answered 503 (default: {MAX_CONNECTIONS})")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name or address the server answers to in the Host header, besides localhost, 127.0.0.1, "
+                   "[::1] and --host (a guard against DNS rebinding); repeat it for more; '*' allows any")
     args = p.parse_args(argv)
     if args.explain and args.no_explain:
         p.error("--explain and --no-explain do not go together")
-    for name in ("batch_size", "max_queue", "max_explain_queue"):
+    for name in ("batch_size", "max_queue", "max_explain_queue", "max_connections"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.stop_timeout < 0:
         p.error("--stop-timeout must be 0 or more")
+    for name in ("header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be more than 0")
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
     return args
@@ -138,16 +163,24 @@ class Bound:
     def admit(self, n: int) -> Iterator[None]:
         """Hold `n` of the limit while the block runs; Busy if they do not fit (anything fits when nothing waits)."""
         if self.waiting and self.waiting + n > self.limit:
-            self.refused += 1
-            seconds = self.retry_after()
-            what, verb = (self.what, "are") if self.waiting != 1 else (self.what[:-1], "is")  # "texts", "requests"
-            raise Busy(f"the server is busy: {self.waiting} {what} {verb} in progress or waiting, the most it takes "
-                       f"({self.flag} {self.limit}); try again in {seconds} s.", seconds)
+            raise self.refusal()
         self.waiting += n
         try:
             yield
         finally:
             self.waiting -= n
+
+    def check_room(self) -> None:
+        """Busy if nothing more fits now: checked before a request's body is read, so a full queue costs no reading."""
+        if self.waiting >= self.limit:
+            raise self.refusal()
+
+    def refusal(self) -> Busy:
+        self.refused += 1
+        seconds = self.retry_after()
+        what, verb = (self.what, "are") if self.waiting != 1 else (self.what[:-1], "is")  # "texts", "requests"
+        return Busy(f"the server is busy: {self.waiting} {what} {verb} in progress or waiting, the most it takes "
+                    f"({self.flag} {self.limit}); try again in {seconds} s.", seconds)
 
     def done(self, n: int, seconds: float) -> None:
         rate = n / max(seconds, 1e-6)
@@ -343,7 +376,8 @@ def answer(body: dict, status: int = 200, headers: dict[str, str] | None = None)
 
 
 def error(status: int, message: str) -> JSONResponse:
-    return answer({"error": message}, status)
+    """{"error": message}; a 408 also closes the connection (the rest of a slow body is not waited for)."""
+    return answer({"error": message}, status, {"Connection": "close"} if status == 408 else None)
 
 
 def busy(refused: Busy) -> JSONResponse:
@@ -406,9 +440,12 @@ class App:
 
     async def predict_route(self, request: Request) -> JSONResponse:
         try:
+            self.batcher.bound.check_room()
             texts = await read_texts(request)
         except BadRequest as bad:
             return error(bad.status, str(bad))
+        except Busy as refused:
+            return busy(refused)
         try:
             proba = await self.batcher.predict_proba(texts)
         except Busy as refused:
@@ -425,6 +462,7 @@ class App:
         if explanations is None:
             return error(503, f"explanations are off on this server: {self.no_explain_because}.")
         try:
+            explanations.bound.check_room()
             payload = await read_json(request)
             texts, label = texts_of(payload, MAX_EXPLAIN_TEXTS), payload.get("label")
             if label is not None and label not in self.model.classes:
@@ -432,6 +470,8 @@ class App:
                                  "or left out for the predicted one.")
         except BadRequest as bad:
             return error(bad.status, str(bad))
+        except Busy as refused:
+            return busy(refused)
         try:
             with explanations.bound.admit(1):
                 loop = asyncio.get_running_loop()
@@ -451,8 +491,9 @@ class App:
 
 
 def create_app(model: backends.Backend, backend: str, explanations: Explanations | None,
-               no_explain_because: str | None, max_queue: int = MAX_QUEUE) -> Guard:
-    """The web app: App's handlers on their routes (arguments as for App), behind the Guard."""
+               no_explain_because: str | None, max_queue: int = MAX_QUEUE, hosts: Collection[str] | None = None,
+               body_seconds: float = BODY_SECONDS, max_connections: int = MAX_CONNECTIONS) -> Guard:
+    """The web app: App's handlers on their routes (arguments as for App), behind the Guard (the others: as for it)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -461,7 +502,8 @@ def create_app(model: backends.Backend, backend: str, explanations: Explanations
     routes = [Route("/", app.page, methods=["GET"]), Route("/health", app.health, methods=["GET"]),
               Route("/predict", cut_when_stopping(app.predict_route), methods=["POST"]),
               Route("/explain", cut_when_stopping(app.explain_route), methods=["POST"])]
-    return Guard(Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error}))
+    return Guard(Starlette(routes=routes, lifespan=app.lifespan, exception_handlers={HTTPException: app.http_error}),
+                 hosts, body_seconds, max_connections)
 
 
 def page_policy(page: str) -> str:
@@ -476,12 +518,23 @@ def page_policy(page: str) -> str:
 class Guard:
     """ASGI middleware in front of the app. Every response gets headers that keep a browser from sniffing a JSON
     answer into a page, from sending the page's address elsewhere, and from running anything in the page but its
-    own script. A POST whose body is not declared JSON is refused (415) before it is read: a page on another site
-    can send a form or text/plain POST to a server on your machine without asking, but not an application/json
-    one (a browser asks the server first, and this server never says yes)."""
+    own script. Before the app sees a request, the Guard refuses:
 
-    def __init__(self, app: Callable) -> None:
-        self.app = app
+    - a Host header naming none of `hosts` (400; None: any name): a page on another site can make its own name point
+      to 127.0.0.1 (DNS rebinding) and then read this server's answers as its own, but its requests still carry its
+      own name;
+    - a request on a connection beyond `max_connections` open ones (503; `connections` is the server's set of open
+      connections, which make_server gives it);
+    - a POST whose body is not declared JSON (415), before the body is read: a page on another site can send a form
+      or text/plain POST to a server on your machine without asking, but not an application/json one (a browser
+      asks the server first, and this server never says yes).
+
+    The app's `receive` raises BadRequest(408) when the body has not all come `body_seconds` after the headers."""
+
+    def __init__(self, app: Callable, hosts: Collection[str] | None = None, body_seconds: float = BODY_SECONDS,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.app, self.hosts, self.body_seconds, self.max_connections = app, hosts, body_seconds, max_connections
+        self.connections: Collection = ()  # the server's open connections (make_server sets it)
         self.headers = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                         (b"content-security-policy", page_policy(PAGE).encode())]
 
@@ -494,12 +547,76 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
-        kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope["method"] == "POST" and kind != b"application/json":
-            refused = error(415, "the request body must be JSON, declared with the header Content-Type: "
-                                 "application/json.")
+        refused = self.refusal(scope)
+        if refused is not None:
             return await refused(scope, receive, send_with_headers)
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, body_in_time(receive, self.body_seconds), send_with_headers)
+
+    def refusal(self, scope: dict) -> JSONResponse | None:
+        """The answer to a request refused before the app sees it, or None."""
+        headers = dict(scope["headers"])
+        host = host_name(headers.get(b"host", b"").decode("latin-1"))
+        if self.hosts is not None and host and host not in self.hosts:
+            return error(400, f"the Host header names {host[:100]}, which is not a name this server answers to (a "
+                              f"guard against DNS rebinding); start it with --allowed-host {host[:100]} to allow it.")
+        if len(self.connections) > self.max_connections:
+            return answer({"error": f"the server has {len(self.connections)} connections open, more than it takes "
+                                    f"(--max-connections {self.max_connections}); try again in 1 s.", "retry_after": 1},
+                          503, {"Retry-After": "1", "Connection": "close"})
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != b"application/json":
+            return error(415, "the request body must be JSON, declared with the header Content-Type: "
+                              "application/json.")
+        return None
+
+
+def body_in_time(receive: Callable, seconds: float) -> Callable:
+    """`receive`, raising BadRequest(408) when the request's body has not all come within `seconds` from now."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    complete = False
+
+    async def receive_in_time() -> dict:
+        nonlocal complete
+        if complete:  # what comes after the body (a disconnect) may take as long as it takes
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BadRequest(408, f"the request body did not all come within {seconds:g} s of its headers "
+                                  f"(--body-timeout {seconds:g}); send it at once.") from None
+        complete = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return receive_in_time
+
+
+def host_name(value: str) -> str:
+    """A Host header's name or address, lower-case, without its port: 'LocalHost:8000' -> 'localhost',
+    '[::1]:8000' -> '::1'."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.partition(":")[0] if value.count(":") == 1 else value
+
+
+def allowed_hosts(host: str, allowed: Sequence[str]) -> set[str] | None:
+    """The names the server answers to in the Host header: this machine's loopback names, the address it listens on
+    (`host`, --host) and `allowed` (--allowed-host); None (any name) when `allowed` has '*'."""
+    if "*" in allowed:
+        return None
+    return {host_name(name) for name in (*LOOPBACK_NAMES, host, *allowed)}
+
+
+def raw_answer(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response saying `message` in JSON, closing the connection: for the header deadline, which
+    answers before there is a request for the app."""
+    from http import HTTPStatus
+
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n"
+            ).encode() + body
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -537,17 +654,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     explanations = None if why_not else Explanations(args.model, args.max_explain_queue)
     print("explanations: " + (f"off ({why_not})" if why_not else
                               "on (POST /explain; the TensorFlow model is loaded at the first request)"), flush=True)
-    import uvicorn
-
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-    app = create_app(model, backend, explanations, why_not, args.max_queue)
-    server = stopping_server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                            timeout_graceful_shutdown=args.stop_timeout))
+    app = create_app(model, backend, explanations, why_not, args.max_queue, allowed_hosts(args.host, args.allowed_host),
+                     args.body_timeout, args.max_connections)
+    server = make_server(app, args)
     server.run(sockets=[sock])
     name, asked = server.stop_asked or ("", time.monotonic())
     print(f"stopped {f'by {name} ' if name else ''}in {time.monotonic() - asked:.1f} s", flush=True)
+
+
+def make_server(app: Guard, args: argparse.Namespace, protocol: type | None = None) -> uvicorn.Server:
+    """uvicorn's server for `app`, with the deadline for headers (args.header_timeout) and the stop of
+    stopping_server (args.stop_timeout); `app` is given the server's open connections, which it caps. `protocol`:
+    uvicorn's HTTP/1.1 protocol class (default: httptools' when installed, else h11's, as uvicorn picks)."""
+    import uvicorn
+
+    from imdb_distilbert import compat
+
+    too_slow = raw_answer(408, f"the request headers did not all come within {args.header_timeout:g} s "
+                               f"(--header-timeout {args.header_timeout:g}); send them at once.")
+    http = compat.uvicorn_header_deadline(args.header_timeout, too_slow, protocol)
+    server = stopping_server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                            timeout_graceful_shutdown=args.stop_timeout, http=http))
+    app.connections = server.server_state.connections  # uvicorn 0.54: the set of open connections it keeps
+    return server
 
 
 def stopping_server(config: uvicorn.Config) -> uvicorn.Server:
@@ -567,6 +699,9 @@ def stopping_server(config: uvicorn.Config) -> uvicorn.Server:
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():  # a server in a test's thread
+                yield
+                return
             handlers = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 yield

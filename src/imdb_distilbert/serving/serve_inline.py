@@ -70,8 +70,13 @@ def start(model_dir: str | Path, backend: str | None = None, height: int = 640, 
         page.stop()
     log = tempfile.NamedTemporaryFile("w", prefix="serve-", suffix=".log", delete=False)
     model_dir = Path(model_dir).resolve()
+    # In Colab the page comes through Colab's proxy, whose Host header is the proxy's name, not this machine's: the
+    # server answers to any name there. Its Host check guards against DNS rebinding, a page in the browser reaching
+    # a server on the browser's own machine; Colab's runtime is another machine, which the browser reaches only
+    # through the proxy. Elsewhere the IFrame asks 127.0.0.1, a name the server answers to.
     command = ([sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0", "--explain"]
-               + (["--backend", backend] if backend else []))
+               + (["--backend", backend] if backend else [])
+               + (["--allowed-host", "*"] if "google.colab" in sys.modules else []))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"starting src/serve.py on {model_dir}...", flush=True)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
