@@ -4,6 +4,7 @@ One SparkSession for the module. Its Python workers (Spark's executors) cannot i
 ktrain or torch, as on a cluster with only requirements-onnx.txt installed.
 """
 
+import codecs
 import json
 import os
 import sys
@@ -307,3 +308,47 @@ def test_csv_in_no_known_encoding(spark, exported, tmp_path):
     with pytest.raises(UserError, match=r"is not text in UTF-8, UTF-16 or Windows-1252 \(byte 0x81"):
         score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# A CSV row with more fields than its header (a comma in a review, out of quotes): Spark's reader kept the first
+# field and dropped the rest silently ("a fine film" scored, "truly moving" lost). Now refused, naming the line.
+
+@pytest.mark.parametrize("codec, bom", [("utf-8", b""), ("cp1252", b""), ("utf-16-le", codecs.BOM_UTF16_LE)])
+def test_a_ragged_csv_row_is_refused_with_its_line(codec, bom, spark, exported, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(bom + "Reviews\na fine film, truly “moving”\nboring and long\n".encode(codec))
+    if codec == "cp1252":
+        assert b"\x93" in path.read_bytes()  # a curly quote: not UTF-8
+    with pytest.raises(UserError, match=r"in.csv line 2 has 2 fields but its header has 1 \(a comma inside a review"):
+        score("--model", exported[0], "--input", path, "--output", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ragged_rows_after_a_review_of_several_lines(spark, exported, tmp_path):
+    """The line named is the file's, quoted line breaks counted; a row with fewer fields is read whole, with an empty
+    cell, as pandas reads it, and is not refused."""
+    path = tmp_path / "in.csv"
+    path.write_text('Reviews,stars\n"a wonderful film,\nsuperb acting",9\nboring\nawful, the worst,2\n')
+    with pytest.raises(UserError, match=r"line 5 has 3 fields but its header has 2"):
+        score("--model", exported[0], "--input", path, "--output", tmp_path / "out")
+    path.write_text('Reviews,stars\n"a wonderful film,\nsuperb acting",9\nboring\n"awful, the worst",2\n')
+    score("--model", exported[0], "--input", path, "--output", tmp_path / "out")
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["Reviews"]) == ["a wonderful film,\nsuperb acting", "boring", "awful, the worst"]
+    assert list(scored["stars"]) == ["9", None, "2"]
+
+
+def test_empty_reviews_in_a_csv_keep_their_rows_or_are_said(spark, exported, tmp_path, capsys):
+    """Empty and blank texts keep their rows, with null scores; a blank line (an empty cell of a one-column sheet,
+    as Excel saves it), which Spark's CSV reader skips, is said, with its line."""
+    pd.DataFrame({"id": ["1", "2", "3"], "Reviews": ["a wonderful film", "", "   "]}).to_csv(tmp_path / "in.csv",
+                                                                                         index=False)
+    score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out")
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["id"]) == ["1", "2", "3"] and list(scored["label"].isna()) == [False, True, True]
+    assert "note:" not in capsys.readouterr().err
+
+    (tmp_path / "one.csv").write_text("Reviews\na wonderful film\n\nan awful film\n")
+    score("--model", exported[0], "--input", tmp_path / "one.csv", "--output", tmp_path / "one")
+    assert len(pd.read_parquet(tmp_path / "one")) == 2
+    assert "one.csv line 3 is blank, and Spark's CSV reader skips blank lines" in capsys.readouterr().err

@@ -114,11 +114,11 @@ def parse(path: str | os.PathLike, text: str, encoding: str, blank_lines: bool =
             raise
 
 
-def check_fields(path: str | os.PathLike, text: str, separator: str) -> None:
-    """A UserError naming the first line of the CSV `text` with more fields than its header: an unquoted separator
-    in a review, which would otherwise shift or drop text silently. (Fewer fields are empty cells, as pandas reads
-    them.)"""
-    rows = csv.reader(io.StringIO(text), delimiter=separator)
+def check_fields(path: str | os.PathLike, text: str | Iterable[str], separator: str) -> None:
+    """A UserError naming the first line of the CSV `text` (a str, or its lines, such as a file opened with
+    newline="") with more fields than its header: an unquoted separator in a review, which would otherwise shift or
+    drop text silently. (Fewer fields are empty cells, as pandas reads them.)"""
+    rows = csv.reader(io.StringIO(text) if isinstance(text, str) else text, delimiter=separator)
     header = next(rows, [])
     for row in rows:
         if len(row) > len(header):
@@ -126,6 +126,19 @@ def check_fields(path: str | os.PathLike, text: str, separator: str) -> None:
                             f"(a {SEPARATORS[separator]} inside a review that is not in double quotes?); quote such "
                             "reviews, as "
                             "Excel and pandas do when they save a CSV.")
+
+
+def first_blank_line(text: str, separator: str) -> int | None:
+    """The number of the first blank line of the CSV `text` that has rows after it (Excel saves an empty cell of a
+    one-column sheet so; Spark's reader skips it), or None."""
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    blank = None
+    for row in rows:
+        if not row and blank is None:
+            blank = rows.line_num
+        elif row and blank is not None:
+            return blank
+    return None
 
 
 def read_table(path: str | os.PathLike, text_column: str | None = None, blank_lines: bool = False) -> "pd.DataFrame":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -138,8 +139,11 @@ def read(spark: SparkSession, path: str, text_column: str) -> DataFrame:
             # RFC 4180 CSV, as pandas and spreadsheets write it: quoted fields may hold commas, quotes ("")
             # and newlines.
             frame = spark.read.csv(path, header=True, multiLine=True, escape='"', **options)
+            check_csv_fields(spark, path, frame, options)
         else:
             frame = spark.read.parquet(path)
+    except UserError:
+        raise
     except Exception as error:  # Spark's AnalysisException, or a Java error from a file it cannot parse
         raise UserError(f"could not read --input {path} as {'CSV' if is_csv else 'Parquet'} ({first_line(error)}); "
                         "give Parquet, or CSV with a header line in a path ending in .csv.") from None
@@ -171,14 +175,81 @@ def csv_options(spark: SparkSession, path: str) -> dict[str, str]:
     finally:
         stream.close()
     codec, encoding = reading.encoding_of(head, path, complete=len(head) < SNIFF_BYTES)
-    separator = reading.separator_of(head.decode(codec, errors="ignore"))
+    text = head.decode(codec, errors="ignore")
+    separator = reading.separator_of(text)
     reading.say(path, encoding, f"{reading.SEPARATORS[separator]}-separated")
+    blank = reading.first_blank_line(text, separator)
+    if blank:
+        print(f"note: {files[0].toString()} line {blank} is blank, and Spark's CSV reader skips blank lines: such a "
+              "row (an empty review, in a one-column CSV) gets no output row, and the rows after it move up one; save "
+              "the input as Parquet, or put a text in every row, to keep them in line", file=sys.stderr, flush=True)
     if encoding == "Windows-1252":
         # Spark 4.x reads CSV only in UTF-8, UTF-16/32, US-ASCII and ISO-8859-1 unless this legacy switch allows
         # every charset Java knows (ISO-8859-1 would turn Excel's curly quotes into control characters).
         spark.conf.set("spark.sql.legacy.javaCharsets", "true")
     return {"encoding": {"UTF-8": "UTF-8", "UTF-16": "UTF-16", "Windows-1252": "windows-1252"}[encoding],
             "sep": separator}
+
+
+MALFORMED = "__malformed"  # Spark's copy of a CSV record whose number of fields is not its header's
+CODECS = {"UTF-8": "utf-8-sig", "UTF-16": "utf-16", "windows-1252": "cp1252"}  # csv_options' encodings, in Python
+
+
+def check_csv_fields(spark: SparkSession, path: str, frame: DataFrame, options: dict[str, str]) -> None:
+    """A UserError naming the first line of the CSV input with more fields than its header (a separator in a review
+    out of quotes), whose extra fields Spark's reader would drop silently. A row with fewer fields is read whole
+    (empty cells), as pandas reads it. Spark marks both kinds (PERMISSIVE mode's columnNameOfCorruptRecord): the
+    fields of the marked rows are counted on the executors, and only if one has too many is its file read here,
+    through, to name the line (data/reading.check_fields). Costs one more read of the CSV, little next to scoring."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([*frame.schema.fields, StructField(MALFORMED, StringType())])
+    marked = spark.read.csv(path, header=True, multiLine=True, escape='"', schema=schema, mode="PERMISSIVE",
+                            columnNameOfCorruptRecord=MALFORMED, **options)
+    width, separator, malformed = len(frame.columns), options.get("sep", ","), MALFORMED
+
+    def too_many(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import csv
+        import io
+
+        def fields(record: str) -> int:
+            return len(next(csv.reader(io.StringIO(record), delimiter=separator), []))
+
+        for chunk in chunks:
+            yield chunk.loc[chunk[malformed].map(fields) > width, ["file"]]
+
+    # Spark reads no raw CSV for its malformed-record column alone: a data column is read with it.
+    bad = (marked.where(F.col(MALFORMED).isNotNull())
+           .select(F.input_file_name().alias("file"), MALFORMED, frame.columns[0])
+           .mapInPandas(too_many, "file string").first())
+    if bad is None:
+        return
+    fs, file = hadoop_fs(spark, bad["file"])
+    codec = CODECS[options.get("encoding", "UTF-8")]
+    with io.TextIOWrapper(io.BufferedReader(HadoopStream(fs.open(file))), encoding=codec, newline="") as lines:
+        reading.check_fields(bad["file"], lines, separator)
+    raise UserError(f"{bad['file']} has a row with more fields than its header; quote the reviews that hold a "
+                    f"{reading.SEPARATORS[separator]}, as Excel and pandas do when they save a CSV.")
+
+
+class HadoopStream(io.RawIOBase):
+    """A file opened through Hadoop's file system API (a Java InputStream), read from Python."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = bytes(self.stream.readNBytes(len(buffer)))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 ROW = "__row"  # the input order, when the rows are spread over more tasks; dropped before writing
