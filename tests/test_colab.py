@@ -84,7 +84,9 @@ def data_server(tmp_path_factory):
     handler.log_message = lambda *args: None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    # The download checks the content against pinned digests: these are the synthetic splits'.
+    digests = ",".join(f"{n}={dataset.fingerprint(dataset.read_split(folder / n))}" for n in dataset.SPLITS)
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", digests
     httpd.shutdown()
 
 
@@ -110,7 +112,8 @@ def colab(colab_env, tmp_path_factory, data_server):
             if (ROOT / name).is_file():
                 archive.write(ROOT / name, name)
     jupyter = fake_colab_kernel(base, "colab-like", colab_env[0], {
-        "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload), "IMDB_DATA_URL": data_server,
+        "FAKE_COLAB_DRIVE": str(drive), "FAKE_COLAB_UPLOAD": str(upload),
+        "IMDB_DATA_URL": data_server[0], "IMDB_DATA_SHA256": data_server[1],
         "FAKE_COLAB_OUTPUT_LOG": str(shown), "HF_HOME": os.environ["HF_HOME"], "HF_HUB_OFFLINE": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2"})
     old = os.environ.get("JUPYTER_PATH")

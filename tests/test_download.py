@@ -7,35 +7,44 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import synthetic
-from conftest import ROOT, assert_user_error, run_train
+from conftest import ROOT, assert_user_error, run_train, unavailable
 
 from imdb_distilbert.data import dataset
 from imdb_distilbert.errors import UserError
 
+IMDB = ROOT.parent / "shared" / "data" / "imdb"  # the real splits (not committed)
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Complete 25,000-row splits (one review empty, as in the real ones), and a too-short spreadsheet."""
+    """The real IMDB splits; complete 25,000-row synthetic ones (one review empty, as in the real ones: right rows
+    and labels, other reviews, as poisoned data would be), and a too-short spreadsheet."""
+    if not all((IMDB / name).is_file() for name in dataset.SPLITS):
+        unavailable(f"the real IMDB splits are not in {IMDB}")
     folder = tmp_path_factory.mktemp("served")
     for seed, name in enumerate(dataset.SPLITS):
+        shutil.copy(IMDB / name, folder / name)
         frame = synthetic.reviews(dataset.ROWS_PER_SPLIT, seed)
         frame.loc[1234, "Reviews"] = None
-        frame.to_excel(folder / name, index=False)
+        frame.to_excel(folder / f"synthetic-{name}", index=False)
     synthetic.reviews(100).to_excel(folder / "short.xlsx", index=False)
     return folder
 
 
 @pytest.fixture(scope="module")
 def server(files):
-    """/full/NAME serves the file; /short/NAME a 100-row split; /cut/NAME stops halfway; others 404."""
+    """/full/NAME serves the real split; /short/NAME a 100-row split; /cut/NAME stops halfway; /synthetic/NAME
+    other reviews; /swapped/NAME the other split; others 404."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             _, mode, name = self.path.split("/", 2)
-            if mode not in ("full", "short", "cut") or name not in dataset.SPLITS:
+            if mode not in ("full", "short", "cut", "synthetic", "swapped") or name not in dataset.SPLITS:
                 self.send_error(404)
                 return
-            body = (files / ("short.xlsx" if mode == "short" else name)).read_bytes()
+            other = next(n for n in dataset.SPLITS if n != name)
+            served = {"short": "short.xlsx", "synthetic": f"synthetic-{name}", "swapped": other}
+            body = (files / served.get(mode, name)).read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -89,6 +98,8 @@ def test_offline_names_the_flags_and_leaves_nothing(project):
     ("cut", "stopped early"),
     ("short", "has 100 rows and 2 labels, not 25000"),
     ("missing", "HTTP 404 Not Found"),
+    ("synthetic", "holds other reviews or labels than IMDB's .content SHA-256"),
+    ("swapped", "holds the train.xlsx split's reviews"),  # served as test.xlsx
 ])
 def test_broken_downloads_replace_nothing(server, tmp_path, mode, fragment):
     data = tmp_path / "data"

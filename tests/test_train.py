@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import synthetic
+import tiny_distilbert
 from conftest import ROOT, at_least, run_train
+
+from imdb_distilbert.data import dataset
 
 # `trained` (src/train.py run once on the synthetic splits) is a session fixture in conftest.py,
 # shared with the prediction and export tests.
@@ -32,13 +35,16 @@ def test_output_folder_holds_a_predictor_and_metrics(trained):
     assert "padding: grouped (--padding auto: length grouping saves a tenth" in result.stdout  # maxlen 32: about 0.75
 
 
-def test_metrics_json(trained):
+def test_metrics_json(trained, synthetic_splits):
     metrics = json.loads((trained[0] / "metrics.json").read_text())
     assert metrics["n_train"] == 400 and metrics["n_test"] == 200
     assert 0 <= metrics["f1"] <= 1 and 0 <= metrics["accuracy"] <= 1
     assert metrics["classes"] == ["neg", "pos"]
     assert metrics["args"]["epochs"] == 3 and metrics["args"]["lr"] == 2e-3 and metrics["args"]["sample"] is None
     assert metrics["versions"]["ktrain"] == "0.41.4" and metrics["versions"]["transformers"] == "4.54.1"
+    assert metrics["base_model"]["revision"] == tiny_distilbert.COMMIT  # the tests' tiny model, not the pinned one
+    assert metrics["data"]["train"] == {"content_sha256": dataset.fingerprint(dataset.read_split(
+        synthetic_splits / "train.xlsx")), "imdb": False}
 
 
 def test_loaded_predictor_gives_classes_and_probabilities(predictor):

@@ -16,6 +16,14 @@ from imdb_distilbert.errors import UserError
 
 TIMEOUT = 5  # seconds without an answer that count as "no network" (for the Hub, HF_HUB_ETAG_TIMEOUT if set)
 BASE_MODEL = "distilbert-base-uncased"  # what ktrain's DistilBERT preprocessing loads for English (training.py)
+# The Hub revision (commit) of BASE_MODEL a run downloads, so a changed or tampered upload is never picked up.
+# 12040acc is its main branch since 2024 (seen in public cache paths; the Hub is not reachable from the machine this
+# was written on). IMDB_BASE_REVISION pins another (a mirror's, or the tests' fake Hub's).
+BASE_REVISION = os.environ.get("IMDB_BASE_REVISION", "12040accade4e8a0f71eabdb258fecc2e7e948be")
+# The files a TensorFlow DistilBERT loads (the weights as the Hub's PyTorch-format safetensors, which transformers
+# 4.54 converts); the optional ones may be missing from a revision.
+MODEL_FILES = ("config.json", "vocab.txt", "model.safetensors")
+OPTIONAL_FILES = ("tokenizer.json", "tokenizer_config.json")
 HUB = "https://huggingface.co"  # huggingface_hub's default; HF_ENDPOINT points elsewhere (a mirror, or the tests' port)
 
 
@@ -72,7 +80,7 @@ def check_model(name: str = BASE_MODEL) -> None:
                         f"and HF_HUB_OFFLINE forbids downloading it; unset HF_HUB_OFFLINE and {fix}.")
     # huggingface_hub's own setting for how long to wait for the Hub's first answer (a slow link, a slow proxy)
     timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or TIMEOUT)
-    status, why = answer(f"{hub_endpoint()}/{name}/resolve/main/config.json", timeout)
+    status, why = answer(f"{hub_endpoint()}/{name}/resolve/{BASE_REVISION}/config.json", timeout)
     if status is None and why.startswith("no answer"):
         why += "; on a slow connection, set HF_HUB_ETAG_TIMEOUT to wait longer"
     elif status is not None and status >= 400:
@@ -80,3 +88,62 @@ def check_model(name: str = BASE_MODEL) -> None:
     if why:
         raise UserError(f"could not load {name}: it is not in the Hugging Face cache ({compat.hf_hub_cache()}), "
                         f"and the Hub at {hub_endpoint()} cannot be reached ({why}); {fix}.")
+    download_model(name, BASE_REVISION)
+    compat.offline_if_cached(name)
+
+
+def download_model(name: str, revision: str) -> None:
+    """Download `name` at the commit `revision` into the Hugging Face cache and make it the cache's "main" (what
+    ktrain's from_pretrained(name) loads); called when the cache has no complete copy. In a child process, so that
+    this one imports huggingface_hub only after going offline (compat.offline_if_cached: it reads that setting once,
+    when imported)."""
+    import subprocess
+    import sys
+
+    print(f"downloading {name} at revision {revision[:12]} from {hub_endpoint()}", flush=True)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds the package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run([sys.executable, "-m", "imdb_distilbert.network", name, revision], env=env,
+                           stdout=subprocess.PIPE, text=True)  # its progress bars go to stderr, as they come
+    if child.returncode:
+        why = (child.stdout.strip().splitlines() or ["it stopped"])[-1]
+        raise UserError(f"could not download {name} at revision {revision} from {hub_endpoint()} ({why}); "
+                        "run again, or set IMDB_BASE_REVISION to a revision the Hub has.")
+
+
+def download(name: str, revision: str) -> None:
+    """The child process of download_model."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for file in (*OPTIONAL_FILES, *MODEL_FILES):
+        try:
+            path = hf_hub_download(name, file, revision=revision)
+        except EntryNotFoundError:
+            if file not in OPTIONAL_FILES:
+                raise
+    refs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(path))), "refs")
+    os.makedirs(refs, exist_ok=True)
+    with open(os.path.join(refs, "main"), "w") as ref:
+        ref.write(revision)
+
+
+def cached_revision(name: str = BASE_MODEL) -> str | None:
+    """The commit of `name` that from_pretrained(name) loads from the cache (its "main"), for metrics.json."""
+    from imdb_distilbert import compat
+
+    try:
+        with open(os.path.join(compat.hf_hub_cache(), "models--" + name.replace("/", "--"), "refs", "main")) as ref:
+            return ref.read().strip()
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":  # download_model's child: python -m imdb_distilbert.network NAME REVISION
+    import sys
+
+    try:
+        download(*sys.argv[1:3])
+    except Exception as error:  # huggingface_hub raises its own kinds, and requests'
+        print(reason(error))
+        sys.exit(1)

@@ -7,6 +7,7 @@ Everything here is pandas only, so bad input is reported before TensorFlow loads
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import urllib.error
@@ -30,6 +31,15 @@ ROWS_PER_SPLIT = 25_000  # what a complete download of each split holds
 DATA_URL = os.environ.get(
     "IMDB_DATA_URL", "https://raw.githubusercontent.com/laxmimerit/IMDB-Movie-Reviews-Large-Dataset-50k/master/"
 )
+# What the IMDB splits hold: SHA-256 digests of their content (fingerprint: every row's review and label, in any
+# order), measured on the Large Movie Review Dataset v1.0 in this layout (25,000 rows each). A download must match,
+# so poisoned, truncated or swapped data is refused. The content, not the file's bytes: the same rows saved by
+# another program (or another openpyxl) give other bytes. IMDB_DATA_SHA256="train.xlsx=HEX,test.xlsx=HEX" pins
+# others, for other data served at IMDB_DATA_URL (the tests' server).
+IMDB_SHA256 = {
+    "train.xlsx": "753861afd6c488dc9d598ed623c390886fa969992092004ca7e7de15e0ee5ca1",
+    "test.xlsx": "f791217d827ad00ce9ea16422792613f7abc1ae50aac9172fa221fedce39a0d3",
+}
 WHERE_TO_POINT = "pass --data-dir DIR (a folder with train.xlsx and test.xlsx) or --train PATH --test PATH"
 
 
@@ -140,6 +150,7 @@ def load_splits(train_path: str | os.PathLike, test_path: str | os.PathLike, n_s
     train, test = read_split(train_path, text_column, label_column), read_split(test_path, text_column, label_column)
     check_labels(train, test)
     for df in (train, test):
+        df.attrs["content_sha256"] = fingerprint(df)  # metrics.json records it: which data a run learnt from
         if df.attrs["dropped_empty"]:
             print(f"dropped {df.attrs['dropped_empty']} empty reviews from {df.attrs['path']}")
     return sample(train, n_sample, seed), sample(test, n_sample, seed)  # pandas keeps .attrs
@@ -169,9 +180,9 @@ def describe(train: pd.DataFrame, test: pd.DataFrame) -> str:
 def download_splits(data_dir: str | os.PathLike, url: str = DATA_URL) -> None:
     """Download whichever of train.xlsx/test.xlsx is missing from `data_dir`.
 
-    Each file goes to a `.part` file first and is checked (readable, both columns, two labels,
-    25,000 rows); only then does it take its final name, so an interrupted or broken download
-    never leaves a file that looks complete. Without a network, it says so within seconds (network.py).
+    Each file goes to a `.part` file first and is checked (readable, both columns, two labels, 25,000 rows, and
+    the pinned content digest); only then does it take its final name, so an interrupted, broken or tampered
+    download never leaves a file that looks complete. Without a network, it says so within seconds (network.py).
     """
     from tqdm.auto import tqdm
 
@@ -197,7 +208,7 @@ def download_splits(data_dir: str | os.PathLike, url: str = DATA_URL) -> None:
             if total is not None and part.stat().st_size != total:
                 raise UserError(f"the download of {source} stopped early ({part.stat().st_size} of {total} bytes); "
                                 f"run again, or {WHERE_TO_POINT}.")
-            check_download(part)
+            check_download(part, name, source)
             os.replace(part, data_dir / name)
         except (urllib.error.URLError, OSError) as error:
             reason = f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError) \
@@ -208,8 +219,9 @@ def download_splits(data_dir: str | os.PathLike, url: str = DATA_URL) -> None:
             part.unlink(missing_ok=True)
 
 
-def check_download(part: Path) -> None:
-    """A downloaded split must read as a complete IMDB split."""
+def check_download(part: Path, name: str, source: str) -> None:
+    """A downloaded split (`name`, from `source`) must read as a complete split and hold what the pinned digest
+    says (IMDB_SHA256)."""
     try:
         df = read_split(part)
     except UserError as error:
@@ -218,3 +230,25 @@ def check_download(part: Path) -> None:
     if rows != ROWS_PER_SPLIT or df[LABEL].nunique() != 2:
         raise UserError(f"the downloaded file has {rows} rows and {df[LABEL].nunique()} labels, "
                         f"not {ROWS_PER_SPLIT} and 2; run again later, or {WHERE_TO_POINT}.")
+    pinned, found = pinned_digests(), fingerprint(df)
+    if found != pinned.get(name):
+        other = next((n for n, digest in pinned.items() if digest == found), None)
+        what = f"the {other} split's reviews" if other else "other reviews or labels than IMDB's"
+        raise UserError(f"{source} holds {what} (content SHA-256 {found[:16]}..., pinned "
+                        f"{pinned.get(name, 'none')[:16]}...), so it was not kept; the source may have changed or been "
+                        f"tampered with: {WHERE_TO_POINT}.")
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """SHA-256 of a split's content as read_split gives it: each row's label and review, in any order."""
+    pairs = zip(df[TEXT], df[LABEL], strict=True)
+    rows = sorted(hashlib.sha256(f"{label}\t{text}".encode()).digest() for text, label in pairs)
+    return hashlib.sha256(b"".join(rows)).hexdigest()
+
+
+def pinned_digests() -> dict[str, str]:
+    """The content digests downloads must have: IMDB_SHA256, or IMDB_DATA_SHA256's "NAME=HEX,..." when set."""
+    setting = os.environ.get("IMDB_DATA_SHA256")
+    if not setting:
+        return IMDB_SHA256
+    return dict(item.strip().split("=", 1) for item in setting.split(",") if item.strip())

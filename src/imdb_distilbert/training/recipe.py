@@ -129,6 +129,11 @@ class Run:
         network.check_model(network.BASE_MODEL)
         config.train, config.test = resolve_data(config, download)
         self.files, self.facts = {}, {"seconds": {}}
+        revision = network.cached_revision(network.BASE_MODEL)
+        self.facts["base_model"] = {"name": network.BASE_MODEL, "revision": revision, "pinned": network.BASE_REVISION}
+        if revision != network.BASE_REVISION:
+            print(f"note: the cached {network.BASE_MODEL} is revision {revision}, not the pinned "
+                  f"{network.BASE_REVISION[:12]}; metrics.json records which one this run used")
         self.classes, self.class_weight = None, None  # load_data finds them
 
     def lap(self, name: str) -> None:
@@ -151,7 +156,10 @@ class Run:
         self.facts.update(n_train=len(train_df), n_val=len(val_df),
                           validation=f"{config.val_split:g} of train" if config.val_split else "test split",
                           dropped_empty_reviews={"train": train_df.attrs["dropped_empty"],
-                                                 "test": test_df.attrs["dropped_empty"]})
+                                                 "test": test_df.attrs["dropped_empty"]},
+                          data={name: {"content_sha256": df.attrs["content_sha256"],  # of the whole file, unsampled
+                                       "imdb": df.attrs["content_sha256"] == dataset.IMDB_SHA256[f"{name}.xlsx"]}
+                                for name, df in (("train", train_df), ("test", test_df))})
         if config.class_weight == "balanced":
             weights = dataset.class_weights(train_df, self.classes)
             self.class_weight = weights
