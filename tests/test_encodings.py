@@ -143,8 +143,13 @@ def test_a_review_with_an_unquoted_comma_is_refused_with_its_line(codec, bom, tm
     assert predict.read_texts(path) == ["the café, a fine film, truly moving", "boring and long"]
 
 
-def test_predict_py_refuses_a_ragged_csv(exported, tmp_path):
+@pytest.mark.parametrize("codec, bom", [("utf-8", b""), ("cp1252", b""), ("utf-16-le", codecs.BOM_UTF16_LE)])
+def test_predict_py_refuses_a_ragged_csv(exported, tmp_path, codec, bom):
+    """An unquoted comma in a one-column file, saved as UTF-8, Windows-1252 (a curly quote: not UTF-8) and UTF-16:
+    refused with the line in each, before any model loads; nothing scored, nothing shifted or lost."""
     path = tmp_path / "reviews.csv"
-    path.write_text("Reviews\na fine film, truly moving\nboring and long\n")
-    assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path),
-                      "line 2 has 2 fields but its header has 1")
+    path.write_bytes(bom + "Reviews\na fine film, truly “moving”\nboring and long\n".encode(codec))
+    out = tmp_path / "out.csv"
+    assert_user_error(run_predict("--model", exported[0], "--backend", "onnx", "--file", path, "--out", out),
+                      "reviews.csv line 2 has 2 fields but its header has 1")
+    assert not out.exists()
