@@ -8,9 +8,10 @@
 
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
 class (columns text, label, prob_neg, prob_pos for IMDB; prob_<class> for each class of a model trained on other
-data). The onnx backends need `python src/export.py` once,
-and then neither TensorFlow nor ktrain. --explain adds top_words: the words that pushed the prediction
-most, each with its score (positive: towards the predicted label; see inference/explain.py and docs/explain.md).
+data), one row per review given, in order: an empty review gets a row with no label and no probabilities. The onnx
+backends need `python src/export.py` once, and then neither TensorFlow nor ktrain. --explain adds top_words: the
+words that pushed the prediction most, each with its score (positive: towards the predicted label; see
+inference/explain.py and docs/explain.md).
 
 Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
 can run code. The onnx backends unpickle nothing.
@@ -47,12 +48,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--column", metavar="NAME", help="the text column of an .xlsx or .csv --file (default: the text "
                    f"column the predictor was trained on, train.py --text-column, else {TEXT_COLUMN})")
     p.add_argument("--out", type=Path, metavar="PATH", help="write the predictions to this file instead of printing "
-                   "them: an Excel workbook if it ends in .xlsx, else CSV (or JSON lines with --json)")
+                   "them: an Excel workbook if it ends in .xlsx, else CSV, starting with a UTF-8 byte-order mark so "
+                   "that Excel reads it as UTF-8 (or JSON lines with --json)")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one object per review with text, label and probabilities")
     p.add_argument("--keep-formulas", action="store_true",
-                   help="CSV: write texts that start with = + - @ as they are, for programs; by default such a cell "
-                   "gets a leading apostrophe, so a spreadsheet shows it as text instead of running it as a formula")
+                   help="CSV for programs: texts that start with = + - @ as they are, and no byte-order mark; by "
+                   "default such a cell gets a leading apostrophe, so a spreadsheet shows it as text instead of "
+                   "running it as a formula")
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
