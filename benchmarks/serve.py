@@ -3,7 +3,7 @@ and what it does with more clients than it can serve.
 
     python benchmarks/serve.py                     # a full-size random-weight DistilBERT, maxlen 400, int8
     python benchmarks/serve.py --model models/distilbert-imdb --seconds 60
-    python benchmarks/serve.py --clients "" --overload 200      # the overload row only
+    python benchmarks/serve.py --clients "" --overload 200      # the overload and hostile rows only
 
 Starts the server (backend onnx-int8), then for each number of --clients (default 1, 8, 32) runs that many
 clients for --seconds, each posting one review per request on its own keep-alive connection, the next as
@@ -19,6 +19,13 @@ asyncio loop, each posting one review and, whatever the answer, the next at once
 Retry-After, the worst case). It reports the offered and the served requests/s, the share of 503s, the
 p50/p99 latency of the served and p99 of the 503s, the server's memory (RSS) before, at most during and
 after, and the pace of 8 clients right after.
+
+Then, on the same server, the hostile rows: 8 normally-behaved clients as above, alone; beside --slow
+connections that send a request a byte a second (half of them its headers, half its body, the headers at once),
+each starting again when the server cuts it off; and beside --poison clients that post, ten times a second each,
+requests holding a lone surrogate (invalid text, answered 422). The three take turns of --hostile-seconds,
+--hostile-rounds times (so that other work on the machine moves each about as much). It reports the normal
+clients' requests/s and p50/p99 latency beside each, over all their turns, and what the hostile ones got.
 
 The clients run on the same CPUs as the server, so they take a little of its time (more under overload). \
 Stops by itself.
@@ -61,6 +68,16 @@ def parse_args(argv=None):
                    help="maxlen of the predictor built without --model (default: 400)")
     p.add_argument("--overload", type=int, metavar="N", default=200, help="clients of the overload row, which ignore "
                    "Retry-After and post again at once (default: 200; 0: no overload row)")
+    p.add_argument("--slow", type=int, metavar="N", default=200,
+                   help="slow connections of the hostile rows (default: 200; 0: no such row)")
+    p.add_argument("--poison", type=int, metavar="N", default=8,
+                   help="clients posting lone surrogates (10 requests/s each) in the hostile rows "
+                   "(default: 8; 0: no such row)")
+    p.add_argument("--hostile-seconds", type=float, metavar="S", default=40,
+                   help="how long each hostile row runs: past the server's body deadline (30 s), so that slow bodies "
+                   "are cut too (default: 40; the hostile rows run with --overload)")
+    p.add_argument("--hostile-rounds", type=int, metavar="N", default=2,
+                   help="how many turns each hostile row gets (default: 2)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     return p.parse_args(argv)
 
@@ -121,6 +138,20 @@ def rss_mb(pid):
         return int(re.search(r"VmRSS:\s+(\d+) kB", status.read()).group(1)) / 1024
 
 
+HEAD = b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+
+
+async def exchange(reader, writer, body):
+    """Post `body` to /predict on an open keep-alive connection; the answer's status once it is all read."""
+    writer.write(HEAD % len(body) + body)
+    status, length = int((await reader.readline()).split()[1]), 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
+
+
 def overload(host, port, pid, texts, clients, seconds):
     """`clients` clients that ignore Retry-After, for `seconds`, and 8 clients right after: a dict of figures."""
     statuses, served, refused = {}, [], []
@@ -131,13 +162,7 @@ def overload(host, port, pid, texts, clients, seconds):
         while time.monotonic() < deadline:
             body = json.dumps({"texts": [texts[k % len(texts)]]}).encode()
             started = time.perf_counter()
-            writer.write(b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            status, length = int((await reader.readline()).split()[1]), 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            status = await exchange(reader, writer, body)
             statuses[status] = statuses.get(status, 0) + 1
             (served if status == 200 else refused).append(time.perf_counter() - started)
             k += clients
@@ -179,6 +204,95 @@ def overload(host, port, pid, texts, clients, seconds):
             "after_errors": after_errors}
 
 
+async def slow_clients(host, port, n, stop, answers):
+    """`n` connections sending a /predict request a byte a second: the even ones all of it, the odd ones the headers
+    at once and then the body. One the server cuts off starts again. `answers`: the server's, by status ("closed":
+    it closed the connection without one; "reset": the connection was reset, its answer lost)."""
+    body = json.dumps({"texts": ["a review sent very slowly " * 10]}).encode()
+
+    async def client(c):
+        await asyncio.sleep(c * 0.01)  # not all in the same millisecond
+        while not stop.is_set():
+            reader, writer = await asyncio.open_connection(host, port)
+            at_once, slowly = (b"", HEAD % len(body) + body) if c % 2 == 0 else (HEAD % len(body), body)
+            writer.write(at_once)
+            answer = asyncio.ensure_future(reader.read())  # all the server sends, until it closes
+            for byte in slowly:
+                await asyncio.wait([answer], timeout=1)
+                if answer.done() or stop.is_set():
+                    break
+                writer.write(bytes([byte]))
+            if answer.done():
+                try:
+                    data = answer.result()
+                    status = data.split()[1].decode() if data else "closed"
+                except ConnectionResetError:  # it closed as a byte came, and the client's system lost the answer
+                    status = "reset"
+                answers[status] = answers.get(status, 0) + 1
+            answer.cancel()
+            writer.close()
+
+    await asyncio.gather(*(client(c) for c in range(n)))
+
+
+async def poison_clients(host, port, n, stop, answers):
+    """`n` clients on keep-alive connections, each posting ten times a second a request holding a lone surrogate
+    (half the requests a review beside it): valid JSON, invalid text, which no tokenizer takes. (Back to back they
+    would be a flood like the overload row's, whatever they hold.) `answers`: the server's, by status."""
+    bodies = [json.dumps({"texts": texts}).encode() for texts in (["\ud800"], ["a fine film", "half \udfff"])]
+
+    async def client(c):
+        reader, writer = await asyncio.open_connection(host, port)
+        k = c
+        while not stop.is_set():
+            status = str(await exchange(reader, writer, bodies[k % 2]))
+            answers[status] = answers.get(status, 0) + 1
+            k += 1
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    await asyncio.gather(*(client(c) for c in range(n)))
+
+
+def beside(host, port, texts, seconds, hostile=None, n=0):
+    """8 normally-behaved clients for `seconds` (as load()), beside `n` `hostile` clients (slow_clients or
+    poison_clients) started a second before: (their requests/s, latencies, errors, the hostile clients' answers)."""
+    answers, stop = {}, threading.Event()
+    runner = threading.Thread(target=lambda: asyncio.run(hostile(host, port, n, stop, answers))) if hostile else None
+    if runner:
+        runner.start()
+        time.sleep(1)
+    try:
+        rate, latencies, errors = load(host, port, texts, 8, seconds)
+    finally:
+        stop.set()
+        if runner:
+            runner.join()
+    return rate, latencies, errors, answers
+
+
+def hostile_rows(host, port, texts, args):
+    """The hostile rows: 8 normal clients alone, beside slow clients and beside poison ones, in turns."""
+    kinds = [(None, 0), *((k, n) for k, n in ((slow_clients, args.slow), (poison_clients, args.poison)) if n)]
+    rows = [{"hostile": k.__name__ if k else None, "n": n, "seconds": 0, "requests": 0, "latencies": [], "errors": 0,
+             "hostile_answers": {}} for k, n in kinds]
+    for turn in range(args.hostile_rounds):
+        for (kind, n), row in zip(kinds, rows, strict=True):
+            print(f"turn {turn + 1}: 8 clients for {args.hostile_seconds:g} s beside "
+                  f"{f'{n} {kind.__name__}' if kind else 'nothing'}...", file=sys.stderr)
+            rate, latencies, errors, answers = beside(host, port, texts, args.hostile_seconds, kind, n)
+            row["seconds"] += len(latencies) / rate if rate else 0
+            row["latencies"] += latencies
+            row["errors"] += errors
+            for status, count in answers.items():
+                row["hostile_answers"][status] = row["hostile_answers"].get(status, 0) + count
+    for row in rows:
+        latencies = row.pop("latencies")
+        row["requests"], row["requests_per_s"] = len(latencies), len(latencies) / max(row["seconds"], 1e-9)
+        row["p50_ms"], row["p99_ms"] = 1000 * np.percentile(latencies, [50, 99]) if latencies else [float("nan")] * 2
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
@@ -188,7 +302,7 @@ def main(argv=None):
     worker_args = argparse.Namespace(model=args.model, batch_size=32, latency_n=1)
     batch = [inference.run_worker("onnx-int8", worker_args, texts_file)["reviews_per_s"]]
 
-    rows, overloaded = [], None
+    rows, overloaded, hostile = [], None, []
     for batch_size in [int(b) for b in args.batch_size.split(",") if b]:
         process, host, port = start_server(args.model, batch_size)
         try:
@@ -204,6 +318,7 @@ def main(argv=None):
                       file=sys.stderr)
                 overloaded = {"batch_size": batch_size,
                               **overload(host, port, process.pid, texts, args.overload, args.seconds)}
+                hostile = hostile_rows(host, port, texts, args)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -245,10 +360,21 @@ def main(argv=None):
                  f"| {o['after_8_clients_per_s']:.2f} requests/s, p50 {o['after_8_clients_p50_ms']:.0f} ms, "
                  f"{o['after_errors']} errors |\n"
                  f"answers: {o['statuses']}")
+    if hostile:
+        what = {None: "nothing", "slow_clients": "{n} slow connections (a byte a second: half headers, half bodies)",
+                "poison_clients": "{n} clients posting lone surrogates, 10 a second each"}
+        text += (f"\n\n{args.hostile_rounds} turns of {args.hostile_seconds:g} s each, in turn:\n\n"
+                 "| 8 normal clients beside | their requests/s | their p50 / p99 | their errors "
+                 "| what the hostile clients got |\n| --- | --- | --- | --- | --- |\n"
+                 + "\n".join(f"| {what[h['hostile']].format(n=h['n'])} | {h['requests_per_s']:.2f} "
+                             f"| {h['p50_ms']:.0f} / {h['p99_ms']:.0f} ms "
+                             f"| {h['errors']} of {h['requests'] + h['errors']} "
+                             f"| {', '.join(f'{k}: {v}' for k, v in sorted(h['hostile_answers'].items())) or '-'} |"
+                             for h in hostile))
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"header": header, "batch_reviews_per_s": batch, "results": rows,
-                                         "overload": overloaded}, indent=2) + "\n")
+                                         "overload": overloaded, "hostile": hostile}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
