@@ -65,6 +65,10 @@ class RunConfig:
         choices=CLASS_WEIGHTS))
     sample: Optional[int] = field(default=None, metadata=option(
         "use a stratified random N reviews from each split, for quick runs (default: all)", "N"))
+    drop_test_overlap: bool = field(default=False, metadata=option(
+        "drop from the test split the reviews whose text (ignoring case, HTML tags, punctuation and whitespace) also "
+        "occurs in train; the run always says how many there are (IMDB: 123) (default: keep them, as the tutorial "
+        "does)"))
     output: Path = field(default=DEFAULT_OUTPUT, metadata=option(
         "folder for the saved predictor, metrics.json, report and plots (default: models/distilbert-imdb)", "DIR"))
     val_split: float = field(default=0.0, metadata=option(

@@ -24,7 +24,7 @@ from imdb_distilbert import (
     network,
 )
 from imdb_distilbert.config import RunConfig
-from imdb_distilbert.data import dataset
+from imdb_distilbert.data import checks, dataset
 from imdb_distilbert.errors import UserError
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class Run:
         network.check_model(network.BASE_MODEL)
         config.train, config.test = resolve_data(config, download)
         self.files, self.facts = {}, {"seconds": {}}
+        self.data_check: checks.DataCheck | None = None  # load_data checks the data
         revision = network.cached_revision(network.BASE_MODEL)
         self.facts["base_model"] = {"name": network.BASE_MODEL, "revision": revision, "pinned": network.BASE_REVISION}
         if revision != network.BASE_REVISION:
@@ -147,6 +148,11 @@ class Run:
         config = self.config
         train_df, test_df = dataset.load_splits(config.train, config.test, config.sample, config.seed,
                                                 config.text_column, config.label_column)
+        # Duplicates, train/test overlap, conflicting labels, balance, swapped splits: said, and in metrics.json.
+        test_df, self.data_check = checks.check_and_report(train_df, test_df, config.drop_test_overlap)
+        self.facts["data_check"] = self.data_check.facts
+        if len(self.data_check.conflicts):
+            self.files[checks.CONFLICTS_CSV] = checks.conflicts_csv(self.data_check.conflicts)
         self.classes = dataset.check_labels(train_df, test_df)  # in the order of the model's outputs
         val_df = test_df  # the tutorial validates on the test split
         if config.val_split:
@@ -240,6 +246,8 @@ class Run:
         self.lap("evaluate")
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
+        if self.data_check is not None:  # what the data check found, after the scores
+            self.files["report.txt"] += self.data_check.report()
         auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
         print(f"test accuracy {metrics['accuracy']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {auc}")
         return metrics
