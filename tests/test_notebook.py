@@ -104,6 +104,8 @@ def test_notebook_trains_saves_and_predicts(executed):
         {p.name for p in output.iterdir()}
     outputs = [text_of(c) for c in nb.cells if c.cell_type == "code"]
     assert any("['neg', 'pos']" in text for text in outputs)  # get_classes()
+    checked = text_of(next(c for c in nb.cells if "run.data_check.table()" in c.source))  # the data cell
+    assert "near-exact duplicates" in checked and "test also in train" in checked
     table = next(text for text in outputs if "this movie was really bad" in text)
     check_tutorial_table(table, "notebook")
     mine = next(c for c in nb.cells if "my_reviews = [" in c.source)

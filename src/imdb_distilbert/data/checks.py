@@ -155,10 +155,12 @@ def check_and_report(train: pd.DataFrame, test: pd.DataFrame,
         test = test[~found.overlap.to_numpy()].reset_index(drop=True)
         found.facts["dropped_test_overlap"] = int(found.overlap.sum())
     facts = found.facts
+    in_train, in_test, overlap = facts["train"], facts["test"], facts["overlap"]
     print(f"data check ({facts['seconds']:.1f} s): duplicates (exact, near-exact) train "
-          f"{facts['train']['exact_duplicates']}, {facts['train']['near_duplicates']}; test "
-          f"{facts['test']['exact_duplicates']}, {facts['test']['near_duplicates']}; test reviews also in train "
-          f"{facts['overlap']['exact_duplicates']}, {facts['overlap']['near_duplicates']}")
+          f"{in_train['exact_duplicates']}, {in_train['near_duplicates']}; test {in_test['exact_duplicates']}, "
+          f"{in_test['near_duplicates']}; test reviews "
+          f"also in train {overlap['exact_duplicates']}, {overlap['near_duplicates']}; texts with conflicting labels "
+          f"{found.conflicts['text_group'].nunique()}")
     for line in found.lines():
         print(line)
     return test, found
