@@ -352,3 +352,21 @@ def test_empty_reviews_in_a_csv_keep_their_rows_or_are_said(spark, exported, tmp
     score("--model", exported[0], "--input", tmp_path / "one.csv", "--output", tmp_path / "one")
     assert len(pd.read_parquet(tmp_path / "one")) == 2
     assert "one.csv line 3 is blank, and Spark's CSV reader skips blank lines" in capsys.readouterr().err
+
+
+def test_min_confidence_marks_the_same_reviews_as_predict_py(spark, exported, tmp_path):
+    frame = synthetic.reviews(40, seed=21, mixed=True)
+    frame.to_csv(tmp_path / "in.csv", index=False)
+
+    def labels(*flags):
+        result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--file", tmp_path / "in.csv",
+                             "--json", *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    threshold = float(np.median([max(r["prob_neg"], r["prob_pos"]) for r in labels()]))  # half of them uncertain
+    want = [r["label"] for r in labels("--min-confidence", threshold)]
+    counts = score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out",
+                   "--min-confidence", threshold)
+    assert list(pd.read_parquet(tmp_path / "out")["label"]) == want and "uncertain" in want
+    assert counts["uncertain"] == want.count("uncertain")

@@ -94,6 +94,10 @@ class RunConfig:
         "run the learning-rate finder before training and save lr_find.png with the suggested rates"))
     lr_find_only: bool = field(default=False, metadata=option(
         "run the learning-rate finder, save lr_find.png and metrics.json to --output, and stop without training"))
+    calibrate: bool = field(default=True, metadata=option(
+        "after training, fit one temperature on held-out reviews (the --val-split reviews, else 5%% of train set "
+        "aside before training; never the test split) and fold it into the classifier, so that the saved model's "
+        "probabilities are calibrated on every path; --no-calibrate keeps them raw (default: on)"))
     top_losses: int = field(default=20, metadata=option(
         "write the N most confidently wrong test reviews to top_losses.csv (default: 20)", "N"))
     checkpoint_dir: Optional[Path] = field(default=None, metadata=option(
@@ -138,9 +142,10 @@ class RunConfig:
         p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
         for f in dataclasses.fields(cls):
             kwargs = {k: v for k, v in f.metadata.items() if v is not None}
-            if value_type(f) is bool:
+            if value_type(f) is bool:  # a switch: --lr-find; one that is on by default: --calibrate/--no-calibrate
                 kwargs.pop("metavar", None)
-                p.add_argument("--" + f.name.replace("_", "-"), action="store_true", **kwargs)
+                action = argparse.BooleanOptionalAction if f.default else "store_true"
+                p.add_argument("--" + f.name.replace("_", "-"), action=action, default=f.default, **kwargs)
             else:
                 p.add_argument("--" + f.name.replace("_", "-"), type=value_type(f), default=f.default, **kwargs)
         return p

@@ -169,9 +169,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def rows(texts: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> Iterator[dict]:
-    """One dict per text: text, label, and prob_<class> for each class
-    (what predict.py writes and serve.py answers)."""
-    for text, p in zip(texts, proba, strict=True):
-        yield {"text": text, "label": classes[int(p.argmax())],
+UNCERTAIN = "uncertain"  # the label of a review whose top probability is below --min-confidence
+
+
+def labels(proba: np.ndarray, classes: Sequence[str], min_confidence: float | None = None) -> list[str]:
+    """The predicted class of each row of `proba`; UNCERTAIN where its probability is below `min_confidence`."""
+    top = np.asarray(proba).argmax(axis=1)
+    sure = np.ones(len(top), bool) if min_confidence is None else np.asarray(proba).max(axis=1) >= min_confidence
+    return [classes[int(i)] if ok else UNCERTAIN for i, ok in zip(top, sure, strict=True)]
+
+
+def check_min_confidence(min_confidence: float | None, classes: Sequence[str], name: str = "--min-confidence") -> None:
+    """Stop with one sentence unless `min_confidence` is None or a probability the labels can use."""
+    if min_confidence is None:
+        return
+    if not 0 < min_confidence <= 1:
+        raise UserError(f"{name} must be a probability above 0 and at most 1, such as 0.9 (the report's "
+                        "accuracy-against-coverage table says which keeps how many reviews).")
+    if UNCERTAIN in classes:
+        raise UserError(f"{name} marks reviews '{UNCERTAIN}', which is one of this model's classes; "
+                        "it cannot be used with this model.")
+
+
+def rows(texts: Sequence[str], proba: np.ndarray, classes: Sequence[str],
+         min_confidence: float | None = None) -> Iterator[dict]:
+    """One dict per text: text, label, and prob_<class> for each class (what predict.py writes and serve.py
+    answers). The label is UNCERTAIN where the top probability is below `min_confidence` (the probabilities stay)."""
+    for text, p, label in zip(texts, proba, labels(proba, classes, min_confidence), strict=True):
+        yield {"text": text, "label": label,
                **{f"prob_{c}": round(float(x), 6) for c, x in zip(classes, p, strict=True)}}

@@ -8,10 +8,11 @@
 
 Every backend prints and writes the same thing: the text, the predicted label and one probability per
 class (columns text, label, prob_neg, prob_pos for IMDB; prob_<class> for each class of a model trained on other
-data), one row per review given, in order: an empty review gets a row with no label and no probabilities. The onnx
-backends need `python src/export.py` once, and then neither TensorFlow nor ktrain. --explain adds top_words: the
-words that pushed the prediction most, each with its score (positive: towards the predicted label; see
-inference/explain.py and docs/explain.md).
+data), one row per review given, in order: an empty review gets a row with no label and no probabilities. With
+--min-confidence P, a review whose top probability is below P is labelled "uncertain" instead of forced into a
+class. The onnx backends need `python src/export.py` once, and then neither TensorFlow nor ktrain. --explain adds
+top_words: the words that pushed the prediction most, each with its score (positive: towards the predicted label;
+see inference/explain.py and docs/explain.md).
 
 Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
 can run code. The onnx backends unpickle nothing.
@@ -59,6 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--min-confidence", type=float, metavar="P", help=f"label a review '{backends.UNCERTAIN}' "
+                   "instead of a class when its top probability is below P (its probabilities are still given); "
+                   "the training report's accuracy-against-coverage table says which P keeps how many reviews")
     p.add_argument("--explain", action="store_true", help="add each review's top words (integrated gradients, "
                    "inference/explain.py; about 7x the time of scoring alone; ktrain backend only)")
     p.add_argument("--explain-class", metavar="CLASS", help="with --explain: the words for and against this class "
@@ -180,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "write them to another file.")
     texts = gather_texts(args)  # bad input is reported before any model loads
     model = backends.load(args.model, args.backend, args.batch_size)
+    backends.check_min_confidence(args.min_confidence, model.classes)
     if args.explain_class and args.explain_class not in model.classes:
         raise UserError(f"--explain-class {args.explain_class} is not one of the model's classes; "
                         f"name one of: {', '.join(model.classes)}.")
@@ -190,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tqdm(total=len(reviews), unit="review", desc=f"scoring ({args.backend})", file=sys.stderr,
               disable=len(reviews) <= args.batch_size) as bar:
         proba = model.predict_proba(reviews, done=bar.update)
-    predictions = list(rows(reviews, proba, model.classes))
+    predictions = list(rows(reviews, proba, model.classes, args.min_confidence))
     if args.explain:
         from imdb_distilbert.inference import explain
 
@@ -208,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             content = format_rows(predictions, args.json, formulas=args.keep_formulas)
             for_people = not args.json and not args.keep_formulas  # --keep-formulas and JSON are for programs
             files.atomic_file(args.out, reading.BOM + content if for_people else content)
-        counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in model.classes)
+        shown = [*model.classes, *([backends.UNCERTAIN] if args.min_confidence else [])]
+        counts = ", ".join(f"{c} {sum(r['label'] == c for r in predictions)}" for c in shown)
         print(f"wrote {len(reviews)} predictions ({counts})" + (f" and {no_text}" if empty else "")
               + f" to {args.out}")
     else:

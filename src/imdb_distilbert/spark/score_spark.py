@@ -57,6 +57,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
                    "(default: 4 per core Spark has, or the input's own number if larger)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="label a review 'uncertain' when its top probability is below P (as src/predict.py)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --output if it exists (only an output this script wrote)")
     args = p.parse_args(argv)
@@ -263,9 +265,10 @@ def executor_model(archive_name: str, backend: str, batch_size: int) -> backends
     return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
 
 
-def scorer(archive_name: str, backend: str, batch_size: int, text_column: str,
-           classes: Sequence[str]) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def scorer(archive_name: str, backend: str, batch_size: int, text_column: str, classes: Sequence[str],
+           min_confidence: float | None = None) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: each chunk of a task's rows, the same rows plus label and probabilities, in order.
+    The label is "uncertain" where the top probability is below `min_confidence` (backends.labels).
 
     The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
     A review's scores depend only on the review (the int8 export quantizes each token on its own,
@@ -281,7 +284,7 @@ def scorer(archive_name: str, backend: str, batch_size: int, text_column: str,
             proba = np.full((len(frame), len(classes)), np.nan)  # NaN becomes null in Spark
             if has_text.any():
                 proba[has_text] = model.predict_proba(texts[has_text].tolist())
-            label = np.array(classes, dtype=object)[np.nan_to_num(proba).argmax(axis=1)]
+            label = np.array(backends.labels(np.nan_to_num(proba), classes, min_confidence), dtype=object)
             frame["label"] = np.where(has_text, label, None)
             for i, name in enumerate(classes):
                 frame[f"prob_{name}"] = proba[:, i]
@@ -297,6 +300,7 @@ def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int
     args.text_column = args.text_column or cli.text_columns(args.model)[0]
     frame = read(spark, args.input, args.text_column)
     classes = json.loads((args.model / backends.ONNX_SETTINGS).read_text())["classes"]
+    backends.check_min_confidence(args.min_confidence, classes)
     clash = [c for c in ["label", *(f"prob_{c}" for c in classes)] if c in frame.columns]
     if clash:
         raise UserError(f"--input {args.input} already has a {clash[0]} column, which the scores would replace; "
@@ -330,7 +334,8 @@ def scored_in_input_order(frame: DataFrame, args: argparse.Namespace, archive_na
                  .repartitionByRange(partitions, ROW).sortWithinPartitions(ROW))
     schema = StructType([*frame.schema.fields, StructField("label", StringType()),
                          *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
-    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes),
+    scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes,
+                                      args.min_confidence),
                                schema=schema)
     return scored.drop(ROW) if moved else scored
 

@@ -18,7 +18,7 @@ from imdb_distilbert import config, packages
 from imdb_distilbert.data import reading, truncation
 from imdb_distilbert.data.dataset import LABEL, TEXT
 from imdb_distilbert.files import spreadsheet_safe
-from imdb_distilbert.training import plots
+from imdb_distilbert.training import calibration, plots
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def evaluate(
     learner: Any, preproc: Any, test_df: pd.DataFrame, history: dict[str, list[float]], maxlen: int,
-    cut: str = "head", top_n: int = 20, padding: str = "grouped",
+    cut: str = "head", top_n: int = 20, padding: str = "grouped", temperature: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, str | bytes]]:
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
@@ -34,7 +34,9 @@ def evaluate(
     `history`, as learning.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
     top_losses.html (those reviews with the words that decided them highlighted, inference/explain.py).
     Reviews are cut to `maxlen` tokens the `cut` way, as in training, and scored in batches of similar
-    length unless `padding` is "fixed" (see predict).
+    length unless `padding` is "fixed" (see predict). `temperature`: what the run folded into the model
+    (training/calibration.py); the probabilities before it are derived from those after, not scored again.
+    Also written: reliability.png, and the calibration and accuracy-against-coverage tables in the report.
     """
     import ktrain
 
@@ -44,9 +46,18 @@ def evaluate(
     proba = predict(learner, preproc, texts, padding)
     classes = preproc.get_classes()
     metrics = {**score(test_df[LABEL], proba, classes), "history": history}
+    truth = [classes.index(label) for label in test_df[LABEL]]
+    before = calibration.with_temperature(proba, 1 / temperature)  # the logits times T: the model before folding
+    metrics["calibration"] = {
+        "temperature": temperature, "bins": calibration.BINS,
+        "ece_before": calibration.ece(before, truth), "ece_after": calibration.ece(proba, truth),
+        "log_loss_before": calibration.log_loss(before, truth), "log_loss_after": calibration.log_loss(proba, truth),
+        "reliability": calibration.reliability(proba, truth)}
+    metrics["coverage"] = calibration.coverage(proba, truth)
     worst = top_losses(test_df, proba, classes, top_n)
     files = {
         "report.txt": report_text(metrics),
+        "reliability.png": plots.reliability(before, proba, truth, temperature),
         "confusion_matrix.png": plots.confusion_matrix(metrics),
         "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
         "training_curves.png": plots.training_curves(history),
@@ -133,7 +144,26 @@ def report_text(metrics: dict[str, Any]) -> str:
               f"{'':>{w}}" + "".join(f"{c:>{cell}}" for c in classes)]
     for c, row in zip(classes, metrics["confusion_matrix"], strict=True):  # one row per class
         lines.append(f"{c:>{w}}" + "".join(f"{n:>{cell}}" for n in row))
+    if "calibration" in metrics:
+        lines += ["", *calibration_text(metrics["calibration"]), "", *coverage_text(metrics["coverage"])]
     return "\n".join(lines) + "\n"
+
+
+def calibration_text(found: dict[str, Any]) -> list[str]:
+    """The calibration lines of the report: ECE and log loss on the test split, before and after the temperature."""
+    t = found["temperature"]
+    head = (f"calibration: temperature {t:.3f} fitted on held-out reviews and folded into the classifier"
+            if t != 1.0 else "calibration: none (--no-calibrate, or too few held-out reviews)")
+    return [head, f"{'':>14}{'before':>9}{'after':>9}",
+            f"{'ECE (15 bins)':>14}{found['ece_before']:>9.4f}{found['ece_after']:>9.4f}",
+            f"{'log loss':>14}{found['log_loss_before']:>9.4f}{found['log_loss_after']:>9.4f}"]
+
+
+def coverage_text(rows: list[dict[str, float]]) -> list[str]:
+    """Accuracy against coverage: which --min-confidence keeps which share of the test reviews, how accurately."""
+    lines = ["accuracy against coverage (predict.py --min-confidence P marks the rest uncertain)",
+             f"{'coverage':>9}{'P':>9}{'accuracy':>10}"]
+    return lines + [f"{r['coverage']:>9.1%}{r['min_confidence']:>9.4f}{r['accuracy']:>10.4f}" for r in rows]
 
 
 def top_losses(test_df: pd.DataFrame, proba: ArrayLike, class_names: Sequence[str], n: int) -> pd.DataFrame:

@@ -321,6 +321,14 @@ def to_float32(learner: Any) -> None:
     learner.model = model
 
 
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide the classifier layer's weights and bias by `temperature`, so that the model's logits are divided by
+    it: calibrated probabilities wherever the saved model is loaded (training/calibration.py)."""
+    layer = model.classifier  # Hugging Face's TFDistilBertForSequenceClassification: the last Dense layer
+    for weight in (layer.kernel, layer.bias):
+        weight.assign(weight / temperature)
+
+
 def name_in_model(weight: tf.Variable) -> str:
     """A weight's name without the model's own (numbered) name: 'distilbert/embeddings/.../weight:0'."""
     return weight.name.split("/", 1)[-1]

@@ -89,3 +89,26 @@ def lr_find(found: dict[str, Any]) -> bytes:
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss", title="learning-rate finder")
     ax.legend()
     return png(fig)
+
+
+def reliability(before: ArrayLike, after: ArrayLike, truth: Sequence[int], temperature: float) -> bytes:
+    """The reliability diagram: accuracy against mean top probability per bin, before and after the temperature
+    (the diagonal is perfect calibration), with each bin's share of the reviews below."""
+    from imdb_distilbert.training import calibration
+
+    fig, (ax, share) = plt.subplots(2, 1, figsize=(4.6, 5.2), height_ratios=(3, 1), sharex=True)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--", label="perfectly calibrated")
+    for proba, name, colour in ((before, "before", "tab:red"), (after, f"after (T = {temperature:.2f})", "tab:blue")):
+        if name == "before" and temperature == 1.0:
+            continue  # not calibrated: one curve
+        table = calibration.reliability(proba, truth)
+        ece = calibration.ece(proba, truth)
+        ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], marker="o", markersize=4,
+                color=colour, label=f"{name}: ECE {ece:.3f}")
+        share.bar([(b["low"] + b["high"]) / 2 for b in table], [b["reviews"] / len(truth) for b in table],
+                  width=1 / calibration.BINS, color=colour, alpha=0.4)
+    low = 1 / np.asarray(after).shape[1]
+    ax.set(xlim=(low - 0.02, 1.01), ylim=(0, 1.01), ylabel="accuracy", title="reliability on the test split")
+    ax.legend(loc="upper left", fontsize=8)
+    share.set(xlabel="top probability (15 bins)", ylabel="reviews")
+    return png(fig)

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         if run.config.lr_find_only:
             return run.save_lr_find()
     history = run.fit(learner)
+    run.calibrate(learner, preproc)
     metrics = run.evaluate(learner, preproc, test_df, history)
     run.save(learner, preproc, metrics)
 
@@ -135,7 +136,8 @@ class Run:
         if revision != network.BASE_REVISION:
             print(f"note: the cached {network.BASE_MODEL} is revision {revision}, not the pinned "
                   f"{network.BASE_REVISION[:12]}; metrics.json records which one this run used")
-        self.classes, self.class_weight = None, None  # load_data finds them
+        self.classes, self.class_weight, self.calibration_df = None, None, None  # load_data finds them
+        self.temperature = 1.0  # calibrate() fits it
 
     def lap(self, name: str) -> None:
         """Record the seconds since the last lap under `name`."""
@@ -157,6 +159,9 @@ class Run:
         val_df = test_df  # the tutorial validates on the test split
         if config.val_split:
             train_df, val_df = dataset.split_validation(train_df, config.val_split, config.seed)
+        self.calibration_df = self.held_out_for_calibration(train_df, val_df)
+        if self.calibration_df is not None and not config.val_split:
+            train_df = train_df.drop(self.calibration_df.index)
         print(dataset.describe(train_df, test_df)
               + (f", validation: {len(val_df)} from train" if config.val_split else ""))
         self.facts.update(n_train=len(train_df), n_val=len(val_df),
@@ -173,6 +178,27 @@ class Run:
             print("class weights (--class-weight balanced): "
                   + ", ".join(f"{c} {w:.3g}" for c, w in self.facts["class_weight"].items()))
         return train_df, val_df, test_df
+
+    def held_out_for_calibration(self, train_df: pd.DataFrame, val_df: pd.DataFrame) -> pd.DataFrame | None:
+        """The reviews the temperature is fitted on (training/calibration.py): the validation split when there is
+        one, else a stratified share of train set aside before training; never the test split. None when
+        --no-calibrate, or when too few reviews would be left for it (said)."""
+        from imdb_distilbert.training import calibration
+
+        if not self.config.calibrate:
+            return None
+        held_out = val_df if self.config.val_split else None
+        if held_out is None and len(train_df) * calibration.CALIBRATION_SHARE >= calibration.MIN_REVIEWS:
+            held_out = dataset.split_validation(train_df, calibration.CALIBRATION_SHARE, self.config.seed)[1]
+        if held_out is None or len(held_out) < calibration.MIN_REVIEWS:
+            print(f"not calibrating: it needs {calibration.MIN_REVIEWS} held-out reviews "
+                  f"({calibration.CALIBRATION_SHARE:.0%} of train, or --val-split), and this run has "
+                  f"{0 if held_out is None else len(held_out)}")
+            self.facts["calibrated_on"] = None
+            return None
+        source = "the validation split" if self.config.val_split else f"{len(held_out)} reviews set aside from train"
+        self.facts["calibrated_on"] = {"reviews": source, "n": len(held_out)}
+        return held_out
 
     def build(self, train_df: pd.DataFrame, val_df: pd.DataFrame) -> tuple[Any, Any]:
         """Tokenize the reviews and build DistilBERT with a fresh classifier head. Returns (learner, preproc)."""
@@ -235,6 +261,28 @@ class Run:
         self.checkpoints = checkpoints
         return history
 
+    def calibrate(self, learner: Any, preproc: Any) -> float:
+        """Fit the temperature on the held-out reviews and fold it into the model (a no-op with --no-calibrate).
+        Returns the temperature (1: none)."""
+        if self.calibration_df is None:
+            return 1.0
+        from imdb_distilbert.data import truncation
+        from imdb_distilbert.training import calibration, learning
+
+        df, config = self.calibration_df, self.config
+        print(f"calibrating on {self.facts['calibrated_on']['reviews']}...")
+        texts = truncation.truncate(list(df[dataset.TEXT]), preproc.get_tokenizer(), config.maxlen, config.truncation)
+        proba = learning.predict_proba(learner.model, preproc, texts)
+        truth = [self.classes.index(label) for label in df[dataset.LABEL]]
+        temperature = calibration.fit_temperature(proba, truth)
+        learning.fold_temperature(learner.model, temperature)
+        self.temperature = temperature  # evaluate() reports it, with the test split's ECE before and after
+        self.lap("calibrate")
+        print(f"temperature {temperature:.3f} (over 1: the raw probabilities were over-confident), folded into "
+              f"the classifier; held-out log loss {calibration.log_loss(proba, truth):.4f} -> "
+              f"{calibration.log_loss(calibration.with_temperature(proba, temperature), truth):.4f}")
+        return temperature
+
     def evaluate(self, learner: Any, preproc: Any, test_df: pd.DataFrame,
                  history: dict[str, list[float]]) -> dict[str, Any]:
         """Score the test split; the report, plots and worst mistakes go to --output. Returns metrics."""
@@ -242,7 +290,8 @@ class Run:
 
         self.facts["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
         metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.config.maxlen,
-                                             self.config.truncation, self.config.top_losses, self.config.padding)
+                                             self.config.truncation, self.config.top_losses, self.config.padding,
+                                             self.temperature)
         self.lap("evaluate")
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
