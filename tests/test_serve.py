@@ -128,6 +128,20 @@ def test_api_gives_predict_py_numbers(server, exported, texts, tmp_path):
              0.9)
 
 
+def test_min_confidence_marks_what_predict_py_marks(server, exported, texts, tmp_path):
+    """A request's "min_confidence" labels "uncertain" the reviews predict.py --min-confidence labels so."""
+    threshold = float(np.median([max(p["prob_neg"], p["prob_pos"]) for p in server.predict(texts)[1]["predictions"]]))
+    body = json.dumps({"texts": texts, "min_confidence": threshold}).encode()
+    status, answer = server.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    assert status == 200, answer
+    path = tmp_path / "reviews.txt"
+    path.write_text("\n".join(texts) + "\n")
+    result = run_predict("--model", exported[0], "--backend", "onnx-int8", "--json", "--file", path,
+                         "--min-confidence", threshold)
+    want = [json.loads(line)["label"] for line in result.stdout.splitlines()]
+    assert [p["label"] for p in answer["predictions"]] == want and "uncertain" in want
+
+
 def test_fp32_server_gives_predict_py_numbers(exported, texts, tmp_path):
     fp32 = Server("--model", exported[0], "--backend", "onnx")
     try:
@@ -190,6 +204,8 @@ JSON = {"Content-Type": "application/json"}
     ("POST", "/predict", b"{" * 200_000, 400, "not JSON"),  # deep nesting
     ("POST", "/predict", b"[" * 100_000 + b"]" * 100_000, 400, "nests JSON too deeply"),  # valid, 100,000 deep
     ("POST", "/predict", b'{"texts": ["fine", "\\ud800"]}', 422, "texts[1] holds a lone surrogate"),
+    ("POST", "/predict", b'{"texts": ["fine"], "min_confidence": "high"}', 422, '"min_confidence" must be a number'),
+    ("POST", "/predict", b'{"texts": ["fine"], "min_confidence": 1.5}', 422, "must be a probability above 0"),
     ("GET", "/predict", None, 405, "GET /predict"),
     ("POST", "/health", b"{}", 405, "POST /health"),
     ("GET", "/nothing-here", None, 404, "GET /nothing-here"),

@@ -3,7 +3,8 @@
     python src/serve.py --model models/distilbert-imdb                 # then open http://127.0.0.1:8000/
     curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"texts": ["a great film"]}'
 
-POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]},
+POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]}
+({"texts": [...], "min_confidence": P}: a review whose top probability is below P is labelled "uncertain"),
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
 GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
 and the review with the words that decided it highlighted.
@@ -317,11 +318,6 @@ class BadRequest(Exception):
         self.status = status
 
 
-async def read_texts(request: Request, max_texts: int = MAX_TEXTS) -> list[str]:
-    """The request's texts, stripped, or BadRequest saying what is wrong in one sentence."""
-    return texts_of(await read_json(request), max_texts)
-
-
 async def read_json(request: Request) -> dict:
     """The request's JSON object, with its "texts", or BadRequest saying what is wrong in one sentence."""
     declared = request.headers.get("content-length", "")
@@ -366,6 +362,20 @@ def texts_of(payload: dict, max_texts: int) -> list[str]:
             raise BadRequest(422, f"texts[{i}] holds a lone surrogate (a half of a UTF-16 pair), which is not "
                              "text; send valid Unicode.") from None
     return [t.strip() for t in texts]  # as src/predict.py does
+
+
+def min_confidence_of(payload: dict, classes: list[str]) -> float | None:
+    """The request's "min_confidence" (predict.py --min-confidence: below it the label is "uncertain"), or None."""
+    value = payload.get("min_confidence")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(422, '"min_confidence" must be a number, such as 0.9.')
+    try:
+        backends.check_min_confidence(float(value), classes, '"min_confidence"')
+    except UserError as error:
+        raise BadRequest(422, str(error)) from None
+    return float(value)
 
 
 def answer(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -441,7 +451,8 @@ class App:
     async def predict_route(self, request: Request) -> JSONResponse:
         try:
             self.batcher.bound.check_room()
-            texts = await read_texts(request)
+            payload = await read_json(request)
+            texts, min_confidence = texts_of(payload, MAX_TEXTS), min_confidence_of(payload, self.model.classes)
         except BadRequest as bad:
             return error(bad.status, str(bad))
         except Busy as refused:
@@ -454,7 +465,7 @@ class App:
             print(f"error scoring {len(texts)} texts: {failure!r}", file=sys.stderr, flush=True)
             return error(500, "the model failed on this request; see the server's log.")
         rows = [{k: v for k, v in row.items() if k != "text"}
-                for row in backends.rows(texts, proba, self.model.classes)]
+                for row in backends.rows(texts, proba, self.model.classes, min_confidence)]
         return answer({"backend": self.backend, "predictions": rows})
 
     async def explain_route(self, request: Request) -> JSONResponse:
