@@ -110,6 +110,8 @@ def test_notebook_trains_saves_and_predicts(executed):
     check_tutorial_table(table, "notebook")
     mine = next(c for c in nb.cells if "my_reviews = [" in c.source)
     assert re.match(r"(neg|pos) \(\d+%\)", text_of(mine))
+    checked = text_of(next(c for c in nb.cells if "selfcheck.check(" in c.source))  # the cell after loading
+    assert checked.startswith("self-check: reproduced: the ktrain backend gives the stored answers for 8 reviews")
 
 
 def test_explanation_cells_highlight_the_words(executed):

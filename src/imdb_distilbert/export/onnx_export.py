@@ -34,7 +34,7 @@ from imdb_distilbert.config import RunConfig
 from imdb_distilbert.data import batching, reading, truncation
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.export import quantize
-from imdb_distilbert.inference import backends
+from imdb_distilbert.inference import backends, selfcheck
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,6 +171,29 @@ def refused_surely(n: int, min_agreement: float, significance: float = SIGNIFICA
     return low
 
 
+def add_self_check(folder: Path, staging: Path) -> None:
+    """Add the ONNX models' answers for the predictor's self-check reviews to its self_check.json (in `staging`), so
+    `predict.py --check --backend onnx-int8` has int8's own answers to compare with (inference/selfcheck.py). Refuse
+    (nothing written) when fp32 does not give the saved model's stored answers: this environment does not reproduce
+    the saved model. A folder saved before self-checks has nothing to add to."""
+    import numpy as np
+
+    stored = selfcheck.stored(folder)
+    if stored is None:
+        return
+    answers = {name: backends.OnnxBackend(staging, name).predict_proba(stored["reviews"])
+               for name in backends.ONNX_FILES}
+    gap = float(np.abs(answers["onnx"] - np.asarray(stored["proba"])).max())
+    print(f"fp32 on the {len(stored['reviews'])} self-check reviews: largest difference {gap:.2e} from the answers "
+          f"stored when the predictor was saved")
+    if gap > FP32_TOLERANCE:
+        differ = selfcheck.changed(stored["versions"], selfcheck.versions(selfcheck.KTRAIN_PACKAGES))
+        raise UserError(f"the fp32 ONNX model differs from the answers stored in {selfcheck.SELF_CHECK} when the "
+                        f"predictor was saved by up to {gap:.2e} (more than {FP32_TOLERANCE:g}), so nothing was "
+                        f"written: this environment does not reproduce the saved model ({selfcheck.named(differ)}).")
+    (staging / selfcheck.SELF_CHECK).write_text(selfcheck.with_onnx(stored, answers))
+
+
 def default_reviews(model_dir: str | Path) -> Path:
     """The test split the run in `model_dir` was trained with (its metrics.json says), if it is here;
     else the sample."""
@@ -235,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                   f"{refused_surely(len(texts), args.min_agreement):.1%} or less in at least 95%)")
         info["parity"] = parity
         (staging / backends.ONNX_SETTINGS).write_text(json.dumps(info, indent=2) + "\n")
+        add_self_check(folder, staging)
         if (folder / tokenizer_file).exists():  # the folder keeps its own: the copy was for the check
             (staging / tokenizer_file).unlink()
     sizes = ", ".join(f"{name} {(folder / name).stat().st_size / 1e6:.1f} MB" for name in backends.ONNX_FILES.values())

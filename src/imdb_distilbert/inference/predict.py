@@ -14,6 +14,13 @@ class. The onnx backends need `python src/export.py` once, and then neither Tens
 top_words: the words that pushed the prediction most, each with its score (positive: towards the predicted label;
 see inference/explain.py and docs/explain.md).
 
+--check answers, in one line, whether this environment reproduces the saved model: it scores the few reviews the
+folder stores with their answers (self_check.json, written when the predictor was saved; src/export.py adds the
+ONNX models' answers) with --backend, and exits 0 when every probability is within 1e-4 of the stored one (1e-3 for
+onnx-int8, against the int8 model's own answers at export), else 1, naming the packages whose versions differ
+from those the answers were stored with. A folder saved before self-checks has no answers to compare with: it says
+so and exits 1; it still predicts as before.
+
 Load only predictors you trust: the ktrain backend unpickles the folder's tf_model.preproc, and a pickle
 can run code. The onnx backends unpickle nothing.
 """
@@ -57,6 +64,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="CSV for programs: texts that start with = + - @ as they are, and no byte-order mark; by "
                    "default such a cell gets a leading apostrophe, so a spreadsheet shows it as text instead of "
                    "running it as a formula")
+    p.add_argument("--check", action="store_true", help="instead of classifying: say in one line whether this "
+                   "environment reproduces the saved model (the answers stored in the folder's self_check.json, "
+                   "within 1e-4; 1e-3 for onnx-int8), naming the packages that differ when it does not; exit 0 "
+                   "when it does, 1 when not or when the folder stores no answers")
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
@@ -70,6 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-words", type=int, metavar="N", default=5,
                    help="how many words --explain lists per review (default: 5)")
     args = p.parse_args(argv)
+    if args.check and (args.texts or args.file or args.out or args.explain):
+        p.error("--check scores the folder's own stored reviews: give it no reviews, --file, --out or --explain")
+    if args.check:
+        return args
     if not args.texts and not args.file:
         p.error("give reviews to classify: texts, - for standard input, or --file PATH")
     if args.texts and args.file:
@@ -177,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.backend == "ktrain" and argv is None:  # a command (src/predict.py), not a call from Python
         compat.use_fast_malloc()  # re-runs this command with tcmalloc preloaded, before standard input is read
     backends.check_predictor_folder(args.model)
+    if args.check:
+        return check(args)
     if args.out and args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file path such as predictions.csv.")
     if args.out and args.file and args.out.resolve() == args.file.resolve():
@@ -221,3 +238,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(format_rows(predictions, args.json, for_terminal=True))
         if empty:
             print(f"note: {no_text}", file=sys.stderr)
+
+
+def check(args: argparse.Namespace) -> None:
+    """--check: the one line of inference/selfcheck.py; exit 1 unless this environment reproduces the stored answers."""
+    from imdb_distilbert.inference import selfcheck
+
+    if args.backend != "ktrain":
+        backends.check_onnx_export(args.model, args.backend)  # one sentence, before anything loads
+    result = selfcheck.check(args.model, args.backend, batch_size=args.batch_size)
+    print(result.line)
+    if not result.reproduced:
+        sys.exit(1)

@@ -13,6 +13,10 @@ highlighted HTML the page shows) for each text's predicted class, or for the cla
 gradients of the TensorFlow model: offered when TensorFlow and ktrain are installed (not with
 requirements-serve.txt alone; --no-explain turns them off). The model is loaded at the first request.
 
+At start-up the model is loaded and checks itself (inference/selfcheck.py): it scores the reviews the folder stores
+with their answers and prints one line; if this environment does not reproduce them, the server refuses to start
+(one sentence, exit 2) unless --skip-check.
+
 Requests that arrive together are scored together (micro-batching: the first one waits at most a few
 milliseconds for others), in one worker thread, so the event loop keeps accepting requests while the
 model runs. The default backend is onnx-int8 when the folder has an ONNX export (src/export.py),
@@ -52,7 +56,7 @@ from typing import TYPE_CHECKING
 
 from imdb_distilbert import cli, packages
 from imdb_distilbert.errors import UserError
-from imdb_distilbert.inference import backends, explain
+from imdb_distilbert.inference import backends, explain, selfcheck
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -117,6 +121,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    f"is answered 408 and cut off (default: {BODY_SECONDS})")
     p.add_argument("--max-connections", type=int, metavar="N", default=MAX_CONNECTIONS,
                    help=f"open connections beyond which a request is answered 503 (default: {MAX_CONNECTIONS})")
+    p.add_argument("--skip-check", action="store_true",
+                   help="serve even when the self-check at start-up finds that this environment does not reproduce "
+                   "the saved model's stored answers (the check still runs and prints its line)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a name or address the server answers to in the Host header, besides localhost, 127.0.0.1, "
                    "[::1] and --host (a guard against DNS rebinding); repeat it for more; '*' allows any")
@@ -657,7 +664,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock = listen(args.host, args.port)  # before loading: a busy port is reported at once
     print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
     model = backends.load(args.model, backend, args.batch_size)
-    model.predict_proba(["warm-up"])  # first-call set-up, so the first request is not slow
+    # Does this environment reproduce the saved model? Its stored reviews are scored (also the first call's set-up,
+    # so the first request is not slow); a model that gives other answers is not served unless --skip-check.
+    checked = selfcheck.check(args.model, backend, model)
+    print(checked.line, flush=True)
+    if checked.reproduced is None:
+        model.predict_proba(["warm-up"])
+    if checked.reproduced is False and not args.skip_check:
+        raise UserError(f"{args.model} does not give its stored answers in this environment (the self-check line "
+                        "above says by how much, and which packages differ), so it is not served; install the "
+                        "versions it was saved with, or start with --skip-check to serve it anyway.")
     why_not = explanations_off(args, backend)
     if args.explain and not why_not and backend != "ktrain":
         print(f"warning: --explain loads {args.model}/tf_model.preproc, a pickle, at the first /explain request; "

@@ -205,6 +205,13 @@ def predict_proba(model: Any, preproc: Any, texts: Iterable[str], batch_size: in
     return data.in_given_order(tf.nn.softmax(tf.convert_to_tensor(logits)).numpy())
 
 
+def predictor_proba(learner: Any, preproc: Any, texts: Sequence[str], maxlen: int, cut: str) -> np.ndarray:
+    """What the saved predictor answers for `texts`, computed as `predict.py --backend ktrain` computes it: ktrain's
+    predictor, on the texts cut as the run cut its reviews (`cut`: --truncation)."""
+    texts = truncation.truncate(texts, preproc.get_tokenizer(), maxlen, cut)
+    return np.asarray(ktrain.get_predictor(learner.model, preproc).predict(texts, return_proba=True))
+
+
 def padding_of(learner: Any) -> dict[str, str | int | float | None]:
     """How `learner`'s training batches are padded, and the tokens a training epoch computes as a share of
     padding every review to maxlen (ktrain's way)."""

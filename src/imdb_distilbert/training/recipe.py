@@ -26,6 +26,7 @@ from imdb_distilbert import (
 from imdb_distilbert.config import RunConfig
 from imdb_distilbert.data import checks, dataset
 from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import selfcheck
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,6 +160,8 @@ class Run:
         val_df = test_df  # the tutorial validates on the test split
         if config.val_split:
             train_df, val_df = dataset.split_validation(train_df, config.val_split, config.seed)
+        # The reviews the saved predictor checks itself with (inference/selfcheck.py): scored by save().
+        self.check_reviews = selfcheck.pick_reviews(list(test_df[dataset.TEXT]), config.maxlen, config.seed)
         self.calibration_df = self.held_out_for_calibration(train_df, val_df)
         if self.calibration_df is not None and not config.val_split:
             train_df = train_df.drop(self.calibration_df.index)
@@ -305,10 +308,16 @@ class Run:
         """Write the predictor and everything else to --output, all or nothing. Returns the folder."""
         from imdb_distilbert.training import learning
 
+        # A few reviews and the saved model's answers, so that a later environment can be checked against them.
+        proba = learning.predictor_proba(learner, preproc, self.check_reviews, self.config.maxlen,
+                                         self.config.truncation)
+        self.files[selfcheck.SELF_CHECK] = selfcheck.record(self.check_reviews, proba, preproc.get_classes())
+        self.lap("self_check")
         self.files["metrics.json"] = to_json(self.record(metrics))
         output = learning.save_predictor(learner, preproc, self.config.output, self.files)
         self.checkpoints.clear()  # the predictor holds the final weights
-        print(f"saved the predictor, metrics.json, report.txt, plots and top_losses.csv/.html to {output}")
+        print(f"saved the predictor, metrics.json, report.txt, plots, top_losses.csv/.html and {selfcheck.SELF_CHECK} "
+              f"to {output}")
         return output
 
     def record(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
