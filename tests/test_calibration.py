@@ -67,9 +67,9 @@ def test_folding_the_temperature_into_a_miscalibrated_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def calibrated_run(synthetic_splits, tmp_path_factory):
-    """train.py with --val-split 0.25: 100 held-out reviews to fit the temperature on."""
+    """train.py with --val-split 0.5: 200 held-out reviews to fit the temperature on (calibration.MIN_REVIEWS)."""
     output = tmp_path_factory.mktemp("calibrated") / "predictor"
-    result = run_train("--data-dir", synthetic_splits, "--output", output, "--val-split", 0.25, *TINY)
+    result = run_train("--data-dir", synthetic_splits, "--output", output, "--val-split", 0.5, *TINY)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output, result
 
@@ -79,8 +79,8 @@ def test_a_run_reports_calibration_and_coverage(calibrated_run):
     metrics = json.loads((output / "metrics.json").read_text())
     found = metrics["calibration"]
     assert found["temperature"] != 1.0 and metrics["args"]["calibrate"] is True
-    assert metrics["calibrated_on"] == {"reviews": "the validation split", "n": 100}
-    assert metrics["n_train"] == 300 and found["bins"] == 15
+    assert metrics["calibrated_on"] == {"reviews": "the validation split", "n": 200}
+    assert metrics["n_train"] == 200 and found["bins"] == 15
     at_most("calibration: test ECE after the temperature, tiny model on synthetic text", found["ece_after"], 0.1)
     assert [r["share"] for r in metrics["coverage"]] == [1.0, 0.95, 0.9, 0.8, 0.7]
     report = (output / "report.txt").read_text()
@@ -104,7 +104,8 @@ def test_the_saved_predictor_gives_the_calibrated_probabilities(calibrated_run, 
 
 
 def test_too_few_held_out_reviews_or_no_calibrate(trained):
-    """The shared tiny run has 400 training reviews: 5% is 20, too few to fit a temperature on; it says so."""
+    """The shared tiny run has 400 training reviews: 5% is 20, too few to fit a temperature on (200 are needed);
+    it says so, trains on all 400, and saves the raw probabilities."""
     output, result = trained
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["calibration"]["temperature"] == 1.0 and "not calibrating" in result.stdout

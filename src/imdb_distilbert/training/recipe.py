@@ -281,7 +281,8 @@ class Run:
         learning.fold_temperature(learner.model, temperature)
         self.temperature = temperature  # evaluate() reports it, with the test split's ECE before and after
         self.lap("calibrate")
-        print(f"temperature {temperature:.3f} (over 1: the raw probabilities were over-confident), folded into "
+        kind = "over-confident, now softened" if temperature > 1 else "under-confident, now sharpened"
+        print(f"temperature {temperature:.3f} (the raw probabilities were {kind}), folded into "
               f"the classifier; held-out log loss {calibration.log_loss(proba, truth):.4f} -> "
               f"{calibration.log_loss(calibration.with_temperature(proba, temperature), truth):.4f}")
         return temperature
