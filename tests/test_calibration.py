@@ -110,3 +110,24 @@ def test_too_few_held_out_reviews_or_no_calibrate(trained):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["calibration"]["temperature"] == 1.0 and "not calibrating" in result.stdout
     assert metrics["n_train"] == 400
+
+
+def test_the_onnx_export_gives_the_calibrated_probabilities(calibrated_run, synthetic_splits, tmp_path):
+    """The temperature is in the weights, so the ONNX export (no code of ours at load) gives the calibrated
+    probabilities too: its fp32 model's log loss on the test split is the report's "after"."""
+    import shutil
+
+    import pandas as pd
+    from test_export import run_export
+
+    from imdb_distilbert.inference import backends
+
+    folder = tmp_path / "predictor"
+    shutil.copytree(calibrated_run[0], folder)
+    result = run_export("--model", folder, "--reviews", synthetic_splits / "test.xlsx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    test = pd.read_excel(synthetic_splits / "test.xlsx")
+    proba = backends.load(folder, "onnx").predict_proba(list(test["Reviews"]))
+    truth = list((test["Sentiment"] == "pos").astype(int))
+    assert calibration.log_loss(proba, truth) == pytest.approx(metrics["calibration"]["log_loss_after"], abs=1e-4)
