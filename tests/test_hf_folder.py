@@ -81,7 +81,8 @@ def assert_same_answers(got, expected):
 
 def test_folder_holds_the_standard_files(hf_export, trained):
     folder, result = hf_export
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
+    assert sorted(p.name for p in folder.iterdir()) == [".imdb-distilbert",  # the marker: this project wrote it
+                                                        "README.md", "config.json", "model.safetensors",
                                                         "special_tokens_map.json", "tokenizer.json",
                                                         "tokenizer_config.json", "vocab.txt"]
     config = json.loads((folder / "config.json").read_text())
