@@ -86,7 +86,7 @@ def test_metrics_json_keys_and_ranges(trained):
     assert max(history["lr"]) == pytest.approx(2e-3, rel=0.05)  # the one-cycle peak is --lr
     assert history["loss"][-1] < history["loss"][0]
     assert m["validation"] == "test split" and m["n_val"] == 200
-    assert set(m["seconds"]) == {"preprocess", "train", "evaluate", "total"}
+    assert set(m["seconds"]) == {"preprocess", "train", "evaluate", "self_check", "total"}  # no calibrate: too few
     assert 0 < m["peak_memory_mb"]["after_training"] <= m["peak_memory_mb"]["after_evaluation"]
 
 
@@ -170,7 +170,7 @@ def test_lr_find_and_val_split(options_run, mislabelled_splits):
 def test_lr_find_only_writes_the_plot_and_stops(synthetic_splits, trained, tmp_path):
     result = run_train("--data-dir", synthetic_splits, "--output", tmp_path / "lr", *TINY, "--lr-find-only")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == ["lr_find.png", "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == [".imdb-distilbert", "lr_find.png", "metrics.json"]
     assert_png(tmp_path / "lr" / "lr_find.png")
     assert set(metrics_of(tmp_path / "lr")["lr_find"]) == {"steepest", "min_loss_div_10", "valley"}
     refused = run_train("--data-dir", synthetic_splits, "--output", trained[0], "--lr-find-only")
@@ -191,7 +191,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_spli
     returncode, printed = interrupt_after_first_epoch(command, timeout=120)
     assert returncode == 130, printed[-2000:]
     assert "run the same command with --resume" in printed and "Traceback" not in printed
-    assert sorted(p.name for p in output.iterdir()) == ["checkpoints"], "no predictor before the end"
+    assert sorted(p.name for p in output.iterdir()) == [".imdb-distilbert", "checkpoints"], "no predictor yet"
 
     assert_checkpoint_holds_the_epoch(synthetic_splits, output / "checkpoints")
 
