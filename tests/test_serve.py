@@ -20,6 +20,7 @@ import pytest
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, run_predict, run_train
 from test_export import blocking  # a Python in which the named modules cannot be imported
+from test_uncertain import threshold_between
 
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, longer than the tiny model's maxlen: cut
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -130,7 +131,7 @@ def test_api_gives_predict_py_numbers(server, exported, texts, tmp_path):
 
 def test_min_confidence_marks_what_predict_py_marks(server, exported, texts, tmp_path):
     """A request's "min_confidence" labels "uncertain" the reviews predict.py --min-confidence labels so."""
-    threshold = float(np.median([max(p["prob_neg"], p["prob_pos"]) for p in server.predict(texts)[1]["predictions"]]))
+    threshold = threshold_between([max(p["prob_neg"], p["prob_pos"]) for p in server.predict(texts)[1]["predictions"]])
     body = json.dumps({"texts": texts, "min_confidence": threshold}).encode()
     status, answer = server.request("POST", "/predict", body, {"Content-Type": "application/json"})
     assert status == 200, answer

@@ -16,6 +16,7 @@ import pytest
 import synthetic
 from conftest import ROOT, assert_user_error, at_least, run_predict, run_train, unavailable
 from test_export import blocking
+from test_uncertain import threshold_between
 
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.spark import score_spark
@@ -364,7 +365,7 @@ def test_min_confidence_marks_the_same_reviews_as_predict_py(spark, exported, tm
         assert result.returncode == 0, result.stderr[-3000:]
         return [json.loads(line) for line in result.stdout.splitlines()]
 
-    threshold = float(np.median([max(r["prob_neg"], r["prob_pos"]) for r in labels()]))  # half of them uncertain
+    threshold = threshold_between([max(r["prob_neg"], r["prob_pos"]) for r in labels()])  # about half uncertain
     want = [r["label"] for r in labels("--min-confidence", threshold)]
     counts = score("--model", exported[0], "--input", tmp_path / "in.csv", "--output", tmp_path / "out",
                    "--min-confidence", threshold)

@@ -20,6 +20,17 @@ def reviews(tmp_path_factory):
     return path
 
 
+def threshold_between(tops):
+    """A --min-confidence that splits `tops` (top probabilities, as printed: rounded to 6 decimals) near the
+    middle, halfway between two printed values that differ by more than their rounding, so that the printed
+    numbers say on which side each review falls (a saturated model prints many 1.0s)."""
+    values = np.unique(np.round(tops, 6))
+    gaps = [i for i in range(len(values) - 1) if values[i + 1] - values[i] > 2e-6]
+    assert gaps, f"no two top probabilities apart: {values}"
+    i = min(gaps, key=lambda g: abs(np.searchsorted(np.sort(tops), values[g], side="right") - len(tops) / 2))
+    return float((values[i] + values[i + 1]) / 2)
+
+
 def predictions(exported, reviews, backend, *flags):
     result = run_predict("--model", exported[0], "--backend", backend, "--file", reviews, "--json", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,7 +41,7 @@ def predictions(exported, reviews, backend, *flags):
 def test_reviews_below_the_threshold_are_uncertain(exported, reviews, backend):
     plain = predictions(exported, reviews, backend)
     top = np.array([max(r["prob_neg"], r["prob_pos"]) for r in plain])
-    threshold = float(np.median(top))
+    threshold = threshold_between(top)
     marked = predictions(exported, reviews, backend, "--min-confidence", threshold)
     uncertain = [r["label"] == backends.UNCERTAIN for r in marked]
     assert uncertain == list(top < threshold) and 0 < sum(uncertain) < len(marked)
