@@ -25,9 +25,20 @@ from imdb_distilbert import files
 """
 
 
-def child(code, **kwargs):
-    """Run `code` in a new Python process (after CHILD_PRELUDE); returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-c", CHILD_PRELUDE + textwrap.dedent(code)], capture_output=True,
+# Child code: no atomic exchange (as on macOS), and SIGKILL right after the old folder is moved aside.
+KILLED_BETWEEN_TWO_RENAMES = """files.exchange = lambda a, b: False
+real = os.replace
+def kill_after_moving_the_old_away(a, b):
+    real(a, b)
+    if ".old-" in str(b):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = kill_after_moving_the_old_away
+"""
+
+
+def child(code, before="", **kwargs):
+    """Run `code` in a new Python process (after CHILD_PRELUDE and `before`); returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-c", CHILD_PRELUDE + before + textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=60, **kwargs)
 
 
@@ -67,14 +78,7 @@ def test_a_kill_between_two_renames_is_repaired(tmp_path, monkeypatch):
     them leaves no folder under its name. The next write puts the complete new folder in place (not delete it,
     as it did) and then replaces it; leftovers of the killed run are gone."""
     out = folder_with(tmp_path / "p", a="old")
-    result = child(f"""
-        files.exchange = lambda a, b: False
-        real = os.replace
-        def kill_after_moving_the_old_away(a, b):
-            real(a, b)
-            if ".old-" in str(b):
-                os.kill(os.getpid(), signal.SIGKILL)
-        os.replace = kill_after_moving_the_old_away
+    result = child(before=KILLED_BETWEEN_TWO_RENAMES, code=f"""
         with files.atomic_folder({str(out)!r}) as f:
             (f / "a").write_text("new")
     """)
@@ -86,14 +90,7 @@ def test_a_kill_between_two_renames_is_repaired(tmp_path, monkeypatch):
 
 def test_a_kill_before_the_new_folder_is_complete_keeps_the_old(tmp_path):
     out = folder_with(tmp_path / "p", a="old")
-    result = child(f"""
-        files.exchange = lambda a, b: False
-        real = os.replace
-        def kill_after_moving_the_old_away(a, b):
-            real(a, b)
-            if ".old-" in str(b):
-                os.kill(os.getpid(), signal.SIGKILL)
-        os.replace = kill_after_moving_the_old_away
+    result = child(before=KILLED_BETWEEN_TWO_RENAMES, code=f"""
         with files.atomic_folder({str(out)!r}) as f:
             (f / "a").write_text("new")
             os.remove(f / "a")  # the staging folder gets no marker: as if killed before it was complete
