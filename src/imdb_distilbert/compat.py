@@ -46,7 +46,7 @@ def offline_if_cached(model_name: str) -> bool:
     once the model is fully cached, we go offline (HF_HUB_OFFLINE=1) before huggingface_hub is
     imported. An explicit HF_HUB_OFFLINE setting is left alone.
     """
-    repo = os.path.join(hf_hub_cache(), "models--" + model_name.replace("/", "--"))
+    repo = cached_model_folder(model_name)
     try:
         with open(os.path.join(repo, "refs", "main")) as ref:
             snapshot = os.path.join(repo, "snapshots", ref.read().strip())
@@ -57,6 +57,11 @@ def offline_if_cached(model_name: str) -> bool:
     if cached:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return cached
+
+
+def cached_model_folder(model_name: str) -> str:
+    """Where huggingface_hub 0.36 caches the model `model_name` (its refs/ and snapshots/ are inside)."""
+    return os.path.join(hf_hub_cache(), "models--" + model_name.replace("/", "--"))
 
 
 def hf_hub_cache() -> str:

@@ -133,7 +133,7 @@ def cached_revision(name: str = BASE_MODEL) -> str | None:
     from imdb_distilbert import compat
 
     try:
-        with open(os.path.join(compat.hf_hub_cache(), "models--" + name.replace("/", "--"), "refs", "main")) as ref:
+        with open(os.path.join(compat.cached_model_folder(name), "refs", "main")) as ref:
             return ref.read().strip()
     except OSError:
         return None

@@ -21,6 +21,12 @@ def missing(names: Iterable[str]) -> list[str]:
 
 
 def versions(names: Iterable[str], python: bool = True) -> dict[str, str]:
-    """{name: installed version} of the distributions `names`, after {"python": its version} when `python`."""
+    """{name: installed version, or "not installed"} of the distributions `names`, after {"python": its version}
+    when `python`."""
     found = {"python": platform.python_version()} if python else {}
-    return {**found, **{name: metadata.version(name) for name in names}}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found

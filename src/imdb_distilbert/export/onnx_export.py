@@ -187,7 +187,7 @@ def add_self_check(folder: Path, staging: Path) -> None:
     print(f"fp32 on the {len(stored['reviews'])} self-check reviews: largest difference {gap:.2e} from the answers "
           f"stored when the predictor was saved")
     if gap > FP32_TOLERANCE:
-        differ = selfcheck.changed(stored["versions"], selfcheck.versions(selfcheck.KTRAIN_PACKAGES))
+        differ = selfcheck.changed(stored["versions"], packages.versions(selfcheck.KTRAIN_PACKAGES))
         raise UserError(f"the fp32 ONNX model differs from the answers stored in {selfcheck.SELF_CHECK} when the "
                         f"predictor was saved by up to {gap:.2e} (more than {FP32_TOLERANCE:g}), so nothing was "
                         f"written: this environment does not reproduce the saved model ({selfcheck.named(differ)}).")

@@ -20,16 +20,15 @@ When they differ it names the packages whose versions differ from those the answ
 from __future__ import annotations
 
 import json
-import platform
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from imdb_distilbert import packages
 from imdb_distilbert.data import truncation
 from imdb_distilbert.inference import backends
 
@@ -55,27 +54,16 @@ def pick_reviews(texts: Sequence[str], maxlen: int, seed: int = 0, n: int = N_RE
     return [*chosen, longest]
 
 
-def versions(names: Sequence[str]) -> dict[str, str]:
-    """{"python": version, name: version or "not installed"} for the distributions `names`."""
-    found = {"python": platform.python_version()}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 def record(reviews: Sequence[str], proba: np.ndarray, classes: Sequence[str]) -> str:
     """SELF_CHECK's text: the reviews, the saved model's probabilities for them and this environment's versions."""
     return to_json({"reviews": list(reviews), "classes": list(classes), "proba": rounded(proba),
-                    "versions": versions(KTRAIN_PACKAGES)})
+                    "versions": packages.versions(KTRAIN_PACKAGES)})
 
 
 def with_onnx(stored: dict, answers: dict[str, np.ndarray]) -> str:
     """SELF_CHECK's text with what the ONNX models answered (`answers`: backend -> probabilities) and the versions."""
     return to_json({**stored, "onnx": {"proba": {name: rounded(p) for name, p in answers.items()},
-                                       "versions": versions(ONNX_PACKAGES)}})
+                                       "versions": packages.versions(ONNX_PACKAGES)}})
 
 
 def rounded(proba: np.ndarray) -> list[list[float]]:
@@ -120,7 +108,7 @@ def check(folder: str | Path, backend: str = "ktrain", model: Any = None, batch_
     model = model if model is not None else backends.load(folder, backend, batch_size)
     proba = scores(model, saved["reviews"], folder)
     n = len(saved["reviews"])
-    differ = changed(then, versions(names))
+    differ = changed(then, packages.versions(names))
     if list(model_classes(model)) != saved["classes"]:
         return Result(False, f"self-check: NOT reproduced: the {backend} backend's classes are "
                              f"{list(model_classes(model))}, the saved model's {saved['classes']}; {named(differ)}")
