@@ -30,6 +30,15 @@ def long_review(label, rng, at=None):
     return " ".join(verdict + filler if at == "start" else filler + verdict).capitalize() + "."
 
 
+def middle_review(label, rng):
+    """70-80 filler words with the verdict (3 words of the label's polarity) in their middle: longer than twice the
+    tests' maxlen of 32, so neither the head nor the tail of a cut reads it; only windows do."""
+    filler = rng.choices(FILLER, k=rng.randint(70, 80))
+    middle = len(filler) // 2
+    verdict = rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
+    return " ".join(filler[:middle] + verdict + filler[middle:]).capitalize() + "."
+
+
 def reviews(n, seed=0, mixed=False, long=False, at=None):
     """`n` reviews, half `pos` and half `neg`, in random order, as a Reviews/Sentiment frame.
 
@@ -39,7 +48,8 @@ def reviews(n, seed=0, mixed=False, long=False, at=None):
     rng = random.Random(seed)
     labels = ["pos", "neg"] * (n // 2) + ["pos"] * (n % 2)
     rng.shuffle(labels)
-    texts = [long_review(label, rng, at) if long else review(label, rng, mixed) for label in labels]
+    texts = [(middle_review(label, rng) if at == "middle" else long_review(label, rng, at)) if long
+             else review(label, rng, mixed) for label in labels]
     return pd.DataFrame({"Reviews": texts, "Sentiment": labels})
 
 

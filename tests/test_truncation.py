@@ -79,9 +79,9 @@ def test_like_saved_run_cuts_as_the_saved_run_did(tokenizer, tmp_path):
 # Trained for real: reviews longer than maxlen 32 whose verdict is in their first words or in their last.
 
 def accuracy_by_verdict_place(folder):
-    """Accuracy of the predictor in `folder` (cutting as its run did, as predict.py does) on 100 fresh long
-    reviews with the verdict at their start, and 100 with it at their end."""
-    model = backends.KtrainBackend(folder)
+    """Accuracy of the predictor in `folder` (cutting as its run did: predict.py --long-reviews cut) on 100 fresh
+    long reviews with the verdict at their start, and 100 with it at their end."""
+    model = backends.KtrainBackend(folder, long_reviews="cut")
     found = {}
     for at in ("start", "end"):
         fresh = synthetic.reviews(100, seed=41, long=True, at=at)

@@ -20,6 +20,8 @@ from typing import Any, Mapping, Optional
 from imdb_distilbert import ROOT
 
 TRUNCATIONS = ("head", "tail", "head+tail")  # which part of a long review is kept (data/truncation.py)
+LONG_REVIEWS = ("cut", "windows")  # how a review longer than maxlen is scored (data/windows.py)
+MAX_WINDOWS = 16  # windows read per review at most; 16 windows of 400 with a quarter overlap read about 4,900 pieces
 PADDINGS = ("auto", "grouped", "fixed")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 STRATEGIES = ("default", "mirrored")
@@ -76,6 +78,20 @@ class RunConfig:
         "end (default: 0, validate on the test split, as the tutorial does)", "FRACTION"))
     truncation: str = field(default="head", metadata=option(
         "which part of a review longer than --maxlen tokens to keep (default: head)", choices=TRUNCATIONS))
+    long_reviews: str = field(default="windows", metadata=option(
+        "how the evaluation and the saved predictor score a review longer than --maxlen tokens: windows reads all "
+        "of it, in windows of --maxlen that overlap (--window-overlap), and averages their logits; cut keeps the "
+        "--truncation part, as ktrain does. The report compares head, tail, head+tail and windows either way; "
+        "predict.py, the server and Spark use this choice unless told otherwise (default: windows)",
+        choices=LONG_REVIEWS))
+    window_overlap: Optional[int] = field(default=None, metadata=option(
+        "word pieces that consecutive windows share (default: a quarter of --maxlen)", "N"))
+    max_windows: int = field(default=MAX_WINDOWS, metadata=option(
+        f"windows read per review at most; past that, that many windows spread over the review are read, and the "
+        f"run says so (default: {MAX_WINDOWS})", "N"))
+    train_windows: bool = field(default=False, metadata=option(
+        "train on every window of a long training review (each with the review's label) instead of its "
+        "--truncation part: more training steps; docs/performance.md measures whether it helps (default: off)"))
     padding: str = field(default="auto", metadata=option(
         "grouped: batches of reviews of similar length (Hugging Face's group_by_length), each padded only to its "
         "longest review, in training, validation and evaluation (training about 1.6x faster at maxlen 400 on a CPU); "
@@ -128,6 +144,11 @@ class RunConfig:
             found.append("--text-column and --label-column must name two different columns")
         if self.top_losses < 0:
             found.append("--top-losses must be 0 or more")
+        if self.window_overlap is not None and not 0 <= self.window_overlap < (self.maxlen - 2) // 2:
+            found.append(f"--window-overlap must be from 0 to {(self.maxlen - 2) // 2 - 1} word pieces, less than "
+                         f"half of a window of --maxlen {self.maxlen} minus [CLS] and [SEP]")
+        if self.max_windows < 1:
+            found.append("--max-windows must be at least 1")
         if self.lr_find_only and self.resume:
             found.append("--lr-find-only and --resume do not go together: the finder does not train")
         for f in dataclasses.fields(self):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from imdb_distilbert import ROOT, cli, files, packages
 from imdb_distilbert.config import RunConfig
-from imdb_distilbert.data import batching, reading, truncation
+from imdb_distilbert.data import batching, reading, truncation, windows
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.export import quantize
 from imdb_distilbert.inference import backends, selfcheck
@@ -115,6 +115,7 @@ def settings(preproc: Any, tokenizer_file: str, folder: str | Path) -> dict:
     return {
         "maxlen": int(preproc.maxlen),
         "truncation": truncation.saved_settings(folder)[1],  # which tokens of a long review: train.py --truncation
+        **windows.saved_reading(folder).record(),  # or windows over all of it: --long-reviews, data/windows.py
         "classes": list(preproc.get_classes()),
         "tokenizer": tokenizer_file,
         "lowercase": bool(getattr(tok, "do_lower_case", False)),  # done by tokenizer.json's normalizer
@@ -135,10 +136,8 @@ def check_parity(predictor: Any, model_dir: str | Path, folder: str | Path, text
 
     # Shortest first (in characters), in calls of 32: ktrain pads each call to its longest review (data/batching.py).
     texts = [texts[i] for i in batching.by_length([len(t) for t in texts])]
-    cut = truncation.like_saved_run(texts, model_dir, predictor.preproc.get_tokenizer())
-    calls = batching.chunks(np.arange(len(cut)), 32)
-    expected = np.concatenate([predictor.predict([cut[i] for i in batch], return_proba=True)
-                               for batch in tqdm(calls, desc="TensorFlow", unit="batch", leave=False)])
+    with tqdm(total=len(texts), desc="TensorFlow", unit="review", leave=False) as bar:  # long reviews read as saved
+        expected = backends.predict_like_saved_run(predictor, texts, model_dir, batch_size=32, done=bar.update)
     few = np.linspace(0, len(texts) - 1, min(len(texts), FP32_CHECKED)).round().astype(int)  # short to long
     report = {"n_reviews": len(texts)}
     for backend, rows in (("onnx", few), ("onnx-int8", np.arange(len(texts)))):

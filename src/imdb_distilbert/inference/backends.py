@@ -3,20 +3,27 @@
 Every backend has `classes` and `predict_proba(texts, done=None) -> (n, n_classes) array`, the same
 probabilities in the same order as `texts`; `done(k)` is called as each k texts finish (for a progress bar).
 
+A review longer than maxlen is read as the run that saved the predictor chose (`reading`, data/windows.py): cut
+(train.py --truncation) or in overlapping windows whose logits are averaged; load(..., long_reviews="cut") and the
+other settings of windows.Reading override it. A review's answer never depends on the other reviews scored with it.
+
 The ONNX backends import only NumPy, ONNX Runtime and the `tokenizers` package: no TensorFlow, ktrain
 or imdb_distilbert/compat.py, so a server can score without a TensorFlow install (requirements-onnx.txt).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from imdb_distilbert.data import batching, truncation
+from imdb_distilbert.data import batching, windows
 from imdb_distilbert.errors import UserError
 
 BACKENDS = ("ktrain", "onnx", "onnx-int8")
@@ -49,26 +56,79 @@ def check_onnx_export(model_dir: str | Path, backend: str) -> None:
                         f"`python src/export.py --model {model_dir}` once (it needs requirements-export.txt).")
 
 
-def load(model_dir: str | Path, backend: str = "ktrain", batch_size: int = 32) -> Backend:
-    """The backend named `backend` for the predictor in `model_dir`."""
+def load(model_dir: str | Path, backend: str = "ktrain", batch_size: int = 32, **reading: Any) -> Backend:
+    """The backend named `backend` for the predictor in `model_dir`. `reading`: any of long_reviews ("cut" or
+    "windows"), overlap and max_windows (None: as the saved run chose; windows.Reading)."""
     check_predictor_folder(model_dir)
     if backend == "ktrain":
-        return KtrainBackend(model_dir, batch_size)
-    return OnnxBackend(model_dir, backend, batch_size)
+        return KtrainBackend(model_dir, batch_size, **reading)
+    return OnnxBackend(model_dir, backend, batch_size, **reading)
 
 
 @functools.lru_cache(maxsize=2)
 def onnx_once(model_dir: str | Path, backend: str = "onnx-int8", batch_size: int = 32,
-              threads: int | None = None) -> OnnxBackend:
+              threads: int | None = None, long_reviews: str | None = None, overlap: int | None = None,
+              max_windows: int | None = None) -> OnnxBackend:
     """An OnnxBackend loaded once per process and then reused: Spark runs many tasks in each of
     its Python workers (src/score_spark.py), and loading the model for every task would be wasted."""
-    return OnnxBackend(model_dir, backend, batch_size, threads)
+    return OnnxBackend(model_dir, backend, batch_size, threads, long_reviews=long_reviews, overlap=overlap,
+                       max_windows=max_windows)
+
+
+def with_settings(saved: windows.Reading, **given: Any) -> windows.Reading:
+    """`saved` with the settings given (not None) instead; a bad one stops with one sentence."""
+    reading = dataclasses.replace(saved, **{k: v for k, v in given.items() if v is not None})
+    for problem in reading.problems()[:1]:
+        raise UserError(problem + ".")
+    return reading
+
+
+def say(line: str) -> None:
+    """Where a backend says what a caller should know (the windows' cap): standard error."""
+    print(line, file=sys.stderr)
+
+
+def predict_like_saved_run(predictor: Any, texts: Sequence[str], folder: str | Path,
+                           reading: windows.Reading | None = None, batch_size: int | None = None,
+                           done: Callable[[int], object] | None = None,
+                           notes: Callable[[str], object] = say) -> np.ndarray:
+    """Probabilities (n, classes) of `texts` from a loaded ktrain predictor, long reviews read as the run that saved
+    `folder` read them (cut, or windows combined: `reading`, default windows.saved_reading(folder)). What
+    predict.py's ktrain backend answers; `ktrain.load_predictor(folder).predict(texts)` alone keeps the head."""
+    reading = reading or windows.saved_reading(folder)
+    found = windows.of_texts(list(texts), predictor.preproc.get_tokenizer(), reading)
+    progress = Progress(found, done)
+    chunks = []
+    # One predict() call per batch, so a progress bar can move; ktrain pads each call to its longest text (up to
+    # maxlen), so this gives the same probabilities as one call on all texts.
+    for batch in batching.chunks(np.arange(len(found.pieces)), batch_size or predictor.batch_size):
+        chunk = [found.pieces[i] for i in batch]
+        chunks.append(np.asarray(predictor.predict(chunk, return_proba=True), dtype=np.float32).reshape(len(chunk), -1))
+        progress.update(batch)
+    if found.capped:
+        notes(windows.cap_note(len(found.capped), reading))
+    proba = np.concatenate(chunks) if chunks else np.zeros((0, len(predictor.get_classes())), np.float32)
+    return found.combine(proba).astype(np.float32)
+
+
+class Progress:
+    """Calls `done(k)` as k reviews have all their windows scored, in whatever order the windows are."""
+
+    def __init__(self, found: windows.Windows, done: Callable[[int], object] | None):
+        self.left, self.owners, self.done = found.counts(), found.owners, done
+
+    def update(self, pieces: Sequence[int]) -> None:
+        owners = self.owners[np.asarray(pieces, dtype=np.int64)]
+        np.subtract.at(self.left, owners, 1)
+        finished = int(np.count_nonzero(self.left[np.unique(owners)] == 0))
+        if self.done and finished:
+            self.done(finished)
 
 
 class KtrainBackend:
     """The saved ktrain predictor, as `ktrain.load_predictor` gives it (TensorFlow)."""
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 32):
+    def __init__(self, model_dir: str | Path, batch_size: int = 32, **reading: Any):
         import os
 
         # The predictor folder holds its tokenizer and config: scoring needs nothing from the Hub,
@@ -85,24 +145,19 @@ class KtrainBackend:
         self.predictor = ktrain.load_predictor(str(model_dir), batch_size=batch_size)
         self.classes = list(self.predictor.get_classes())
         self.batch_size = batch_size
+        self.reading = with_settings(windows.saved_reading(model_dir), **reading)
+        self.say = say
 
     def predict_proba(self, texts: Sequence[str], done: Callable[[int], object] | None = None) -> np.ndarray:
-        # One predict() call per batch, so a progress bar can move; ktrain pads each call to its
-        # longest text (up to maxlen), so this gives the same probabilities as one call on all texts.
-        texts = truncation.like_saved_run(texts, self.model_dir, self.predictor.preproc.get_tokenizer())
-        chunks = []
-        for batch in batching.chunks(np.arange(len(texts)), self.batch_size):  # in the order given
-            chunk = [texts[i] for i in batch]
-            chunks.append(np.asarray(self.predictor.predict(chunk, return_proba=True), dtype=np.float32))
-            if done:
-                done(len(chunk))
-        return np.concatenate(chunks).reshape(len(texts), len(self.classes))
+        return predict_like_saved_run(self.predictor, texts, self.model_dir, self.reading, self.batch_size, done,
+                                      self.say).reshape(len(texts), len(self.classes))
 
 
 class OnnxBackend:
     """The ONNX export of the predictor (fp32 or int8), with length-sorted, tightly padded batches."""
 
-    def __init__(self, model_dir: str | Path, backend: str = "onnx", batch_size: int = 32, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, backend: str = "onnx", batch_size: int = 32, threads: int | None = None,
+                 **reading: Any):
         model_dir = Path(model_dir)
         settings_path, model_path = model_dir / ONNX_SETTINGS, model_dir / ONNX_FILES[backend]
         check_onnx_export(model_dir, backend)
@@ -118,8 +173,12 @@ class OnnxBackend:
         self.maxlen = int(self.settings["maxlen"])
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(model_dir / self.settings["tokenizer"]))
-        # Cut as training did (train.py --truncation; ktrain keeps the head): see encode().
-        self.cut = self.settings.get("truncation", "head")
+        # Long reviews read as the run chose (cut as training did, or windows): see encode().
+        saved = windows.Reading(self.maxlen, self.settings.get("truncation", "head"),
+                                self.settings.get("long_reviews", "cut"), self.settings.get("window_overlap"),
+                                self.settings.get("max_windows", windows.MAX_WINDOWS))
+        self.reading = with_settings(saved, **reading)
+        self.say = say
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
@@ -128,20 +187,17 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.pad_id = int(self.settings["pad_token_id"])
 
-    def encode(self, texts: Iterable[str]) -> list[list[int]]:
-        """Token ids of each text, cut to maxlen ([CLS] and [SEP] kept) as training did, unpadded."""
-        out = []
-        for encoding in self.tokenizer.encode_batch(list(texts)):
-            ids = encoding.ids
-            if len(ids) > self.maxlen:  # keep [CLS] and [SEP], and cut what is between as data/truncation.py does
-                keep = truncation.kept(encoding.tokens[1:-1], self.maxlen - 2, self.cut)
-                ids = [ids[0], *(ids[1 + i] for i in keep), ids[-1]]
-            out.append(ids)
-        return out
+    def encode(self, texts: Iterable[str]) -> windows.Windows:
+        """Token ids of each text's windows (windows.of_ids; [CLS] and [SEP] around each), unpadded: one per review
+        that fits, else its windows, or the part training kept (data/truncation.py)."""
+        return windows.of_ids([(e.tokens, e.ids) for e in self.tokenizer.encode_batch(list(texts))], self.reading)
 
     def predict_proba(self, texts: Sequence[str], done: Callable[[int], object] | None = None) -> np.ndarray:
-        ids = self.encode(texts)
+        found = self.encode(texts)
+        ids, progress = found.pieces, Progress(found, done)
         proba = np.empty((len(ids), len(self.classes)), dtype=np.float32)
+        # The windows of all reviews together, batched by length: a review's windows may share batches with
+        # others', and its answer is the same (padding is masked out).
         for batch in self.batches([len(x) for x in ids]):
             width = len(ids[batch[-1]])  # the batch's longest text: pad only to it
             input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
@@ -151,9 +207,10 @@ class OnnxBackend:
                 mask[row, :len(ids[i])] = 1
             logits = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
             proba[batch] = softmax(logits)  # back to the input order
-            if done:
-                done(len(batch))
-        return proba
+            progress.update(batch)
+        if found.capped:
+            self.say(windows.cap_note(len(found.capped), self.reading))
+        return found.combine(proba).astype(np.float32).reshape(len(texts), len(self.classes))
 
     def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Indices of the texts, sorted by length and cut into batches of at most `batch_size` texts

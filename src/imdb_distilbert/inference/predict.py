@@ -71,6 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", choices=backends.BACKENDS, default="ktrain",
                    help="ktrain (TensorFlow, the default), or onnx / onnx-int8 (ONNX Runtime; run src/export.py first)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    cli.add_reading_options(p)
     p.add_argument("--min-confidence", type=float, metavar="P", help=f"label a review '{backends.UNCERTAIN}' "
                    "instead of a class when its top probability is below P (its probabilities are still given); "
                    "the training report's accuracy-against-coverage table says which P keeps how many reviews")
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError(f"--out {args.out} is the --file being read, which the predictions would replace; "
                         "write them to another file.")
     texts = gather_texts(args)  # bad input is reported before any model loads
-    model = backends.load(args.model, args.backend, args.batch_size)
+    model = backends.load(args.model, args.backend, args.batch_size, **cli.reading_of(args))
     backends.check_min_confidence(args.min_confidence, model.classes)
     if args.explain_class and args.explain_class not in model.classes:
         raise UserError(f"--explain-class {args.explain_class} is not one of the model's classes; "

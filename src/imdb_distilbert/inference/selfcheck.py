@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from imdb_distilbert import packages
-from imdb_distilbert.data import truncation
 from imdb_distilbert.inference import backends
 
 SELF_CHECK = "self_check.json"
@@ -123,11 +122,10 @@ def check(folder: str | Path, backend: str = "ktrain", model: Any = None, batch_
 
 
 def scores(model: Any, texts: list[str], folder: str | Path) -> np.ndarray:
-    """Probabilities of `texts` from a backend, or from a ktrain predictor (the reviews cut as the run cut them)."""
+    """Probabilities of `texts` from a backend, or from a ktrain predictor (long reviews read as the run chose)."""
     if hasattr(model, "predict_proba"):
         return np.asarray(model.predict_proba(texts))
-    cut = truncation.like_saved_run(texts, folder, model.preproc.get_tokenizer())
-    return np.asarray(model.predict(cut, return_proba=True))
+    return backends.predict_like_saved_run(model, texts, folder)
 
 
 def model_classes(model: Any) -> list[str]:

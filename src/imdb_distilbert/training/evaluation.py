@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from imdb_distilbert import config, packages
-from imdb_distilbert.data import reading, truncation
+from imdb_distilbert.data import reading, truncation, windows
 from imdb_distilbert.data.dataset import LABEL, TEXT
 from imdb_distilbert.files import spreadsheet_safe
 from imdb_distilbert.training import calibration, plots
@@ -25,16 +25,17 @@ if TYPE_CHECKING:
 
 
 def evaluate(
-    learner: Any, preproc: Any, test_df: pd.DataFrame, history: dict[str, list[float]], maxlen: int,
-    cut: str = "head", top_n: int = 20, padding: str = "grouped", temperature: float = 1.0,
+    learner: Any, preproc: Any, test_df: pd.DataFrame, history: dict[str, list[float]], how: windows.Reading,
+    top_n: int = 20, padding: str = "grouped", temperature: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, str | bytes]]:
     """Score the trained model on the test split. Returns (metrics, files to save beside it).
 
     The files: report.txt, confusion_matrix.png, roc_curve.png, training_curves.png (from
     `history`, as learning.fit returns it), top_losses.csv (the `top_n` worst mistakes) and
     top_losses.html (those reviews with the words that decided them highlighted, inference/explain.py).
-    Reviews are cut to `maxlen` tokens the `cut` way, as in training, and scored in batches of similar
-    length unless `padding` is "fixed" (see predict). `temperature`: what the run folded into the model
+    Reviews longer than maxlen are read as `how` says (the run's --long-reviews and --truncation: windows, or cut),
+    and scored in batches of similar length unless `padding` is "fixed" (see predict). Whichever it is, the report
+    and metrics.json["long_reviews"] compare head, tail, head+tail and windows (compare_readings). `temperature`: what the run folded into the model
     (training/calibration.py); the probabilities before it are derived from those after, not scored again.
     Also written: reliability.png, and the calibration and accuracy-against-coverage tables in the report.
     """
@@ -42,11 +43,11 @@ def evaluate(
 
     from imdb_distilbert.inference import explain
 
-    texts = truncation.truncate(list(test_df[TEXT]), preproc.get_tokenizer(), maxlen, cut)
-    proba = predict(learner, preproc, texts, padding)
     classes = preproc.get_classes()
-    metrics = {**score(test_df[LABEL], proba, classes), "history": history}
     truth = [classes.index(label) for label in test_df[LABEL]]
+    readings, compared = compare_readings(learner, preproc, list(test_df[TEXT]), truth, how, padding)
+    proba = readings["windows" if how.windows else how.cut]
+    metrics = {**score(test_df[LABEL], proba, classes), "history": history, "long_reviews": compared}
     before = calibration.with_temperature(proba, 1 / temperature)  # the logits times T: the model before folding
     metrics["calibration"] = {
         "temperature": temperature, "bins": calibration.BINS,
@@ -62,10 +63,44 @@ def evaluate(
         "roc_curve.png": plots.roc_curve(test_df[LABEL], proba, classes),
         "training_curves.png": plots.training_curves(history),
         "top_losses.csv": top_losses_csv(worst),
-        "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, cut,
+        "top_losses.html": explain.top_losses_page(ktrain.get_predictor(learner.model, preproc), worst, how.cut,
                                                    mistakes=config.mistakes(metrics)),
     }
     return metrics, files
+
+
+def compare_readings(learner: Any, preproc: Any, texts: Sequence[str], truth: Sequence[int], how: windows.Reading,
+                     padding: str = "grouped") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The test reviews' probabilities read each way a long review can be read, and how each scores.
+
+    One scoring of every review's windows gives three: the first window is what head keeps, the last what tail
+    keeps, and their combination is windows; head+tail scores the long reviews once more. Returns ({"head": proba,
+    "tail", "head+tail", "windows"}, the facts metrics.json keeps: accuracy and log loss of each on all reviews and
+    on the long ones, which `how` used, how many reviews were long, windows scored, reviews the cap cut).
+    """
+    scan = windows.Reading(how.maxlen, how.cut, "windows", how.overlap, how.max_windows)
+    found = windows.of_texts(texts, preproc.get_tokenizer(), scan)
+    long = found.counts() > 1
+    print(f"{int(long.sum())} of {len(texts)} test reviews are longer than maxlen {how.maxlen}: scoring their "
+          f"{int(found.counts()[long].sum())} windows and the {int((~long).sum())} other reviews...")
+    pieces = predict(learner, preproc, found.pieces, padding)
+    readings = {"head": found.first(pieces), "tail": found.last(pieces), "windows": found.combine(pieces)}
+    readings["head+tail"] = readings["head"].copy()
+    if long.any():
+        cut = truncation.truncate([t for t, k in zip(texts, long, strict=True) if k], preproc.get_tokenizer(),
+                                  how.maxlen, "head+tail")
+        readings["head+tail"][long] = predict(learner, preproc, cut, padding)
+    truth = np.asarray(truth)
+    table = {}
+    for name in (*truncation.MODES, "windows"):
+        p = readings[name]
+        table[name] = {"accuracy": float((p.argmax(1) == truth).mean()), "log_loss": calibration.log_loss(p, truth),
+                       "long_accuracy": float((p[long].argmax(1) == truth[long]).mean()) if long.any() else None,
+                       "long_log_loss": calibration.log_loss(p[long], truth[long]) if long.any() else None}
+    if found.capped:
+        print(windows.cap_note(len(found.capped), scan))
+    return readings, {"used": "windows" if how.windows else how.cut, **how.record(), "n_long": int(long.sum()),
+                      "windows_scored": len(found.pieces), "capped": len(found.capped), "readings": table}
 
 
 def predict(learner: Any, preproc: Any, texts: Sequence[str], padding: str = "grouped") -> np.ndarray:
@@ -144,9 +179,26 @@ def report_text(metrics: dict[str, Any]) -> str:
               f"{'':>{w}}" + "".join(f"{c:>{cell}}" for c in classes)]
     for c, row in zip(classes, metrics["confusion_matrix"], strict=True):  # one row per class
         lines.append(f"{c:>{w}}" + "".join(f"{n:>{cell}}" for n in row))
+    if "long_reviews" in metrics:
+        lines += ["", *long_reviews_text(metrics["long_reviews"])]
     if "calibration" in metrics:
         lines += ["", *calibration_text(metrics["calibration"]), "", *coverage_text(metrics["coverage"])]
     return "\n".join(lines) + "\n"
+
+
+def long_reviews_text(found: dict[str, Any]) -> list[str]:
+    """The report's comparison of the ways to read a review longer than maxlen (compare_readings)."""
+    lines = [f"reviews longer than maxlen: {found['n_long']}; read as {found['used']} above (--long-reviews, "
+             f"--truncation). Each way, on all test reviews and on the long ones:",
+             f"{'':>11}{'accuracy':>10}{'log loss':>10}{'long: acc':>11}{'log loss':>10}"]
+    for name, r in found["readings"].items():
+        long = (f"{r['long_accuracy']:>11.4f}{r['long_log_loss']:>10.4f}" if r["long_accuracy"] is not None
+                else f"{'-':>11}{'-':>10}")
+        lines.append(f"{name:>11}{r['accuracy']:>10.4f}{r['log_loss']:>10.4f}{long}")
+    if found["capped"]:
+        lines.append(f"({found['capped']} reviews were longer than --max-windows {found['max_windows']} windows: "
+                     "spread windows were read)")
+    return lines
 
 
 def calibration_text(found: dict[str, Any]) -> list[str]:

@@ -35,7 +35,7 @@ from ktrain.lroptimize.triangular import CyclicLR  # noqa: E402
 from ktrain.text.dataset import TransformerDataset  # noqa: E402
 
 from imdb_distilbert import files  # noqa: E402
-from imdb_distilbert.data import batching, truncation  # noqa: E402
+from imdb_distilbert.data import batching, truncation, windows  # noqa: E402
 from imdb_distilbert.data.batching import bucket_width  # noqa: E402  (also learning.bucket_width for the tests)
 from imdb_distilbert.data.dataset import LABEL, TEXT  # noqa: E402
 from imdb_distilbert.errors import UserError  # noqa: E402
@@ -50,8 +50,8 @@ def set_seed(seed: int) -> None:
 
 
 def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: str = "head", padding: str = "auto",
-               seed: int = 0,
-               classes: Sequence[str] | None = None) -> tuple[TransformerDataset, TransformerDataset, Any]:
+               seed: int = 0, classes: Sequence[str] | None = None,
+               train_windows: windows.Reading | None = None) -> tuple[TransformerDataset, TransformerDataset, Any]:
     """Tokenize both splits for DistilBERT. Returns ktrain's (train, val, preproc).
 
     `classes`: the labels in the order of the model's outputs (dataset.check_labels; default: sorted as text, as
@@ -62,8 +62,12 @@ def preprocess(train_df: pd.DataFrame, val_df: pd.DataFrame, maxlen: int, cut: s
     LengthGroupedDatasets (batches of reviews of similar length, each padded only to its longest),
     shuffled with `seed`; "fixed" keeps ktrain's own datasets, every review padded to `maxlen`;
     "auto" groups where that saves at least a tenth of the tokens (grouping_pays), else is "fixed".
+    `train_windows` (train.py --train-windows): every window of a long training review becomes a training review
+    with its label (windows_of); the validation split is cut as `cut` says.
     """
     try:
+        if train_windows:
+            train_df = windows_of(train_df, train_windows)
         if cut != "head":
             train_df, val_df = (cut_reviews(df, maxlen, cut) for df in (train_df, val_df))
         train_df, val_df, label_columns = labelled(train_df, val_df, classes)
@@ -100,6 +104,21 @@ def labelled(train_df: pd.DataFrame, val_df: pd.DataFrame,
     frames = [pd.DataFrame({TEXT: df[TEXT].to_numpy(), **{c: (df[LABEL] == c).to_numpy().astype(int) for c in classes}})
               for df in (train_df, val_df)]
     return *frames, list(classes)
+
+
+def windows_of(df: pd.DataFrame, reading: windows.Reading,
+               tokenizer: PreTrainedTokenizerBase | None = None) -> pd.DataFrame:
+    """A review per window of `df`'s reviews (data/windows.py), each with its review's label; reviews that fit stay
+    as they are. Said, with how many training reviews it makes."""
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(MODEL_NAME)
+    found = windows.of_texts(list(df[TEXT]), tokenizer, reading)
+    long = int((found.counts() > 1).sum())
+    print(f"--train-windows: {long} of {len(df)} training reviews are longer than maxlen {reading.maxlen}; their "
+          f"windows make {len(found.pieces)} training reviews in all")
+    return pd.DataFrame({TEXT: found.pieces, LABEL: df[LABEL].to_numpy()[found.owners]})
 
 
 def cut_reviews(df: pd.DataFrame, maxlen: int, cut: str,
@@ -205,11 +224,18 @@ def predict_proba(model: Any, preproc: Any, texts: Iterable[str], batch_size: in
     return data.in_given_order(tf.nn.softmax(tf.convert_to_tensor(logits)).numpy())
 
 
-def predictor_proba(learner: Any, preproc: Any, texts: Sequence[str], maxlen: int, cut: str) -> np.ndarray:
+def read_proba(model: Any, preproc: Any, texts: Sequence[str], reading: windows.Reading) -> np.ndarray:
+    """predict_proba with long reviews read the `reading` way: cut, or windows combined (data/windows.py)."""
+    found = windows.of_texts(list(texts), preproc.get_tokenizer(), reading)
+    return found.combine(predict_proba(model, preproc, found.pieces))
+
+
+def predictor_proba(learner: Any, preproc: Any, texts: Sequence[str], reading: windows.Reading) -> np.ndarray:
     """What the saved predictor answers for `texts`, computed as `predict.py --backend ktrain` computes it: ktrain's
-    predictor, on the texts cut as the run cut its reviews (`cut`: --truncation)."""
-    texts = truncation.truncate(texts, preproc.get_tokenizer(), maxlen, cut)
-    return np.asarray(ktrain.get_predictor(learner.model, preproc).predict(texts, return_proba=True))
+    predictor, long reviews read as the run chose (`reading`: --truncation, --long-reviews)."""
+    from imdb_distilbert.inference import backends
+
+    return backends.predict_like_saved_run(ktrain.get_predictor(learner.model, preproc), texts, None, reading)
 
 
 def padding_of(learner: Any) -> dict[str, str | int | float | None]:

@@ -140,6 +140,14 @@ class Run:
         self.classes, self.class_weight, self.calibration_df = None, None, None  # load_data finds them
         self.temperature = 1.0  # calibrate() fits it
 
+    def reading(self, long_reviews: str | None = None) -> Any:
+        """How this run reads a review longer than --maxlen (data/windows.py): as --long-reviews says, or as
+        `long_reviews` ("cut", "windows") says."""
+        from imdb_distilbert.data import windows
+
+        c = self.config
+        return windows.Reading(c.maxlen, c.truncation, long_reviews or c.long_reviews, c.window_overlap, c.max_windows)
+
     def lap(self, name: str) -> None:
         """Record the seconds since the last lap under `name`."""
         now = time.time()
@@ -210,7 +218,10 @@ class Run:
         config = self.config
         learning.set_seed(config.seed)
         train, val, preproc = learning.preprocess(train_df, val_df, config.maxlen, config.truncation, config.padding,
-                                                  config.seed, self.classes)
+                                                  config.seed, self.classes,
+                                                  self.reading("windows") if config.train_windows else None)
+        if config.train_windows:
+            self.facts["n_train_windows"] = len(train.x)
         if config.padding == "auto":  # decided: later steps (evaluation, metrics.json) see what was used
             config.padding = "grouped" if isinstance(train, learning.LengthGroupedDataset) else "fixed"
             print(f"padding: {config.padding} (--padding auto: length grouping "
@@ -269,13 +280,11 @@ class Run:
         Returns the temperature (1: none)."""
         if self.calibration_df is None:
             return 1.0
-        from imdb_distilbert.data import truncation
         from imdb_distilbert.training import calibration, learning
 
-        df, config = self.calibration_df, self.config
+        df = self.calibration_df
         print(f"calibrating on {self.facts['calibrated_on']['reviews']}...")
-        texts = truncation.truncate(list(df[dataset.TEXT]), preproc.get_tokenizer(), config.maxlen, config.truncation)
-        proba = learning.predict_proba(learner.model, preproc, texts)
+        proba = learning.read_proba(learner.model, preproc, list(df[dataset.TEXT]), self.reading())
         truth = [self.classes.index(label) for label in df[dataset.LABEL]]
         temperature = calibration.fit_temperature(proba, truth)
         learning.fold_temperature(learner.model, temperature)
@@ -293,9 +302,8 @@ class Run:
         from imdb_distilbert.training import evaluation
 
         self.facts["peak_memory_mb"] = {"after_training": evaluation.peak_memory_mb()}
-        metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.config.maxlen,
-                                             self.config.truncation, self.config.top_losses, self.config.padding,
-                                             self.temperature)
+        metrics, files = evaluation.evaluate(learner, preproc, test_df, history, self.reading(),
+                                             self.config.top_losses, self.config.padding, self.temperature)
         self.lap("evaluate")
         self.facts["peak_memory_mb"]["after_evaluation"] = evaluation.peak_memory_mb()
         self.files.update(files)
@@ -310,8 +318,7 @@ class Run:
         from imdb_distilbert.training import learning
 
         # A few reviews and the saved model's answers, so that a later environment can be checked against them.
-        proba = learning.predictor_proba(learner, preproc, self.check_reviews, self.config.maxlen,
-                                         self.config.truncation)
+        proba = learning.predictor_proba(learner, preproc, self.check_reviews, self.reading())
         self.files[selfcheck.SELF_CHECK] = selfcheck.record(self.check_reviews, proba, preproc.get_classes())
         self.lap("self_check")
         self.files["metrics.json"] = to_json(self.record(metrics))
