@@ -82,11 +82,13 @@ def compare_readings(learner: Any, preproc: Any, texts: Sequence[str], truth: Se
     found = windows.of_texts(texts, preproc.get_tokenizer(), scan)
     long = found.counts() > 1
     print(f"{int(long.sum())} of {len(texts)} test reviews are longer than maxlen {how.maxlen}: scoring their "
-          f"{int(found.counts()[long].sum())} windows and the {int((~long).sum())} other reviews...")
+          f"{int(found.counts()[long].sum())} windows and the {int((~long).sum())} other reviews (they give head, "
+          "tail and windows)...")
     pieces = predict(learner, preproc, found.pieces, padding)
     readings = {"head": found.first(pieces), "tail": found.last(pieces), "windows": found.combine(pieces)}
     readings["head+tail"] = readings["head"].copy()
     if long.any():
+        print(f"and the {int(long.sum())} long reviews cut head+tail...")
         cut = truncation.truncate([t for t, k in zip(texts, long, strict=True) if k], preproc.get_tokenizer(),
                                   how.maxlen, "head+tail")
         readings["head+tail"][long] = predict(learner, preproc, cut, padding)
@@ -113,7 +115,6 @@ def predict(learner: Any, preproc: Any, texts: Sequence[str], padding: str = "gr
 
     from imdb_distilbert.training import learning
 
-    print(f"evaluating on the {len(texts)} test reviews...")
     if padding == "grouped":
         return learning.predict_proba(learner.model, preproc, texts)
     return ktrain.get_predictor(learner.model, preproc).predict(list(texts), return_proba=True, verbose=1)
