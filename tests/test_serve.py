@@ -22,6 +22,9 @@ from conftest import ROOT, assert_user_error, at_least, run_predict, run_train
 from test_export import blocking  # a Python in which the named modules cannot be imported
 from test_uncertain import threshold_between
 
+from imdb_distilbert.data import windows
+from imdb_distilbert.inference import backends
+
 SAMPLE = ROOT / "data" / "sample" / "test.xlsx"  # real reviews, longer than the tiny model's maxlen: cut
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -260,6 +263,98 @@ def test_load_on_loopback(exported, texts, tmp_path, backend):
     assert requests == len(responses) and calls < requests  # concurrent requests were batched
 
 
+# Reviews longer than maxlen (data/windows.py): read as the run chose, or as --long-reviews says; a review's answer
+# is the one it gets alone, whatever other clients' reviews share its model call.
+
+READING = ("long_reviews", "window_overlap", "max_windows")  # what /health says of it, as onnx.json does
+
+
+@pytest.fixture(scope="module")
+def long_texts():
+    """10 reviews of 70-80 words with their verdict in the middle (more than twice maxlen 32), then 6 short ones."""
+    return (list(synthetic.reviews(10, seed=48, long=True, at="middle")["Reviews"])
+            + list(synthetic.reviews(6, seed=49)["Reviews"]))
+
+
+def alone(folder, texts, **reading):
+    """({text: its probabilities, scored alone}, the lines said scoring all `texts` in one call (the windows' cap),
+    the model) of backends.load(folder, "onnx-int8", **reading)."""
+    model = backends.load(folder, "onnx-int8", **reading)
+    said = []
+    model.say = said.append
+    model.predict_proba(texts)
+    return {text: model.predict_proba([text])[0] for text in texts}, said, model
+
+
+def said_by(server, fragment, seconds=5):
+    """Whether the server printed a line holding `fragment` (its output is read by a thread: waited for)."""
+    deadline = time.monotonic() + seconds
+    while not any(fragment in line for line in server.lines):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_default_reading_is_the_runs(server, exported, long_texts):
+    """Without --long-reviews the server reads long reviews as the training run chose (windows, the default): /health
+    says so as onnx.json does, and a long review gets backends.load(..., long_reviews="windows")'s answer."""
+    saved = json.loads((exported[0] / "onnx.json").read_text())
+    status, health = server.request("GET", "/health")
+    assert status == 200 and health["maxlen"] == saved["maxlen"] == 32
+    assert {k: health[k] for k in READING} == {k: saved[k] for k in READING} and health["long_reviews"] == "windows"
+    want, _, _ = alone(exported[0], long_texts[:10], long_reviews="windows")
+    status, answer = server.predict(long_texts[:10])
+    assert status == 200, answer
+    for text, got in zip(long_texts[:10], answer["predictions"], strict=True):
+        assert abs(got["prob_pos"] - want[text][1]) <= 1e-5, (text, got, want[text])
+
+
+@pytest.mark.parametrize("flags, reading", [
+    (["--long-reviews", "cut"], {"long_reviews": "cut"}),
+    (["--long-reviews", "windows", "--window-overlap", 14, "--max-windows", 4],
+     {"long_reviews": "windows", "overlap": 14, "max_windows": 4}),
+], ids=["cut", "windows-overlap-14-cap-4"])
+def test_long_reviews_are_read_as_asked_whatever_shares_the_model_call(exported, long_texts, flags, reading):
+    """--long-reviews cut, or windows of another overlap and cap: each long review gets what backends.load with those
+    settings gives it alone (1e-5: the server rounds to 6 decimals), asked alone and among CLIENTS clients' requests
+    batched together; /health says the reading; the cap's note is said in the server's log (the long reviews, of 75-82
+    word pieces, are 4 or 5 windows of 30 that overlap by 14: the cap of 4 cuts some)."""
+    want, said, model = alone(exported[0], long_texts, **reading)
+    default, _, _ = alone(exported[0], long_texts[:10])  # what the run chose: these settings must change answers
+    assert max(abs(want[t][1] - default[t][1]) for t in long_texts[:10]) > 0.01
+    assert bool(said) == (reading["long_reviews"] == "windows")
+    server = Server("--model", exported[0], *flags)
+    try:
+        health = server.request("GET", "/health")[1]
+        status, answer = server.predict(long_texts[:10])
+        noted = said_by(server, said[0]) if said else said_by(server, "note:", seconds=1)
+        answers, failures, responses = load(server, long_texts, seconds=3)
+        after = server.request("GET", "/health")[1]
+    finally:
+        server.stop()
+    assert {k: health[k] for k in READING} == model.reading.record()
+    assert status == 200 and noted == bool(said), "".join(server.lines)[-3000:]
+    for text, got in zip(long_texts[:10], answer["predictions"], strict=True):
+        assert abs(got["prob_pos"] - want[text][1]) <= 1e-5, (text, got, want[text])
+    assert not failures, failures[:5]
+    assert {text for text, _ in answers} >= set(long_texts[:10])
+    for text, got in answers:
+        assert got["label"] == model.classes[int(want[text].argmax())], text
+        assert abs(got["prob_pos"] - want[text][1]) <= 1e-5, (text, got, want[text])
+    assert after["model_calls"] - health["model_calls"] < after["requests_scored"] - health["requests_scored"]
+
+
+def test_bad_reading_options_are_one_sentence(exported):
+    """Said before the model loads, in the words of the flag, exit 2."""
+    for flag, value, said in (("--window-overlap", 15, "--window-overlap must be from 0 to 14 word pieces"),
+                              ("--max-windows", 0, "--max-windows must be at least 1")):
+        result = run_train("--model", exported[0], "--port", 0, flag, value, script=ROOT / "src" / "serve.py",
+                           timeout=120)
+        assert_user_error(result, said)
+        assert result.returncode == 2 and "loading" not in result.stdout, result.stdout
+
+
 def load(server, texts, clients=CLIENTS, seconds=SECONDS):
     """`clients` threads posting 1-3 random `texts` each, again and again, for `seconds` seconds:
     ([(text, its prediction)], [failures], [statuses of the answered requests])."""
@@ -495,6 +590,7 @@ class CountingModel:
 
     classes = ["neg", "pos"]
     batch_size = 32
+    reading = windows.Reading(maxlen=None)  # a backend's: how long reviews are read (/health says it)
 
     def __init__(self):
         self.calls = []
@@ -767,7 +863,7 @@ def test_the_notebook_page_answers_to_colabs_proxy(exported, monkeypatch):
     from imdb_distilbert.serving import serve_inline
 
     proxy = {"Host": "8000-m-s-1a2b3c-a.us-west1-0.prod.colab.dev"}
-    answers = []
+    answers, readings = [], []
     for in_colab in (True, False):
         if in_colab:
             colab = types.ModuleType("google.colab")
@@ -776,15 +872,17 @@ def test_the_notebook_page_answers_to_colabs_proxy(exported, monkeypatch):
             monkeypatch.setitem(sys.modules, "google.colab", colab)
         else:
             monkeypatch.delitem(sys.modules, "google.colab")
-        page = serve_inline.start(exported[0], backend="onnx")
+        page = serve_inline.start(exported[0], backend="onnx", long_reviews=None if in_colab else "cut")
         try:
             connection = http.client.HTTPConnection(page.host, page.port, timeout=60)
             connection.request("GET", "/health", headers=proxy)
             answers.append(connection.getresponse().status)
             connection.close()
+            readings.append(page.health()["long_reviews"])
         finally:
             page.stop()
     assert answers == [200, 400]
+    assert readings == ["windows", "cut"]  # the run's, then start(long_reviews="cut"): src/serve.py --long-reviews
 
 
 class HeldModel(CountingModel):

@@ -18,7 +18,9 @@ from conftest import ROOT, assert_user_error, at_least, run_predict, run_train, 
 from test_export import blocking
 from test_uncertain import threshold_between
 
+from imdb_distilbert.data import windows
 from imdb_distilbert.errors import UserError
+from imdb_distilbert.inference import backends
 from imdb_distilbert.spark import score_spark
 
 REAL_REVIEWS = ROOT.parent / "shared" / "data" / "imdb" / "test.xlsx"  # CI clones the project with shared/ beside it
@@ -133,6 +135,15 @@ def test_missing_model_folder_is_reported_before_spark_starts(tmp_path):
 def test_model_without_onnx_export(trained, tmp_path):
     result = run_spark_cli("--model", trained[0], "--input", tmp_path / "in.parquet", "--output", tmp_path / "out")
     assert_user_error(result, "has no ONNX export yet", "src/export.py")
+
+
+def test_bad_reading_options_are_one_sentence_before_spark_starts(exported, tmp_path):
+    for flag, value, said in (("--window-overlap", 15, "--window-overlap must be from 0 to 14 word pieces"),
+                              ("--max-windows", 0, "--max-windows must be at least 1")):
+        result = run_spark_cli("--model", exported[0], "--input", tmp_path / "in.parquet", "--output",
+                               tmp_path / "out", flag, value)
+        assert_user_error(result, said)
+        assert "Spark" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def score(*args):
@@ -371,3 +382,52 @@ def test_min_confidence_marks_the_same_reviews_as_predict_py(spark, exported, tm
                    "--min-confidence", threshold)
     assert list(pd.read_parquet(tmp_path / "out")["label"]) == want and "uncertain" in want
     assert counts["uncertain"] == want.count("uncertain")
+
+
+# Reviews longer than maxlen (data/windows.py): the executors read them as --long-reviews says, as the ONNX backend
+# does; the reviews the windows' cap cut are counted on the executors and said once, on the driver.
+
+@pytest.mark.parametrize("flags, reading", [
+    (["--long-reviews", "windows"], {"long_reviews": "windows"}),
+    (["--long-reviews", "cut"], {"long_reviews": "cut"}),
+    (["--window-overlap", 14, "--max-windows", 4], {"overlap": 14, "max_windows": 4}),
+], ids=["windows", "cut", "windows-overlap-14-cap-4"])
+def test_long_reviews_are_read_as_asked(spark, exported, tmp_path, capsys, flags, reading):
+    """16 reviews with their verdict in the middle of 70-80 words (more than twice maxlen 32) and 4 short ones, in 3
+    tasks: each gets what backends.load(..., "onnx-int8", **reading) gives (1e-5), and the cap's note is the one that
+    model says for them all (with an overlap of 14 the long reviews are 4 or 5 windows of 30: a cap of 4 cuts some)."""
+    frame = pd.concat([synthetic.reviews(16, seed=50, long=True, at="middle"), synthetic.reviews(4, seed=51)],
+                      ignore_index=True)
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    model = backends.load(exported[0], "onnx-int8", **reading)
+    said = []
+    model.say = said.append
+    want = model.predict_proba(list(frame["Reviews"]))
+    assert bool(said) == ("max_windows" in reading)
+    other = "cut" if model.reading.long_reviews == "windows" else "windows"
+    elsewise = backends.load(exported[0], "onnx-int8", long_reviews=other).predict_proba(list(frame["Reviews"]))
+    assert np.abs(want - elsewise).max() > 0.01  # the reading changes the answers
+    capsys.readouterr()
+    score("--model", exported[0], "--input", tmp_path / "in.parquet", "--output", tmp_path / "out",
+          "--partitions", 3, *flags)
+    scored = pd.read_parquet(tmp_path / "out")
+    assert list(scored["Reviews"]) == list(frame["Reviews"])
+    assert list(scored["label"]) == [model.classes[i] for i in want.argmax(1)]
+    assert np.abs(scored[["prob_neg", "prob_pos"]].to_numpy() - want).max() <= 1e-5
+    notes = [line for line in capsys.readouterr().err.splitlines() if "windows (about" in line]
+    assert notes == said, notes  # one line for the 3 tasks, as the model said it scoring all the reviews at once
+
+
+def test_the_driver_counts_the_reviews_the_executors_notes_say():
+    """The executors' notes of the windows' cap (windows.cap_note) are added up in an accumulator."""
+
+    class Accumulator:
+        value = 0
+
+        def add(self, n):
+            self.value += n
+
+    added = Accumulator()
+    for n in (1, 7):
+        score_spark.count_capped(added, windows.cap_note(n, windows.Reading(32, long_reviews="windows", max_windows=3)))
+    assert added.value == 8

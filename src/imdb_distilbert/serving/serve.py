@@ -6,6 +6,8 @@
 POST /predict {"texts": [...]} answers {"backend": ..., "predictions": [{"label", "prob_neg", "prob_pos"}, ...]}
 ({"texts": [...], "min_confidence": P}: a review whose top probability is below P is labelled "uncertain"),
 the numbers src/predict.py gives with the same backend. GET /health answers {"status": "ok", ...}.
+A review longer than the model's maxlen is read as the training run chose (all of it, in overlapping windows whose
+logits are averaged, or the part training kept), or as --long-reviews says; /health says which.
 GET / is the web page (everything it needs is in it: no CDN): the label, its probability as a bar,
 and the review with the words that decided it highlighted.
 POST /explain {"texts": [...]} answers {"explanations": [...]}, inference/explain.py's word scores (and the
@@ -55,6 +57,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from imdb_distilbert import cli, packages
+from imdb_distilbert.data import windows
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends, explain, selfcheck
 
@@ -97,6 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    cli.add_reading_options(p)
     p.add_argument("--no-explain", action="store_true",
                    help="no POST /explain and no highlighted words on the page "
                    "(default: on with the ktrain backend when TensorFlow is installed)")
@@ -141,6 +145,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.port <= 65535:
         p.error("--port must be between 0 and 65535")
     return args
+
+
+def say(line: str) -> None:
+    """What the server says to its operator beside the requests (the windows' cap): its standard error."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def default_backend(model_dir: str | Path) -> tuple[str, str]:
@@ -452,6 +461,8 @@ class App:
                        **({} if explanations else {"explain_off_because": self.no_explain_because}),
                        "requests_scored": batcher.requests, "model_calls": batcher.batches,
                        "batch_size": self.model.batch_size,  # reviews per model call at most (--batch-size)
+                       # how a review longer than maxlen is read (--long-reviews, --window-overlap, --max-windows)
+                       "maxlen": self.model.reading.maxlen, **self.model.reading.record(),
                        "queue": {"texts": batcher.bound.health(),
                                  **({"explain_requests": explanations.bound.health()} if explanations else {})}})
 
@@ -661,12 +672,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ImportError as missing:
         raise UserError(f"serving needs {missing.name}, which is not installed; "
                         "run `pip install -r requirements-serve.txt`.") from None
+    reading = cli.reading_of(args)
+    backends.with_settings(windows.saved_reading(args.model), **reading)  # a bad value is said before anything loads
     sock = listen(args.host, args.port)  # before loading: a busy port is reported at once
     print(f"backend {backend} ({why}); loading {args.model}...", flush=True)
     model = backends.load(args.model, backend, args.batch_size)
     # Does this environment reproduce the saved model? Its stored reviews are scored (also the first call's set-up,
-    # so the first request is not slow); a model that gives other answers is not served unless --skip-check.
+    # so the first request is not slow); a model that gives other answers is not served unless --skip-check. They are
+    # scored as the run read long reviews, which is how their answers were stored; then as --long-reviews says.
     checked = selfcheck.check(args.model, backend, model)
+    model.reading = backends.with_settings(model.reading, **reading)
+    model.say = say  # the windows' cap (--max-windows), said for each model call that hits it
     print(checked.line, flush=True)
     if checked.reproduced is None:
         model.predict_proba(["warm-up"])

@@ -11,7 +11,9 @@ works where the browser runs on the kernel's machine (a local Jupyter; over SSH,
 The server is src/serve.py in a process of its own, with the same Python as the kernel, on a free port of
 127.0.0.1. It scores on the CPU (the notebook's TensorFlow holds the GPU's memory), with the backend
 src/serve.py chooses (onnx-int8 after src/export.py, else ktrain), and highlights words when TensorFlow is
-installed. It ends with the kernel if stop() was not called.
+installed. A review longer than the model's maxlen is read as the training run chose, unless start()'s
+long_reviews, window_overlap or max_windows say otherwise (src/serve.py's --long-reviews and the others).
+It ends with the kernel if stop() was not called.
 """
 
 from __future__ import annotations
@@ -61,8 +63,11 @@ class Page:
         print(f"stopped the server; port {self.port} is free")
 
 
-def start(model_dir: str | Path, backend: str | None = None, height: int = 640, timeout: float = 600) -> Page:
+def start(model_dir: str | Path, backend: str | None = None, height: int = 640, timeout: float = 600,
+          long_reviews: str | None = None, window_overlap: int | None = None, max_windows: int | None = None) -> Page:
     """Start src/serve.py on the predictor in `model_dir` and show its page below the cell. Returns a Page.
+    `long_reviews` ("cut" or "windows"), `window_overlap` and `max_windows`: src/serve.py's --long-reviews,
+    --window-overlap and --max-windows (None: as the training run chose).
 
     A server this kernel started before is stopped first. Raises RuntimeError, with the server's own
     message, if it does not start within `timeout` seconds."""
@@ -77,6 +82,8 @@ def start(model_dir: str | Path, backend: str | None = None, height: int = 640, 
     command = ([sys.executable, str(SERVE), "--model", str(model_dir), "--port", "0", "--explain"]
                + (["--backend", backend] if backend else [])
                + (["--allowed-host", "*"] if "google.colab" in sys.modules else []))
+    reading = {"--long-reviews": long_reviews, "--window-overlap": window_overlap, "--max-windows": max_windows}
+    command += [word for flag, value in reading.items() if value is not None for word in (flag, str(value))]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     print(f"starting src/serve.py on {model_dir}...", flush=True)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

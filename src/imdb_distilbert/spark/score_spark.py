@@ -6,6 +6,8 @@
 
 The output has every input column, in the input's row order, plus `label` and one `prob_<class>` column
 per class (prob_neg, prob_pos). Rows whose text is empty or missing get nulls there, and are counted.
+A review longer than the model's maxlen is read as the training run chose (all of it, in overlapping windows whose
+logits are averaged, or the part training kept: onnx.json), or as --long-reviews says.
 Locally (the default, `local[*]`) it needs `pip install -r requirements-spark.txt` and Java 17.
 Each Spark executor loads the ONNX model once per Python worker and scores with ONNX Runtime:
 no TensorFlow on the executors, only requirements-onnx.txt. Run `python src/export.py --model DIR` first.
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import imdb_distilbert
 from imdb_distilbert import cli, files
-from imdb_distilbert.data import reading
+from imdb_distilbert.data import reading, windows
 from imdb_distilbert.errors import UserError
 from imdb_distilbert.inference import backends
 
@@ -57,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, metavar="N", help="split the rows into N tasks "
                    "(default: 4 per core Spark has, or the input's own number if larger)")
     p.add_argument("--batch-size", type=int, metavar="N", default=32, help="reviews per model call (default: 32)")
+    cli.add_reading_options(p)
     p.add_argument("--min-confidence", type=float, metavar="P",
                    help="label a review 'uncertain' when its top probability is below P (as src/predict.py)")
     p.add_argument("--overwrite", action="store_true",
@@ -73,6 +78,17 @@ def check_model(model_dir: str | Path, backend: str) -> None:
     """The model folder has the files the executors need; stop with one sentence if not."""
     backends.check_predictor_folder(model_dir)
     backends.check_onnx_export(model_dir, backend)
+
+
+def long_reading(args: argparse.Namespace) -> windows.Reading:
+    """How the executors read a review longer than maxlen: as the run chose (onnx.json, read as the ONNX backend
+    reads it), with --long-reviews, --window-overlap and --max-windows instead where given. A bad value stops with
+    one sentence, on the driver: main() asks before Spark starts."""
+    settings = json.loads((Path(args.model) / backends.ONNX_SETTINGS).read_text())
+    saved = windows.Reading(int(settings["maxlen"]), settings.get("truncation", "head"),
+                            settings.get("long_reviews", "cut"), settings.get("window_overlap"),
+                            settings.get("max_windows", windows.MAX_WINDOWS))
+    return backends.with_settings(saved, **cli.reading_of(args))
 
 
 def pack_model(model_dir: Path, backend: str, folder: str | Path) -> Path:
@@ -257,18 +273,24 @@ class HadoopStream(io.RawIOBase):
 ROW = "__row"  # the input order, when the rows are spread over more tasks; dropped before writing
 
 
-def executor_model(archive_name: str, backend: str, batch_size: int) -> backends.OnnxBackend:
-    """The ONNX model on an executor, loaded once per Python worker from the archive Spark shipped."""
+def executor_model(archive_name: str, backend: str, batch_size: int,
+                   long: windows.Reading | None = None) -> backends.OnnxBackend:
+    """The ONNX model on an executor, loaded once per Python worker from the archive Spark shipped; long reviews read
+    as `long` says (long_reading; None: as onnx.json says)."""
     from pyspark import SparkFiles, TaskContext
 
+    given = (long.long_reviews, long.overlap, long.max_windows) if long else (None, None, None)
     # Each task gets spark.task.cpus cores (1 by default): ONNX Runtime uses that many threads.
-    return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus())
+    return backends.onnx_once(SparkFiles.get(archive_name), backend, batch_size, TaskContext.get().cpus(), *given)
 
 
 def scorer(archive_name: str, backend: str, batch_size: int, text_column: str, classes: Sequence[str],
-           min_confidence: float | None = None) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
+           min_confidence: float | None = None, long: windows.Reading | None = None,
+           capped: Any = None) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: each chunk of a task's rows, the same rows plus label and probabilities, in order.
-    The label is "uncertain" where the top probability is below `min_confidence` (backends.labels).
+    The label is "uncertain" where the top probability is below `min_confidence` (backends.labels). Long reviews
+    are read as `long` says (executor_model); `capped`, a Spark accumulator, counts the reviews whose windows the
+    cap (--max-windows) cut, for the driver to say.
 
     The backend sorts a chunk's texts by length into batches and puts the scores back in the rows' order.
     A review's scores depend only on the review (the int8 export quantizes each token on its own,
@@ -277,7 +299,9 @@ def scorer(archive_name: str, backend: str, batch_size: int, text_column: str, c
     import numpy as np
 
     def score(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = executor_model(archive_name, backend, batch_size)
+        model = executor_model(archive_name, backend, batch_size, long)
+        if capped is not None:  # said once, on the driver, for all the executors' reviews
+            model.say = functools.partial(count_capped, capped)
         for frame in frames:
             texts = frame[text_column].fillna("").str.strip()  # as src/predict.py reads them
             has_text = (texts != "").to_numpy()
@@ -293,9 +317,20 @@ def scorer(archive_name: str, backend: str, batch_size: int, text_column: str, c
     return score
 
 
+def count_capped(capped: Any, note: str) -> None:
+    """Add the number of reviews a windows.cap_note line counts to the accumulator `capped`; a line that counts none
+    is said on the executor's standard error instead."""
+    found = re.search(r"\d+", note)
+    if found:
+        capped.add(int(found.group()))
+    else:
+        print(note, file=sys.stderr, flush=True)
+
+
 def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int]:
     """Read, score and write, all or nothing. Returns {label or None: rows}."""
     check_model(args.model, args.backend)
+    long = long_reading(args)
     check_output(spark, args.output, args.overwrite)
     args.text_column = args.text_column or cli.text_columns(args.model)[0]
     frame = read(spark, args.input, args.text_column)
@@ -313,14 +348,18 @@ def score(spark: SparkSession, args: argparse.Namespace) -> dict[str | None, int
         sc.addPyFile(str(pack_code(packed)))  # the whole package: the executors import what scorer() needs from it
         print(f"scoring {args.input} in {partitions} tasks on {sc.master} with {args.backend}...", file=sys.stderr,
               flush=True)
-        write_atomically(spark, scored_in_input_order(frame, args, archive.name, classes, partitions), args.output)
+        capped = sc.accumulator(0)  # reviews the windows' cap cut, added up from the executors
+        write_atomically(spark, scored_in_input_order(frame, args, archive.name, classes, partitions, long, capped),
+                         args.output)
+    if capped.value:
+        print(windows.cap_note(capped.value, long), file=sys.stderr, flush=True)
     counts = spark.read.parquet(args.output).groupBy("label").count().collect()
     return {r["label"]: r["count"] for r in counts}
 
 
 def scored_in_input_order(frame: DataFrame, args: argparse.Namespace, archive_name: str, classes: Sequence[str],
-                          partitions: int) -> DataFrame:
-    """`frame` plus label and probabilities, in `partitions` tasks, rows in input order.
+                          partitions: int, long: windows.Reading | None = None, capped: Any = None) -> DataFrame:
+    """`frame` plus label and probabilities, in `partitions` tasks, rows in input order (`long`, `capped`: scorer's).
 
     Each task scores its own rows: no shuffle to batch reviews of similar length across the cluster. Only when
     the input has a different number of partitions are its rows moved, in contiguous ranges that keep their order.
@@ -335,7 +374,7 @@ def scored_in_input_order(frame: DataFrame, args: argparse.Namespace, archive_na
     schema = StructType([*frame.schema.fields, StructField("label", StringType()),
                          *(StructField(f"prob_{c}", DoubleType()) for c in classes)])
     scored = frame.mapInPandas(scorer(archive_name, args.backend, args.batch_size, args.text_column, classes,
-                                      args.min_confidence),
+                                      args.min_confidence, long, capped),
                                schema=schema)
     return scored.drop(ROW) if moved else scored
 
@@ -403,6 +442,7 @@ def first_line(error: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     check_model(args.model, args.backend)  # before Spark starts: a wrong folder is reported in a second
+    long_reading(args)  # and so is a bad --window-overlap or --max-windows
     created = _no_active_session()
     started = time.time()
     spark = session(args.master)
