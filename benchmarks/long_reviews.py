@@ -11,9 +11,9 @@ calibration, so both see the same reviews): one on each review's head (the defau
 --train-windows. Then the saved predictor of each scores the same test sample every way, through predict.py's ktrain
 backend (tokenizing and cutting or windowing included), timed: head, tail, head+tail (cut: a review that fits is
 read whole) and windows, whose answers are combined three ways (the mean of the windows' logits, the mean of their
-probabilities, the most confident window) from one scoring (the windows row is the mean of logits, timed). Accuracy and log loss on the whole test sample and on its
-long reviews (those longer than maxlen word pieces, [CLS] and [SEP] included). Scoring times are of one process on
-this machine: compare them within one run.
+probabilities, the most confident window) from one scoring (the windows row is the mean of logits, timed).
+Accuracy and log loss on the whole test sample and on its long reviews (those longer than maxlen word pieces,
+[CLS] and [SEP] included). Scoring times are of one process on this machine: compare them within one run.
 """
 
 import argparse
@@ -39,21 +39,24 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--data-dir", type=Path, default=DATA, help="train.xlsx and test.xlsx (default: ../shared/data/imdb)")
+    p.add_argument("--data-dir", type=Path, default=DATA,
+                   help="train.xlsx and test.xlsx (default: ../shared/data/imdb)")
     p.add_argument("--work", type=Path, default=Path("/tmp/long-reviews"), help="where the predictors are saved")
     p.add_argument("--out", type=Path, required=True, help="the results (JSON)")
+    p.add_argument("--control-epochs", type=int, metavar="N", help="also train on heads for N epochs, about as many "
+                   "steps as --train-windows makes, to tell its windows from its extra steps (default: not)")
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     return p.parse_args(argv)
 
 
-def train(args, name, *extra):
+def train(args, name, *extra, epochs=None):
     """train.py into WORK/maxlen-N/name, unless a finished run is there. Returns the folder."""
     output = args.work / f"maxlen-{args.maxlen}-seed-{args.seed}" / name
     if (output / "metrics.json").is_file():
         return output
     command = [sys.executable, str(ROOT / "src" / "train.py"), "--data-dir", args.data_dir, "--sample", args.sample,
-               "--maxlen", args.maxlen, "--epochs", args.epochs, "--batch-size", args.batch_size, "--lr", args.lr,
-               "--seed", args.seed, "--no-calibrate", "--top-losses", 0, "--output", output, *extra]
+               "--maxlen", args.maxlen, "--epochs", epochs or args.epochs, "--batch-size", args.batch_size,
+               "--lr", args.lr, "--seed", args.seed, "--no-calibrate", "--top-losses", 0, "--output", output, *extra]
     print("$", " ".join(map(str, command[1:])), flush=True)
     subprocess.run([str(c) for c in command], check=True)
     return output
@@ -122,13 +125,20 @@ def main(argv=None):
         return
     folders = {"head (default)": train(args, "head"), "windows (--train-windows)": train(args, "windows",
                                                                                         "--train-windows")}
+    if args.control_epochs:
+        folders[f"head, {args.control_epochs} epochs"] = train(args, f"head-{args.control_epochs}-epochs",
+                                                               epochs=args.control_epochs)
+    if args.out.is_file():  # rows already measured (a rerun with --control-epochs adds its own)
+        done = json.loads(args.out.read_text())
+        folders = {k: v for k, v in folders.items() if k not in done["runs"]}
     import imdb_distilbert  # noqa: F401  (Keras 2 before TensorFlow)
     from imdb_distilbert.data import dataset
 
     _, test = dataset.load_splits(args.data_dir / "train.xlsx", args.data_dir / "test.xlsx", args.sample, args.seed)
-    results = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "machine": {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
-               "runs": {}, "train_seconds": {}}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"cpu": cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "runs": {}, "train_seconds": {}}
     for trained, folder in folders.items():
         rows, facts = score(folder, test, args)
         results["runs"][trained], results["facts"] = rows, facts

@@ -74,9 +74,9 @@ def test_export_writes_onnx_files_and_settings(exported):
 
 
 def test_onnx_tokenizes_like_the_predictor(exported, tensorflow_model, texts):
-    onnx = backends.OnnxBackend(exported[0], "onnx")
+    onnx = backends.OnnxBackend(exported[0], "onnx", long_reviews="cut")  # windows: test_windows.py
     expected = tensorflow_model.predictor.preproc.tok(texts, truncation=True, max_length=32)["input_ids"]
-    assert onnx.encode(texts) == expected
+    assert onnx.encode(texts).pieces == expected
     assert max(map(len, expected)) == 32  # the real reviews were cut
 
 
@@ -124,16 +124,17 @@ def test_a_reviews_scores_do_not_depend_on_its_batch(exported, backend):
     (export/quantize.py), so nothing else in a model call changes a review's numbers. (ONNX Runtime's dynamic
     int8, one activation scale per call, moved them by up to 0.08 on the stand-in: docs/performance.md.)"""
     texts = list(synthetic.reviews(60, seed=23)["Reviews"]) + list(pd.read_excel(SAMPLE)["Reviews"].dropna()[:20])
-    model = backends.OnnxBackend(exported[0], backend, batch_size=1)
-    alone = model.predict_proba(texts)  # one review per call
-    rng = np.random.default_rng(0)
-    for batch_size in (3, 8, 32):
-        model.batch_size = batch_size
-        order = rng.permutation(len(texts))
-        proba = model.predict_proba([texts[i] for i in order])
-        assert np.abs(proba - alone[order]).max() <= 1e-6, batch_size
-    # One call holding every review, all padded to the longest (maxlen): long and short neighbours, extra padding.
-    ids = model.encode(texts)
+    for long_reviews in ("windows", "cut"):  # the real reviews are longer than maxlen: several windows, or cut
+        model = backends.OnnxBackend(exported[0], backend, batch_size=1, long_reviews=long_reviews)
+        alone = model.predict_proba(texts)  # one review (one window) per call
+        rng = np.random.default_rng(0)
+        for batch_size in (3, 8, 32):
+            model.batch_size = batch_size
+            order = rng.permutation(len(texts))
+            proba = model.predict_proba([texts[i] for i in order])
+            assert np.abs(proba - alone[order]).max() <= 1e-6, (long_reviews, batch_size)
+    # One call holding every review cut, all padded to the longest (maxlen): long and short neighbours, extra padding.
+    ids = model.encode(texts).pieces
     width = max(map(len, ids))
     assert width == model.maxlen and min(map(len, ids)) < width / 2
     input_ids = np.full((len(ids), width), model.pad_id, dtype=np.int64)
@@ -201,7 +202,8 @@ def test_onnx_backends_need_no_tensorflow(exported, tensorflow_model, tmp_path, 
 
 
 def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
-    """A model trained with --truncation tail reads the end of a long review, whichever backend scores it."""
+    """A model trained with --truncation tail reads the end of a long review, whichever backend scores it (read
+    cut: --long-reviews cut)."""
     import shutil
 
     folder = tmp_path / "tail-predictor"
@@ -218,7 +220,7 @@ def test_every_backend_cuts_long_reviews_as_training_did(cut_run, tmp_path):
     assert json.loads((folder / "onnx.json").read_text())["truncation"] == "tail"
     labels = {}
     for backend in backends.BACKENDS:
-        out = run_predict("--model", folder, "--backend", backend, "--json", *long_reviews)
+        out = run_predict("--model", folder, "--backend", backend, "--long-reviews", "cut", "--json", *long_reviews)
         assert out.returncode == 0, out.stderr[-3000:]
         labels[backend] = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
     # Reading the start would give about 0 (the opposite verdict is there); the worst training in docs/testing.md:

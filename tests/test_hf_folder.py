@@ -60,7 +60,8 @@ def texts():
 
 @pytest.fixture(scope="module")
 def tensorflow(trained):
-    return backends.KtrainBackend(trained[0])
+    """The predictor, long reviews cut as training did: what a pipeline can read (not the run's windows)."""
+    return backends.KtrainBackend(trained[0], long_reviews="cut")
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,10 @@ def test_model_card_parses_with_huggingface_hub(hf_export, trained):
     for name, version in metrics["versions"].items():  # training's package versions, and the export's
         assert f"{name} {version}" in text
     assert "torch 2.13.0" in text and "truncation=True" in text and "## Intended use and limitations" in text
+    # The run read long reviews in windows, which a pipeline cannot: the card says so, with both accuracies.
+    readings = metrics["long_reviews"]["readings"]
+    assert args["long_reviews"] == "windows" and "reads a longer review whole instead" in text
+    assert f"{readings['head']['accuracy']:.2%} accuracy that way against {readings['windows']['accuracy']:.2%}" in text
     assert str(trained[0]) not in text and str(ROOT) not in text  # no local paths in a card meant for sharing
 
 
@@ -187,7 +192,7 @@ def test_head_tail_is_said_and_the_tokenizer_keeps_the_tail(trained, tmp_path, t
     card = ModelCard.load(folder / "README.md").text
     assert "trained with `--truncation head+tail`" in card and "cannot cut a review that way" in card
     # Cut as the run cut them, the folder gives the predictor's answers; the export checked that, and so do we.
-    tensorflow = backends.KtrainBackend(predictor)
+    tensorflow = backends.KtrainBackend(predictor, long_reviews="cut")
     cut = like_saved_run(texts, predictor, tensorflow.predictor.preproc.get_tokenizer())
     classify = pipeline("text-classification", model=str(folder), truncation=True, top_k=None)
     assert_same_answers(proba(classify(cut, batch_size=8)), tensorflow.predict_proba(texts))

@@ -341,11 +341,14 @@ def model_card(metrics: dict, config: PretrainedConfig, maxlen: int, mode: str, 
                 for key, value in rows if value is not None]
     results = [(label, metrics[key]) for key, label in METRICS if metrics.get(key) is not None]
     head, tail = head_tail_ends(maxlen)
+    readings = (metrics.get("long_reviews") or {}).get("readings", {})
+    windows = ({"accuracy": readings["windows"]["accuracy"], "cut_accuracy": readings[mode]["accuracy"]}
+               if args.get("long_reviews") == "windows" and mode in readings and "windows" in readings else None)
     card = ModelCard.from_template(
         card_data(metrics, name), template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         name=name, classes=metrics.get("classes") or list(config.id2label.values()),
         differs=differences_from_recipe(metrics, config), own_data=own_data(metrics), maxlen=maxlen, kept=maxlen - 2,
-        mode=mode,
+        mode=mode, windows=windows,
         head=head, tail=tail, parity=parity, settings=settings if args else None,
         trained_with=metrics.get("versions", {}), exported_with=versions,
         results=results if metrics.get("accuracy") is not None else None, per_class=metrics.get("per_class") or {})

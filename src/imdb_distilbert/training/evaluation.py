@@ -35,8 +35,9 @@ def evaluate(
     top_losses.html (those reviews with the words that decided them highlighted, inference/explain.py).
     Reviews longer than maxlen are read as `how` says (the run's --long-reviews and --truncation: windows, or cut),
     and scored in batches of similar length unless `padding` is "fixed" (see predict). Whichever it is, the report
-    and metrics.json["long_reviews"] compare head, tail, head+tail and windows (compare_readings). `temperature`: what the run folded into the model
-    (training/calibration.py); the probabilities before it are derived from those after, not scored again.
+    and metrics.json["long_reviews"] compare head, tail, head+tail and windows (compare_readings).
+    `temperature`: what the run folded into the model (training/calibration.py); the probabilities before it are
+    derived from those after, not scored again.
     Also written: reliability.png, and the calibration and accuracy-against-coverage tables in the report.
     """
     import ktrain
