@@ -31,12 +31,12 @@ def long_review(label, rng, at=None):
 
 
 def middle_review(label, rng):
-    """70-80 filler words with the verdict (3 words of the label's polarity) in their middle: longer than twice the
-    tests' maxlen of 32, so neither the head nor the tail of a cut reads it; only windows do."""
-    filler = rng.choices(FILLER, k=rng.randint(70, 80))
-    middle = len(filler) // 2
-    verdict = rng.choices(POSITIVE if label == "pos" else NEGATIVE, k=3)
-    return " ".join(filler[:middle] + verdict + filler[middle:]).capitalize() + "."
+    """The verdict only in the middle: three review()s of the label (about 50 words, 3-9 of them polar) between 32-36
+    filler words before and 32-36 after, so neither the first nor the last 30 word pieces (the tests' maxlen of 32)
+    hold any of it; the windows in the middle do."""
+    head, tail = (rng.choices(FILLER, k=rng.randint(32, 36)) for _ in range(2))
+    middle = [review(label, rng).rstrip(".").lower() for _ in range(3)]
+    return " ".join(head + middle + tail).capitalize() + "."
 
 
 def reviews(n, seed=0, mixed=False, long=False, at=None):

@@ -126,8 +126,8 @@ def test_training_on_windows_reads_both_ends(windows_run):
 
 
 def test_a_verdict_in_the_middle_is_read_by_windows_only(windows_run):
-    """100 reviews of 70-80 filler words with three words of verdict in their middle: neither the first nor the last
-    30 word pieces hold it, so head and tail guess (about 0.5); windows read it."""
+    """100 reviews whose verdict is only in their middle (synthetic.middle_review): neither the first nor the last
+    30 word pieces hold any of it, so head and tail guess (about 0.5); windows read it."""
     middle = synthetic.reviews(100, seed=43, long=True, at="middle")
     found = {how: accuracy(backends.KtrainBackend(windows_run[0], **settings), middle)
              for how, settings in (("windows", {"long_reviews": "windows"}), ("head", {"long_reviews": "cut"}),
