@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the project checkout: data/, model
 
 def load_predictor(folder: "str | Path", batch_size: int = 32) -> Any:  # a ktrain Predictor (ktrain loads lazily)
     """`ktrain.load_predictor(folder)`, with Keras 2 already set up for it and no Hub check (the folder holds its
-    tokenizer and config). To cut long reviews as a --truncation tail/head+tail run did, pass texts through
-    `imdb_distilbert.data.truncation.like_saved_run` first."""
+    tokenizer and config). Its predict() keeps the head of a review longer than maxlen; to read long reviews as
+    the training run chose (windows, or its --truncation), as predict.py does, use
+    `imdb_distilbert.inference.backends.predict_like_saved_run(predictor, texts, folder)`."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
