@@ -78,16 +78,20 @@ class Reading:
                 "max_windows": self.max_windows}
 
 
-def saved_reading(folder: str | os.PathLike, long_reviews: str | None = None, overlap: int | None = None,
-                  max_windows: int | None = None) -> Reading:
-    """How the run that saved the predictor in `folder` read long reviews (its metrics.json), with any of the three
-    settings given instead (predict.py's flags). A predictor saved before windows existed reads "cut"."""
+def saved_reading(folder: str | os.PathLike) -> Reading:
+    """How the run that saved the predictor in `folder` read long reviews (its metrics.json; backends.with_settings
+    applies predict.py's flags over it). A predictor saved before windows existed reads "cut"."""
     saved = RunConfig.saved(folder)
     maxlen, cut = truncation.saved_settings(folder)
-    return Reading(maxlen, cut,
-                   long_reviews or getattr(saved, "long_reviews", None) or "cut",
-                   overlap if overlap is not None else getattr(saved, "window_overlap", None),
-                   max_windows or getattr(saved, "max_windows", None) or MAX_WINDOWS)
+    return Reading(maxlen, cut, getattr(saved, "long_reviews", None) or "cut", getattr(saved, "window_overlap", None),
+                   getattr(saved, "max_windows", None) or MAX_WINDOWS)
+
+
+def onnx_reading(settings: dict) -> Reading:
+    """How the run read long reviews, from the onnx.json `settings` src/export.py wrote (Reading.record's keys;
+    an export from before windows: cut)."""
+    return Reading(int(settings["maxlen"]), settings.get("truncation", "head"), settings.get("long_reviews", "cut"),
+                   settings.get("window_overlap"), settings.get("max_windows", MAX_WINDOWS))
 
 
 @dataclass

@@ -174,10 +174,7 @@ class OnnxBackend:
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(model_dir / self.settings["tokenizer"]))
         # Long reviews read as the run chose (cut as training did, or windows): see encode().
-        saved = windows.Reading(self.maxlen, self.settings.get("truncation", "head"),
-                                self.settings.get("long_reviews", "cut"), self.settings.get("window_overlap"),
-                                self.settings.get("max_windows", windows.MAX_WINDOWS))
-        self.reading = with_settings(saved, **reading)
+        self.reading = with_settings(windows.onnx_reading(self.settings), **reading)
         self.say = say
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()

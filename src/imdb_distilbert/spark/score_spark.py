@@ -85,10 +85,7 @@ def long_reading(args: argparse.Namespace) -> windows.Reading:
     reads it), with --long-reviews, --window-overlap and --max-windows instead where given. A bad value stops with
     one sentence, on the driver: main() asks before Spark starts."""
     settings = json.loads((Path(args.model) / backends.ONNX_SETTINGS).read_text())
-    saved = windows.Reading(int(settings["maxlen"]), settings.get("truncation", "head"),
-                            settings.get("long_reviews", "cut"), settings.get("window_overlap"),
-                            settings.get("max_windows", windows.MAX_WINDOWS))
-    return backends.with_settings(saved, **cli.reading_of(args))
+    return backends.with_settings(windows.onnx_reading(settings), **cli.reading_of(args))
 
 
 def pack_model(model_dir: Path, backend: str, folder: str | Path) -> Path:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import resource
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ def compare_readings(learner: Any, preproc: Any, texts: Sequence[str], truth: Se
     "tail", "head+tail", "windows"}, the facts metrics.json keeps: accuracy and log loss of each on all reviews and
     on the long ones, which `how` used, how many reviews were long, windows scored, reviews the cap cut).
     """
-    scan = windows.Reading(how.maxlen, how.cut, "windows", how.overlap, how.max_windows)
+    scan = dataclasses.replace(how, long_reviews="windows")
     found = windows.of_texts(texts, preproc.get_tokenizer(), scan)
     long = found.counts() > 1
     print(f"{int(long.sum())} of {len(texts)} test reviews are longer than maxlen {how.maxlen}: scoring their "
